@@ -1,0 +1,81 @@
+// Package monitor serves the monitoring HTTP port: health and readiness
+// probes and the node's counters as JSON. Prometheus metrics, the REST and
+// WebSocket API and the web UI join it with their issues.
+//
+// It defines the small Node interface it needs and never imports server, so
+// the dependency points from the composition root to here.
+//
+// Imports: the standard library only (for now).
+package monitor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Node is what the monitor needs from a running node.
+type Node interface {
+	// Ready reports whether recovery finished and clients are accepted.
+	Ready() bool
+	// Varz returns a JSON-encodable snapshot of the node's state.
+	Varz() any
+}
+
+// Server is the monitoring HTTP server.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Handler returns the monitoring routes for node.
+func Handler(node Node) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if !node.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /varz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(node.Varz())
+	})
+	return mux
+}
+
+// Listen serves Handler(node) on addr until Shutdown.
+func Listen(addr string, node Node, logger *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("monitor: listen on %s: %w", addr, err)
+	}
+	s := &Server{ln: ln, srv: &http.Server{Handler: Handler(node), ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("monitor: serve", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Shutdown stops the server within ctx.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }

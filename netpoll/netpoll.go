@@ -1,0 +1,317 @@
+// Package netpoll adapts the gnet v2 event loop to FlowMesh's ports. It owns
+// the loops and the connections: read framing (the Handler says how many
+// bytes it consumed and how many it needs next, so a large payload is not
+// re-parsed on every read), outbound buffering with a per-connection cap
+// (a connection that falls behind past it is cut as a slow consumer),
+// batched delivery between loops, keepalive PINGs, a connection limit and a
+// graceful stop.
+//
+// It knows no verbs: the frames it writes on its own (keepalive PING, the
+// errors for slow and stale connections) are given to it in Config, so the
+// FlowMesh port and the RESP port share it.
+//
+// Threading: every Conn belongs to one loop. Handler methods run on that
+// loop; Conn methods marked "loop only" may be called only there. Execute
+// and Close are safe from any goroutine.
+//
+// Imports: gnet and the standard library only.
+package netpoll
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// Handler is what a port does with its connections. All methods run on the
+// connection's loop and must not block.
+type Handler interface {
+	// OnOpen is called for a new connection; it returns the greeting to send.
+	OnOpen(c *Conn) []byte
+	// Feed receives every byte buffered for c. It returns how many it
+	// consumed, the smallest total buffered length worth calling it again
+	// with (0: any new byte), and whether to close c after flushing.
+	Feed(c *Conn, in []byte) (consumed, need int, closeConn bool)
+	// OnClose is called once when c is gone, with the reason if any.
+	OnClose(c *Conn, err error)
+}
+
+// Config configures a Server. Zero values take the defaults noted.
+type Config struct {
+	Addr         string        // host:port to listen on
+	Loops        int           // event loops; default: one per CPU
+	MaxConns     int           // default 65536
+	MaxPending   int           // outbound bytes per connection before it is a slow consumer; default 64 MiB
+	PingInterval time.Duration // idle time before a keepalive PING; default 2 min; <0 disables
+	MaxPingsOut  int           // unanswered PINGs before the connection is stale; default 2
+	PingFrame    []byte        // the keepalive PING
+	StaleFrame   []byte        // sent before closing a stale connection
+	SlowFrame    []byte        // sent before closing a slow consumer
+	FullFrame    []byte        // sent to a connection over MaxConns
+	DrainFrame   []byte        // sent to a connection arriving during shutdown
+	Logger       *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxConns <= 0 {
+		c.MaxConns = 65536
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 64 << 20
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = 2 * time.Minute
+	}
+	if c.MaxPingsOut <= 0 {
+		c.MaxPingsOut = 2
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Stats are the port's counters.
+type Stats struct {
+	Conns         int64 // open now
+	TotalConns    uint64
+	Rejected      uint64 // over MaxConns or during shutdown
+	SlowConsumers uint64
+	StaleConns    uint64
+	BytesIn       uint64
+	BytesOut      uint64
+}
+
+// Server is one listening port.
+type Server struct {
+	cfg     Config
+	h       Handler
+	eng     gnet.Engine
+	booted  chan struct{}
+	done    chan error
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loop
+	list    []*loop // loops seen so far, in index order; read under loopsMu
+	nloops  int
+	drain   atomic.Bool
+	nextID  atomic.Uint64
+
+	conns                                 atomic.Int64
+	total, rejected, slow, stale, in, out atomic.Uint64
+}
+
+// Listen starts serving cfg.Addr with h and returns once the port accepts
+// connections.
+func Listen(cfg Config, h Handler) (*Server, error) {
+	cfg.setDefaults()
+	s := &Server{cfg: cfg, h: h, booted: make(chan struct{}), done: make(chan error, 1),
+		loops: make(map[gnet.EventLoop]*loop)}
+	s.nloops = cfg.Loops
+	if s.nloops <= 0 {
+		s.nloops = runtime.NumCPU() // what gnet's WithMulticore uses
+	}
+	opts := []gnet.Option{
+		gnet.WithMulticore(cfg.Loops <= 0),
+		gnet.WithReusePort(false),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithTicker(true),
+		gnet.WithLogger(gnetLogger{cfg.Logger}),
+	}
+	if cfg.Loops > 0 {
+		opts = append(opts, gnet.WithNumEventLoop(cfg.Loops))
+	}
+	go func() { s.done <- gnet.Run(&events{s: s}, "tcp://"+cfg.Addr, opts...) }()
+	select {
+	case <-s.booted:
+		return s, nil
+	case err := <-s.done:
+		return nil, fmt.Errorf("netpoll: listen on %s: %w", cfg.Addr, err)
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	return Stats{Conns: s.conns.Load(), TotalConns: s.total.Load(), Rejected: s.rejected.Load(),
+		SlowConsumers: s.slow.Load(), StaleConns: s.stale.Load(), BytesIn: s.in.Load(), BytesOut: s.out.Load()}
+}
+
+// Shutdown stops accepting connections (new ones get DrainFrame and are
+// closed), flushes what every connection has buffered, waits for the
+// sockets to drain until ctx is done, then closes every connection.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.drain.Swap(true) {
+		return errors.New("netpoll: already shut down")
+	}
+	for {
+		pending := s.pendingOut(ctx)
+		if pending == 0 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond): // sockets drain on their own; no event says when
+		}
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.eng.Stop(stopCtx)
+	if runErr := <-s.done; err == nil && runErr != nil && !errors.Is(runErr, context.Canceled) {
+		err = runErr
+	}
+	return err
+}
+
+// pendingOut flushes every loop and returns the outbound bytes still queued.
+func (s *Server) pendingOut(ctx context.Context) int {
+	s.loopsMu.Lock()
+	loops := append([]*loop(nil), s.list...)
+	s.loopsMu.Unlock()
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	for _, l := range loops {
+		wg.Add(1)
+		err := l.gl.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
+			defer wg.Done()
+			l.flush()
+			for c := range l.conns {
+				total.Add(int64(len(c.out) + c.gc.OutboundBuffered()))
+			}
+			return nil
+		}))
+		if err != nil {
+			wg.Done()
+		}
+	}
+	wg.Wait()
+	return int(total.Load())
+}
+
+// loopOf returns the state of gl, creating it on first sight. Called from
+// OnOpen only, so the lock is off the hot path.
+func (s *Server) loopOf(gl gnet.EventLoop) *loop {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	l := s.loops[gl]
+	if l == nil {
+		if len(s.list) == s.nloops {
+			panic("netpoll: more event loops than configured")
+		}
+		l = &loop{s: s, gl: gl, idx: len(s.list), conns: make(map[*Conn]struct{}),
+			outboxes: make([]*batch, s.nloops)}
+		for i := range l.outboxes {
+			l.outboxes[i] = &batch{}
+		}
+		s.loops[gl] = l
+		s.list = append(s.list, l)
+	}
+	return l
+}
+
+// events is the gnet.EventHandler.
+type events struct {
+	gnet.BuiltinEventEngine
+	s *Server
+}
+
+func (e *events) OnBoot(eng gnet.Engine) gnet.Action {
+	e.s.eng = eng
+	close(e.s.booted)
+	return gnet.None
+}
+
+func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	s := e.s
+	if s.drain.Load() {
+		s.rejected.Add(1)
+		return s.cfg.DrainFrame, gnet.Close
+	}
+	if s.conns.Add(1) > int64(s.cfg.MaxConns) {
+		s.conns.Add(-1)
+		s.rejected.Add(1)
+		return s.cfg.FullFrame, gnet.Close
+	}
+	s.total.Add(1)
+	l := s.loopOf(gc.EventLoop())
+	c := &Conn{gc: gc, loop: l, id: s.nextID.Add(1), lastIn: l.now()}
+	gc.SetContext(c)
+	l.conns[c] = struct{}{}
+	greeting := s.h.OnOpen(c)
+	if c.closing {
+		return greeting, gnet.Close
+	}
+	s.out.Add(uint64(len(greeting)))
+	return greeting, gnet.None
+}
+
+func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, _ := gc.Context().(*Conn)
+	if c == nil {
+		return gnet.Close
+	}
+	if c.closing {
+		_, _ = gc.Discard(-1)
+		return gnet.Close
+	}
+	c.lastIn = c.loop.now()
+	c.pingsOut = 0
+	n := gc.InboundBuffered()
+	if n < c.need {
+		return gnet.None // a large payload is still arriving
+	}
+	buf, _ := gc.Peek(-1)
+	consumed, need, closeIt := e.s.h.Feed(c, buf)
+	_, _ = gc.Discard(consumed)
+	e.s.in.Add(uint64(consumed))
+	c.need = need
+	c.loop.flush()
+	if closeIt || c.closing {
+		c.closing = true
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+func (e *events) OnClose(gc gnet.Conn, err error) gnet.Action {
+	c, _ := gc.Context().(*Conn)
+	if c == nil {
+		return gnet.None
+	}
+	c.closed = true
+	delete(c.loop.conns, c)
+	e.s.conns.Add(-1)
+	e.s.h.OnClose(c, err)
+	return gnet.None
+}
+
+// OnTick runs on one loop; each loop checks its own connections.
+func (e *events) OnTick() (time.Duration, gnet.Action) {
+	s := e.s
+	tick := time.Second
+	if s.cfg.PingInterval > 0 && s.cfg.PingInterval/2 < tick {
+		tick = s.cfg.PingInterval / 2
+	}
+	if s.cfg.PingInterval < 0 || s.drain.Load() {
+		return tick, gnet.None
+	}
+	s.loopsMu.Lock()
+	loops := append([]*loop(nil), s.list...)
+	s.loopsMu.Unlock()
+	for _, l := range loops {
+		_ = l.gl.Execute(context.Background(), gnet.RunnableFunc(l.keepalive))
+	}
+	return tick, gnet.None
+}
+
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: fatal: " + fmt.Sprintf(f, a...)) }

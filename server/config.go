@@ -1,0 +1,151 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// Config is a node's configuration. The zero value of a field means its
+// default, given in its comment; Default returns a Config with every default
+// filled in. A JSON config file has the same field names (see
+// docs/configuration in the README), and command-line flags override it.
+type Config struct {
+	// Name identifies the node in INFO and logs. Default: the host name.
+	Name string `json:"name,omitempty"`
+	// Addr is the FlowMesh/NATS protocol port. Default "127.0.0.1:4222".
+	Addr string `json:"addr,omitempty"`
+	// HTTPAddr is the monitoring port (metrics, REST, UI). Default
+	// "127.0.0.1:8222"; "off" disables it.
+	HTTPAddr string `json:"http_addr,omitempty"`
+	// DataDir holds the node's data. Default "./flowmesh-data". Ignored
+	// when InMemory is set.
+	DataDir string `json:"data_dir,omitempty"`
+	// InMemory keeps nothing on disk.
+	InMemory bool `json:"in_memory,omitempty"`
+	// Loops is the number of event loops. Default: one per CPU.
+	Loops int `json:"loops,omitempty"`
+	// MaxConns bounds client connections. Default 65536.
+	MaxConns int `json:"max_connections,omitempty"`
+	// MaxControlLine bounds one control line in bytes. Default 4096.
+	MaxControlLine int `json:"max_control_line,omitempty"`
+	// MaxPayload bounds one payload in bytes, headers included. Default 1 MiB.
+	MaxPayload int `json:"max_payload,omitempty"`
+	// MaxHeader bounds one header block in bytes. Default 64 KiB.
+	MaxHeader int `json:"max_header,omitempty"`
+	// MaxPending is the outbound bytes a connection may have queued before
+	// it is closed as a slow consumer. Default 64 MiB.
+	MaxPending int `json:"max_pending,omitempty"`
+	// PingInterval is how long a connection may be silent before the server
+	// PINGs it. Default 2m.
+	PingInterval Duration `json:"ping_interval,omitempty"`
+	// MaxPingsOut is how many PINGs may go unanswered before the
+	// connection is closed as stale. Default 2.
+	MaxPingsOut int `json:"max_pings_out,omitempty"`
+	// ShutdownTimeout bounds the graceful drain on stop. Default 10s.
+	ShutdownTimeout Duration `json:"shutdown_timeout,omitempty"`
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `json:"log_level,omitempty"`
+}
+
+// Duration is a time.Duration that reads and writes as "1m30s" in JSON.
+type Duration time.Duration
+
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	c := Config{}
+	c.fill()
+	return c
+}
+
+func (c *Config) fill() {
+	if c.Name == "" {
+		c.Name, _ = os.Hostname()
+	}
+	setDefault(&c.Addr, "127.0.0.1:4222")
+	setDefault(&c.HTTPAddr, "127.0.0.1:8222")
+	setDefault(&c.DataDir, "./flowmesh-data")
+	setDefault(&c.LogLevel, "info")
+	setDefaultInt(&c.MaxConns, 65536)
+	setDefaultInt(&c.MaxControlLine, 4096)
+	setDefaultInt(&c.MaxPayload, 1<<20)
+	setDefaultInt(&c.MaxHeader, 64<<10)
+	setDefaultInt(&c.MaxPending, 64<<20)
+	setDefaultInt(&c.MaxPingsOut, 2)
+	if c.PingInterval == 0 {
+		c.PingInterval = Duration(2 * time.Minute)
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = Duration(10 * time.Second)
+	}
+}
+
+func setDefault(p *string, v string) {
+	if *p == "" {
+		*p = v
+	}
+}
+
+func setDefaultInt(p *int, v int) {
+	if *p == 0 {
+		*p = v
+	}
+}
+
+// Validate fills defaults and reports every invalid field at once.
+func (c *Config) Validate() error {
+	c.fill()
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf("config: "+format, args...))
+		}
+	}
+	check(c.MaxConns > 0, "max_connections must be positive, got %d", c.MaxConns)
+	check(c.MaxControlLine >= 256, "max_control_line must be at least 256, got %d", c.MaxControlLine)
+	check(c.MaxPayload > 0 && c.MaxPayload <= 64<<20, "max_payload must be in (0, 64 MiB], got %d", c.MaxPayload)
+	check(c.MaxHeader > 0 && c.MaxHeader <= c.MaxPayload, "max_header must be in (0, max_payload], got %d", c.MaxHeader)
+	check(c.MaxPending >= c.MaxPayload, "max_pending (%d) must be at least max_payload (%d)", c.MaxPending, c.MaxPayload)
+	check(c.Loops >= 0, "loops must not be negative, got %d", c.Loops)
+	check(c.PingInterval > 0, "ping_interval must be positive")
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("config: log_level must be debug, info, warn or error, got %q", c.LogLevel))
+	}
+	return errors.Join(errs...)
+}
+
+// LoadConfig reads a JSON config file. Unknown fields are errors, so a typo
+// is not silently ignored.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	f, err := os.Open(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("config: %s: %w", path, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,91 @@
+package server
+
+import (
+	"github.com/flowmesh/flowmesh/netpoll"
+	"github.com/flowmesh/flowmesh/protocol"
+)
+
+// Ordered replies.
+//
+// Every command that gets a reply reserves its place in the session's reply
+// queue in arrival order. A synchronous handler answers at once; a handler
+// whose answer waits on the disk (an fsync) or another goroutine takes a
+// Pending and completes it later, from any goroutine: the completion hops
+// back to the connection's loop and the queue writes the longest filled
+// prefix. So pipelined commands are answered in order even when a later
+// command finishes first.
+//
+// The common case costs nothing extra: while no reply is outstanding, a
+// synchronous reply is appended straight to the connection's output.
+
+// replyQueue is owned by the session's loop.
+type replyQueue struct {
+	base  uint64 // sequence number of slots[0]
+	slots []replySlot
+}
+
+type replySlot struct {
+	done bool
+	buf  []byte
+}
+
+// Pending is a reply that will be given later. Complete it exactly once
+// with one of its methods; they are safe from any goroutine.
+type Pending struct {
+	sess *session
+	seq  uint64
+}
+
+// OK completes the reply with +OK [args].
+func (p *Pending) OK(args ...[]byte) { p.complete(protocol.AppendOK(nil, args...)) }
+
+// Err completes the reply with -ERR.
+func (p *Pending) Err(e *protocol.Error) { p.complete(protocol.AppendError(nil, e)) }
+
+// Res completes the reply with a RES frame.
+func (p *Pending) Res(args [][]byte, hdr, payload []byte) {
+	p.complete(protocol.AppendRes(nil, args, hdr, payload))
+}
+
+func (p *Pending) complete(frame []byte) {
+	s := p.sess
+	err := s.conn.Execute(func(*netpoll.Conn) { s.replies.fill(s, p.seq, frame) })
+	if err != nil {
+		s.srv.log.Debug("server: reply dropped, connection gone", "conn", s.conn.ID(), "err", err)
+	}
+	s.srv.inflight.Done()
+}
+
+// reserve takes the next place in the queue for a reply given later.
+func (q *replyQueue) reserve() uint64 {
+	q.slots = append(q.slots, replySlot{})
+	return q.base + uint64(len(q.slots)) - 1
+}
+
+// fill completes slot seq and writes every reply that is now in order.
+func (q *replyQueue) fill(s *session, seq uint64, frame []byte) {
+	i := seq - q.base
+	if i >= uint64(len(q.slots)) || q.slots[i].done {
+		panic("server: reply completed twice or out of range")
+	}
+	q.slots[i] = replySlot{done: true, buf: frame}
+	n := 0
+	out := s.conn.Buf()
+	for n < len(q.slots) && q.slots[n].done {
+		out = append(out, q.slots[n].buf...)
+		q.slots[n] = replySlot{}
+		n++
+	}
+	q.slots = q.slots[:copy(q.slots, q.slots[n:])]
+	q.base += uint64(n)
+	s.conn.Commit(out)
+}
+
+// idle reports whether no reply is outstanding, so a synchronous reply may
+// go straight to the output.
+func (q *replyQueue) idle() bool { return len(q.slots) == 0 }
+
+// queueDone appends an already-complete reply behind outstanding ones.
+func (q *replyQueue) queueDone(frame []byte) {
+	q.slots = append(q.slots, replySlot{done: true, buf: append([]byte(nil), frame...)})
+}

@@ -1,0 +1,275 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/flowmesh/flowmesh/monitor"
+	"github.com/flowmesh/flowmesh/netpoll"
+	"github.com/flowmesh/flowmesh/protocol"
+	"github.com/flowmesh/flowmesh/server/subject"
+)
+
+// Version is FlowMesh's version, set at build time with -ldflags.
+var Version = "0.1.0-dev"
+
+// natsVersion is the NATS server version whose core protocol FlowMesh
+// speaks; it goes in INFO's "version" so NATS clients enable what that
+// version has (headers, no-responders). FlowMesh's own version is in
+// "flowmesh_version".
+const natsVersion = "2.10.0"
+
+// HandlerFunc handles one engine verb. It must answer exactly once, through
+// c.OK, c.Err, c.Res or c.Defer, and must not block: it runs on an event
+// loop.
+type HandlerFunc func(c *Call)
+
+// Server is one FlowMesh node: the protocol port and the engines behind it.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	limits   protocol.Limits
+	specs    []protocol.Spec
+	handlers map[protocol.Verb]HandlerFunc
+	table    *protocol.Table
+	subs     *subject.List[*subscription]
+	np       *netpoll.Server
+	mon      *monitor.Server
+	info     serverInfo
+	inflight sync.WaitGroup
+	ready    chan struct{}
+	started  atomic.Bool
+
+	msgsIn, msgsOut, protoErrors atomic.Uint64
+	errLogged                    atomic.Int64 // unix second of the last client-error log line
+}
+
+// New validates cfg and builds a node. Start runs it.
+func New(cfg Config, logger *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := &Server{
+		cfg: cfg, log: logger, handlers: make(map[protocol.Verb]HandlerFunc),
+		limits: protocol.Limits{MaxControlLine: cfg.MaxControlLine, MaxPayload: cfg.MaxPayload, MaxHeader: cfg.MaxHeader},
+		subs:   subject.NewList[*subscription](), ready: make(chan struct{}),
+	}
+	s.specs = protocol.CoreServerSpecs()
+	return s, nil
+}
+
+// Handle registers an engine verb before Start. It panics on a duplicate or
+// a verb ID below protocol.FirstEngineVerb: both are programming errors.
+func (s *Server) Handle(spec protocol.Spec, h HandlerFunc) {
+	if s.started.Load() {
+		panic("server: Handle after Start")
+	}
+	if spec.ID < protocol.FirstEngineVerb || s.handlers[spec.ID] != nil {
+		panic(fmt.Sprintf("server: bad or duplicate verb id %d for %s", spec.ID, spec.Name))
+	}
+	s.specs = append(s.specs, spec)
+	s.handlers[spec.ID] = h
+	if spec.HeaderID != protocol.VerbNone {
+		s.handlers[spec.HeaderID] = h
+	}
+}
+
+func (s *Server) handler(v protocol.Verb) HandlerFunc { return s.handlers[v] }
+
+// Start opens the protocol port. It returns when clients can connect.
+func (s *Server) Start() error {
+	if s.started.Swap(true) {
+		return errors.New("server: already started")
+	}
+	s.table = protocol.NewTable(s.specs...)
+	ping, pong := protocol.AppendPing(nil), protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeStaleConnection})
+	np, err := netpoll.Listen(netpoll.Config{
+		Addr: s.cfg.Addr, Loops: s.cfg.Loops, MaxConns: s.cfg.MaxConns, MaxPending: s.cfg.MaxPending,
+		PingInterval: time.Duration(s.cfg.PingInterval), MaxPingsOut: s.cfg.MaxPingsOut,
+		PingFrame: ping, StaleFrame: pong,
+		SlowFrame:  protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeSlowConsumer}),
+		FullFrame:  protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeMaxConnections}),
+		DrainFrame: protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeShuttingDown}),
+		Logger:     s.log,
+	}, (*portHandler)(s))
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	s.np = np
+	s.info = s.buildInfo()
+	if s.cfg.HTTPAddr != "off" {
+		mon, err := monitor.Listen(s.cfg.HTTPAddr, monitorNode{s}, s.log)
+		if err != nil {
+			_ = np.Shutdown(context.Background())
+			return fmt.Errorf("server: %w", err)
+		}
+		s.mon = mon
+	}
+	close(s.ready)
+	s.log.Info("server: listening", "addr", s.Addr().String(), "max_payload", s.cfg.MaxPayload,
+		"loops", s.cfg.Loops, "version", Version)
+	return nil
+}
+
+// Ready is closed once the node accepts clients.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr is the protocol port's bound address.
+func (s *Server) Addr() net.Addr {
+	if s.np == nil {
+		return nil
+	}
+	return s.np.Addr()
+}
+
+// Config returns the effective configuration.
+func (s *Server) Config() Config { return s.cfg }
+
+// Shutdown waits for in-flight commands, flushes every connection and
+// closes the port, within ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.np == nil {
+		return nil
+	}
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.log.Warn("server: shutdown deadline passed with commands in flight")
+	}
+	err := s.np.Shutdown(ctx)
+	if s.mon != nil {
+		err = errors.Join(err, s.mon.Shutdown(ctx))
+	}
+	s.log.Info("server: stopped")
+	return err
+}
+
+// Stats is a snapshot of the node's counters.
+type Stats struct {
+	netpoll.Stats
+	Subscriptions  int
+	MsgsIn         uint64
+	MsgsOut        uint64
+	ProtocolErrors uint64
+}
+
+// Stats returns the node's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{Subscriptions: s.subs.Count(), MsgsIn: s.msgsIn.Load(), MsgsOut: s.msgsOut.Load(),
+		ProtocolErrors: s.protoErrors.Load()}
+	if s.np != nil {
+		st.Stats = s.np.Stats()
+	}
+	return st
+}
+
+// serverInfo is the INFO JSON, NATS's fields plus FlowMesh's.
+type serverInfo struct {
+	ServerID        string `json:"server_id"`
+	ServerName      string `json:"server_name"`
+	Version         string `json:"version"`
+	FlowMeshVersion string `json:"flowmesh_version"`
+	Proto           int    `json:"proto"`
+	Go              string `json:"go"`
+	Host            string `json:"host"`
+	Port            int    `json:"port"`
+	Headers         bool   `json:"headers"`
+	MaxPayload      int    `json:"max_payload"`
+	ClientID        uint64 `json:"client_id,omitempty"`
+	ClientIP        string `json:"client_ip,omitempty"`
+}
+
+func (s *Server) buildInfo() serverInfo {
+	host, port := "", 0
+	if a, ok := s.Addr().(*net.TCPAddr); ok {
+		host, port = a.IP.String(), a.Port
+	}
+	return serverInfo{ServerID: "FM" + strconv.FormatInt(time.Now().UnixNano(), 36), ServerName: s.cfg.Name,
+		Version: natsVersion, FlowMeshVersion: Version, Proto: 1, Go: runtime.Version(), Host: host,
+		Port: port, Headers: true, MaxPayload: s.cfg.MaxPayload}
+}
+
+// logClientError logs a client's protocol error at most once a second, so a
+// misbehaving client cannot flood the log.
+func (s *Server) logClientError(sess *session, err *protocol.Error) {
+	now := time.Now().Unix()
+	if last := s.errLogged.Load(); last == now || !s.errLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Info("server: client protocol error", "conn", sess.conn.ID(), "remote", sess.conn.RemoteAddr(),
+		"err", err.Error(), "fatal", err.Fatal())
+}
+
+// portHandler is the netpoll.Handler of the protocol port.
+type portHandler Server
+
+func (h *portHandler) OnOpen(c *netpoll.Conn) []byte {
+	s := (*Server)(h)
+	sess := newSession(s, c)
+	c.Session = sess
+	info := s.info
+	info.ClientID = c.ID()
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		info.ClientIP = a.IP.String()
+	}
+	js, _ := json.Marshal(info)
+	return protocol.AppendInfo(nil, js)
+}
+
+func (h *portHandler) Feed(c *netpoll.Conn, in []byte) (int, int, bool) {
+	return c.Session.(*session).Feed(in)
+}
+
+func (h *portHandler) OnClose(c *netpoll.Conn, err error) {
+	if sess, ok := c.Session.(*session); ok {
+		sess.close()
+	}
+}
+
+// HTTPAddr is the monitoring port's bound address, or nil if it is off.
+func (s *Server) HTTPAddr() net.Addr {
+	if s.mon == nil {
+		return nil
+	}
+	return s.mon.Addr()
+}
+
+// monitorNode adapts Server to monitor.Node.
+type monitorNode struct{ s *Server }
+
+func (m monitorNode) Ready() bool { return m.s.IsReady() }
+func (m monitorNode) Varz() any   { return m.s.Varz() }
+
+// IsReady reports whether the node accepts clients (for /readyz).
+func (s *Server) IsReady() bool {
+	select {
+	case <-s.ready:
+		return true
+	default:
+		return false
+	}
+}
+
+// Varz is the node's state for the monitor's /varz.
+func (s *Server) Varz() any {
+	return struct {
+		Name    string `json:"server_name"`
+		Version string `json:"version"`
+		Addr    string `json:"addr"`
+		Stats
+	}{s.cfg.Name, Version, s.cfg.Addr, s.Stats()}
+}

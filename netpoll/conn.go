@@ -36,6 +36,9 @@ func (c *Conn) ID() uint64 { return c.id }
 // RemoteAddr is the peer's address. Loop only.
 func (c *Conn) RemoteAddr() net.Addr { return c.gc.RemoteAddr() }
 
+// LocalAddr is the address the peer connected to. Loop only.
+func (c *Conn) LocalAddr() net.Addr { return c.gc.LocalAddr() }
+
 // Closed reports whether the connection is gone or going. Loop only.
 func (c *Conn) Closed() bool { return c.closed || c.closing }
 

@@ -86,7 +86,7 @@ func (c *Config) fill() {
 	setDefaultInt(&c.MaxConns, 65536)
 	setDefaultInt(&c.MaxControlLine, 4096)
 	setDefaultInt(&c.MaxPayload, 1<<20)
-	setDefaultInt(&c.MaxHeader, 64<<10)
+	setDefaultInt(&c.MaxHeader, min(64<<10, c.MaxPayload))
 	setDefaultInt(&c.MaxPending, 64<<20)
 	setDefaultInt(&c.MaxPingsOut, 2)
 	if c.PingInterval == 0 {

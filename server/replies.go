@@ -1,6 +1,9 @@
 package server
 
 import (
+	"context"
+	"sync"
+
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
 )
@@ -53,7 +56,7 @@ func (p *Pending) complete(frame []byte) {
 	if err != nil {
 		s.srv.log.Debug("server: reply dropped, connection gone", "conn", s.conn.ID(), "err", err)
 	}
-	s.srv.inflight.Done()
+	s.srv.inflight.done()
 }
 
 // reserve takes the next place in the queue for a reply given later.
@@ -88,4 +91,49 @@ func (q *replyQueue) idle() bool { return len(q.slots) == 0 }
 // queueDone appends an already-complete reply behind outstanding ones.
 func (q *replyQueue) queueDone(frame []byte) {
 	q.slots = append(q.slots, replySlot{done: true, buf: append([]byte(nil), frame...)})
+}
+
+// inflight counts deferred replies not yet completed, so Shutdown can wait
+// for them. A sync.WaitGroup does not fit: commands keep arriving (Add from
+// zero) while Shutdown waits, which WaitGroup forbids.
+type inflight struct {
+	mu     sync.Mutex
+	n      int
+	waiter chan struct{}
+}
+
+func (f *inflight) add() {
+	f.mu.Lock()
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	f.n--
+	if f.n == 0 && f.waiter != nil {
+		close(f.waiter)
+		f.waiter = nil
+	}
+	f.mu.Unlock()
+}
+
+// wait returns when nothing is in flight or ctx is done.
+func (f *inflight) wait(ctx context.Context) error {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.mu.Unlock()
+		return nil
+	}
+	if f.waiter == nil {
+		f.waiter = make(chan struct{})
+	}
+	ch := f.waiter
+	f.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

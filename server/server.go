@@ -9,7 +9,6 @@ import (
 	"net"
 	"runtime"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -45,7 +44,7 @@ type Server struct {
 	np       *netpoll.Server
 	mon      *monitor.Server
 	info     serverInfo
-	inflight sync.WaitGroup
+	inflight inflight
 	ready    chan struct{}
 	started  atomic.Bool
 
@@ -67,6 +66,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		subs:   subject.NewList[*subscription](), ready: make(chan struct{}),
 	}
 	s.specs = protocol.CoreServerSpecs()
+	s.info = s.buildInfo()
 	return s, nil
 }
 
@@ -108,7 +108,6 @@ func (s *Server) Start() error {
 		return fmt.Errorf("server: %w", err)
 	}
 	s.np = np
-	s.info = s.buildInfo()
 	if s.cfg.HTTPAddr != "off" {
 		mon, err := monitor.Listen(s.cfg.HTTPAddr, monitorNode{s}, s.log)
 		if err != nil {
@@ -143,11 +142,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.np == nil {
 		return nil
 	}
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if err := s.inflight.wait(ctx); err != nil {
 		s.log.Warn("server: shutdown deadline passed with commands in flight")
 	}
 	err := s.np.Shutdown(ctx)
@@ -193,14 +188,12 @@ type serverInfo struct {
 	ClientIP        string `json:"client_ip,omitempty"`
 }
 
+// buildInfo fills the fields common to every connection; host and port are
+// the connection's own local address, filled in OnOpen.
 func (s *Server) buildInfo() serverInfo {
-	host, port := "", 0
-	if a, ok := s.Addr().(*net.TCPAddr); ok {
-		host, port = a.IP.String(), a.Port
-	}
 	return serverInfo{ServerID: "FM" + strconv.FormatInt(time.Now().UnixNano(), 36), ServerName: s.cfg.Name,
-		Version: natsVersion, FlowMeshVersion: Version, Proto: 1, Go: runtime.Version(), Host: host,
-		Port: port, Headers: true, MaxPayload: s.cfg.MaxPayload}
+		Version: natsVersion, FlowMeshVersion: Version, Proto: 1, Go: runtime.Version(),
+		Headers: true, MaxPayload: s.cfg.MaxPayload}
 }
 
 // logClientError logs a client's protocol error at most once a second, so a
@@ -225,6 +218,9 @@ func (h *portHandler) OnOpen(c *netpoll.Conn) []byte {
 	info.ClientID = c.ID()
 	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		info.ClientIP = a.IP.String()
+	}
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		info.Host, info.Port = a.IP.String(), a.Port
 	}
 	js, _ := json.Marshal(info)
 	return protocol.AppendInfo(nil, js)

@@ -191,6 +191,6 @@ func (c *Call) Res(args [][]byte, hdr, payload []byte) {
 // from any goroutine. Commands after this one are answered after it.
 func (c *Call) Defer() *Pending {
 	c.answer()
-	c.s.srv.inflight.Add(1)
+	c.s.srv.inflight.add()
 	return &Pending{sess: c.s, seq: c.s.replies.reserve()}
 }

@@ -119,6 +119,7 @@ func Listen(cfg Config, h Handler) (*Server, error) {
 	opts := []gnet.Option{
 		gnet.WithMulticore(cfg.Loops <= 0),
 		gnet.WithReusePort(false),
+		gnet.WithReuseAddr(true), // a restarted node rebinds while old sockets sit in TIME_WAIT
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithTicker(true),
 		gnet.WithLogger(gnetLogger{cfg.Logger}),

@@ -1,0 +1,241 @@
+package flowmesh_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	flowmesh "github.com/flowmesh/flowmesh/clients/go"
+	"github.com/flowmesh/flowmesh/server"
+)
+
+// The SDK is tested against a real node in the same process; the SDK
+// package itself imports nothing of the server.
+
+func startNode(t *testing.T, addr string) *server.Server {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	s, err := server.New(server.Config{Addr: addr, HTTPAddr: "off", InMemory: true},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	return s
+}
+
+func connect(t *testing.T, s *server.Server, opts ...flowmesh.Option) *flowmesh.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fm, err := flowmesh.Connect(ctx, "nats://"+s.Addr().String(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fm.Close() })
+	return fm
+}
+
+func ctx5(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestPublishSubscribe(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	sub, err := fm.Subscribe(ctx, "orders.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := flowmesh.Header{}
+	h.Set("trace_id", "abc123")
+	h.Add("tags", "eu")
+	for i := 0; i < 5; i++ {
+		if err := fm.Publish(ctx, fmt.Sprintf("orders.%d", i), []byte(fmt.Sprint(i)), flowmesh.WithHeader(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	i := 0
+	for m, err := range sub.Messages(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Subject != fmt.Sprintf("orders.%d", i) || string(m.Data) != fmt.Sprint(i) ||
+			m.Header.Get("trace_id") != "abc123" || m.Header.Get("tags") != "eu" {
+			t.Fatalf("message %d: %+v", i, m)
+		}
+		if i++; i == 5 {
+			break
+		}
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Next(ctx); !errors.Is(err, flowmesh.ErrClosed) {
+		t.Fatalf("Next after Unsubscribe: %v", err)
+	}
+}
+
+func TestQueueGroup(t *testing.T) {
+	s := startNode(t, "")
+	ctx := ctx5(t)
+	a, b, pub := connect(t, s), connect(t, s), connect(t, s)
+	sa, _ := a.Subscribe(ctx, "jobs", flowmesh.Queue("w"))
+	sb, _ := b.Subscribe(ctx, "jobs", flowmesh.Queue("w"))
+	for i := 0; i < 100; i++ {
+		_ = pub.Publish(ctx, "jobs", nil)
+	}
+	if err := pub.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Each member's connection is flushed, so every delivery has arrived.
+	a.Flush(ctx)
+	b.Flush(ctx)
+	n := 0
+	for _, sub := range []*flowmesh.Subscription{sa, sb} {
+		short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		for {
+			if _, err := sub.Next(short); err != nil {
+				break
+			}
+			n++
+		}
+		cancel()
+	}
+	if n != 100 {
+		t.Fatalf("group got %d messages, want 100", n)
+	}
+}
+
+func TestRequestReply(t *testing.T) {
+	s := startNode(t, "")
+	ctx := ctx5(t)
+	svc, client := connect(t, s), connect(t, s)
+	sub, err := svc.Subscribe(ctx, "svc.upper")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for m, err := range sub.Messages(ctx) {
+			if err != nil {
+				return
+			}
+			_ = m.Respond(ctx, []byte("re: "+string(m.Data)))
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			m, err := client.Request(ctx, "svc.upper", []byte(fmt.Sprint(i)))
+			if err != nil || string(m.Data) != fmt.Sprintf("re: %d", i) {
+				t.Errorf("request %d: %v %v", i, m, err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if _, err := client.Request(ctx, "svc.none", nil); !errors.Is(err, flowmesh.ErrNoResponders) {
+		t.Fatalf("no responders: %v", err)
+	}
+}
+
+// TestPipelinedFlush: many goroutines' calls share the connection and each
+// gets its own reply.
+func TestPipelinedFlush(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 200; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fm.Flush(ctx); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestBadInputFailsLocally(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if err := fm.Publish(ctx, "a.*", nil); !errors.Is(err, flowmesh.ErrBadSubject) {
+		t.Errorf("wildcard publish: %v", err)
+	}
+	if _, err := fm.Subscribe(ctx, "a..b"); !errors.Is(err, flowmesh.ErrBadSubject) {
+		t.Errorf("bad subscribe: %v", err)
+	}
+	if err := fm.Publish(ctx, "a", make([]byte, fm.MaxPayload()+1)); !errors.Is(err, flowmesh.ErrMaxPayload) {
+		t.Errorf("oversize publish: %v", err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := fm.Flush(cancelled); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled flush: %v", err)
+	}
+	if err := fm.Flush(ctx); err != nil { // the abandoned PONG did not misalign the queue
+		t.Errorf("flush after a cancelled one: %v", err)
+	}
+}
+
+// TestReconnect: the node goes away and comes back on the same address; the
+// SDK reconnects, subscribes again and delivers what is published after.
+func TestReconnect(t *testing.T) {
+	s := startNode(t, "")
+	addr := s.Addr().String()
+	reconnected := make(chan struct{}, 1)
+	fm := connect(t, s, flowmesh.ReconnectBackoff(10*time.Millisecond, 100*time.Millisecond),
+		flowmesh.OnReconnect(func() { reconnected <- struct{}{} }))
+	ctx := ctx5(t)
+	sub, err := fm.Subscribe(ctx, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s2 := startNode(t, addr)
+	select {
+	case <-reconnected:
+	case <-ctx.Done():
+		t.Fatal("no reconnect")
+	}
+	if err := fm.Flush(ctx); err != nil { // the SUB went out before this PING
+		t.Fatal(err)
+	}
+	pub := connect(t, s2)
+	if err := pub.Publish(ctx, "r", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := sub.Next(ctx)
+	if err != nil || string(m.Data) != "after" {
+		t.Fatalf("after reconnect: %v %v", m, err)
+	}
+}
+
+func TestConnectErrors(t *testing.T) {
+	ctx := ctx5(t)
+	if _, err := flowmesh.Connect(ctx, "http://x"); err == nil {
+		t.Error("http scheme accepted")
+	}
+	if _, err := flowmesh.Connect(ctx, "127.0.0.1:1", flowmesh.DialTimeout(time.Second)); err == nil {
+		t.Error("connect to a closed port succeeded")
+	}
+}

@@ -55,7 +55,7 @@ type serverInfo struct {
 // call is one command waiting for its reply frame.
 type call struct {
 	done chan struct{}
-	end  uint64 // outPos after the command: it left wbuf once takenPos >= end
+	end  uint64        // outPos after the command: it left wbuf once takenPos >= end
 	verb protocol.Verb // VerbOK, VerbRes, VerbPong or VerbErr once answered
 	args [][]byte
 	hdr  []byte

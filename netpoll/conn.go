@@ -25,6 +25,9 @@ type Conn struct {
 	lastIn   int64 // loop clock, nanoseconds
 	lastOut  int64
 	pingsOut int
+	stall    stallState
+	stallOn  *Conn // destination this conn waits on; loop only
+	paused   bool  // reading is paused by a stall; loop only
 
 	// Session is the handler's per-connection state. Loop only.
 	Session any
@@ -44,7 +47,12 @@ func (c *Conn) Closed() bool { return c.closed || c.closing }
 
 // Buf returns the output buffer to append frames to. Loop only; pass the
 // extended slice to Commit before anything else touches c.
-func (c *Conn) Buf() []byte { return c.out }
+func (c *Conn) Buf() []byte {
+	if c.out == nil {
+		c.out = make([]byte, 0, minBuf)
+	}
+	return c.out
+}
 
 // Commit stores the extended output buffer, schedules the flush and cuts the
 // connection if its outbound data passed the cap. Loop only.
@@ -54,17 +62,39 @@ func (c *Conn) Commit(b []byte) {
 		return
 	}
 	c.out = b
+	if len(c.out)+c.gc.OutboundBuffered() > c.loop.s.cfg.MaxPending {
+		c.slowConsumer()
+		return
+	}
+	if len(c.out) >= maxBatch {
+		c.flush() // stays in the dirty list if it is there; flushing twice is harmless
+		return
+	}
+	c.notePending()
 	if !c.dirty {
 		c.dirty = true
 		c.loop.dirty = append(c.loop.dirty, c)
 	}
-	if len(c.out)+c.gc.OutboundBuffered() > c.loop.s.cfg.MaxPending {
-		c.slowConsumer()
-	}
 }
 
 // Write appends frame to the output. Loop only.
-func (c *Conn) Write(frame []byte) { c.Commit(append(c.out, frame...)) }
+func (c *Conn) Write(frame []byte) { c.Commit(append(c.Buf(), frame...)) }
+
+// writeNow writes frames straight to the socket when nothing is queued
+// before them, saving the copy into c.out; otherwise it appends. Loop only.
+func (c *Conn) writeNow(frames []byte) {
+	if len(c.out) > 0 || c.closed || c.closing {
+		c.Write(frames)
+		return
+	}
+	_, _ = c.gc.Write(frames) // gnet keeps what the socket does not take
+	c.loop.s.out.Add(uint64(len(frames)))
+	c.lastOut = c.loop.now()
+	c.notePending()
+	if c.gc.OutboundBuffered() > c.loop.s.cfg.MaxPending {
+		c.slowConsumer()
+	}
+}
 
 // CloseAfter sends frame, flushes, and closes the connection. Loop only.
 func (c *Conn) CloseAfter(frame []byte) {
@@ -94,6 +124,7 @@ func (c *Conn) flush() {
 	_, _ = c.gc.Write(c.out)
 	c.loop.s.out.Add(uint64(n))
 	c.lastOut = c.loop.now()
+	c.stall.pending.Store(int64(c.gc.OutboundBuffered()))
 	if cap(c.out) > maxKeptBuf {
 		c.out = nil // a burst's buffer is not kept by an idle connection
 	} else {
@@ -103,7 +134,16 @@ func (c *Conn) flush() {
 
 // maxKeptBuf is the largest output buffer a connection keeps between
 // flushes; bigger ones are dropped so memory follows load.
-const maxKeptBuf = 32 << 10
+const maxKeptBuf = 256 << 10
+
+// minBuf is the size an output buffer starts at: small, because most
+// connections only ever get short replies; busy ones grow and keep theirs.
+const minBuf = 512
+
+// maxKeptBatch is the largest cross-loop batch buffer kept for reuse. One
+// batch carries at most what one read (64 KiB) fanned out, so this keeps
+// the buffers of a busy loop and drops those of a rare huge fan-out.
+const maxKeptBatch = 1 << 20
 
 // Execute runs fn on c's loop and flushes what it wrote. Safe from any
 // goroutine; fn must not block. fn is not run if c closed first.
@@ -130,9 +170,13 @@ func (c *Conn) Close() error {
 // batch for dst's loop. Pass the result to SendCommit.
 func (c *Conn) SendBuf(dst *Conn) []byte {
 	if dst.loop == c.loop {
-		return dst.out
+		return dst.Buf()
 	}
-	return c.loop.outboxes[dst.loop.idx].buf
+	ob := c.loop.outboxes[dst.loop.idx]
+	if ob.buf == nil {
+		ob.buf = make([]byte, 0, 16<<10)
+	}
+	return ob.buf
 }
 
 // SendCommit completes a SendBuf. Frames for other loops are batched per
@@ -140,17 +184,34 @@ func (c *Conn) SendBuf(dst *Conn) []byte {
 func (c *Conn) SendCommit(dst *Conn, b []byte) {
 	if dst.loop == c.loop {
 		dst.Commit(b)
+		c.considerStall(dst)
 		return
 	}
 	ob := c.loop.outboxes[dst.loop.idx]
 	ob.to = dst.loop
-	ob.entries = append(ob.entries, batchEntry{dst: dst, start: len(ob.buf), end: len(b)})
+	if n := len(ob.entries); n > 0 && ob.entries[n-1].dst == dst {
+		ob.entries[n-1].end = len(b) // frames for one connection stay one write
+	} else {
+		ob.entries = append(ob.entries, batchEntry{dst: dst, start: len(ob.buf), end: len(b)})
+	}
+	dst.stall.incoming.Add(int64(len(b) - len(ob.buf)))
 	ob.buf = b
+	c.considerStall(dst)
+	if len(ob.buf) >= maxBatch {
+		// A long read fans out to a big batch: hand it over now rather
+		// than grow one buffer for the whole read.
+		c.loop.sendBox(dst.loop.idx)
+		return
+	}
 	if !ob.queued {
 		ob.queued = true
 		c.loop.pendingBoxes = append(c.loop.pendingBoxes, dst.loop.idx)
 	}
 }
+
+// maxBatch is the size at which a batch for another loop, or a
+// connection's output, is handed on without waiting for the end of the read.
+const maxBatch = 256 << 10
 
 // loop is the per-event-loop state. Fields are touched only on the loop,
 // except where noted.
@@ -162,6 +223,10 @@ type loop struct {
 	dirty        []*Conn
 	outboxes     []*batch // by destination loop index, one per loop of the server
 	pendingBoxes []int
+	epfd         int // the loop's epoll descriptor for stalls: 0 unknown, -1 unavailable
+
+	freeMu sync.Mutex
+	free   []*batch
 }
 
 func (l *loop) now() int64 { return time.Now().UnixNano() }
@@ -175,13 +240,25 @@ func (l *loop) flush() {
 	}
 	l.dirty = l.dirty[:0]
 	for _, idx := range l.pendingBoxes {
-		ob := l.outboxes[idx]
-		l.outboxes[idx] = batchPool.Get().(*batch)
-		if err := ob.to.gl.Execute(context.Background(), ob); err != nil {
-			l.s.cfg.Logger.Debug("netpoll: delivery batch dropped", "err", err)
+		if l.outboxes[idx].queued {
+			l.sendBox(idx)
 		}
 	}
 	l.pendingBoxes = l.pendingBoxes[:0]
+}
+
+// sendBox hands the batch for loop idx to that loop.
+func (l *loop) sendBox(idx int) {
+	ob := l.outboxes[idx]
+	if len(ob.entries) == 0 {
+		ob.queued = false
+		return
+	}
+	l.outboxes[idx] = l.getBatch()
+	ob.queued = false
+	if err := ob.to.gl.Execute(context.Background(), ob); err != nil {
+		l.s.cfg.Logger.Debug("netpoll: delivery batch dropped", "err", err)
+	}
 }
 
 // keepalive pings idle connections and closes those that stopped
@@ -191,6 +268,9 @@ func (l *loop) keepalive(context.Context) error {
 	now := l.now()
 	idle := int64(s.cfg.PingInterval)
 	for c := range l.conns {
+		if len(c.out) == 0 && c.out != nil && now-c.lastOut > int64(time.Second) {
+			c.out = nil // an idle connection holds no output buffer
+		}
 		if c.closing || now-c.lastIn < idle {
 			continue
 		}
@@ -210,15 +290,40 @@ func (l *loop) keepalive(context.Context) error {
 
 // batch is a set of frames from one loop for connections of another.
 type batch struct {
+	from    *loop
 	to      *loop
 	buf     []byte
 	entries []batchEntry
 	queued  bool
 }
 
-// batchPool recycles batches with their buffers; a batch that grew past
-// maxKeptBuf is left to the collector so one burst does not pin memory.
-var batchPool = sync.Pool{New: func() any { return &batch{} }}
+// getBatch takes a free batch of this loop. Batches go back to the loop
+// that filled them (putBatch), so a steady flow between two loops reuses
+// the same few buffers. (A sync.Pool does not: a batch put on the
+// destination's P sits in that P's private slot where the source cannot
+// take it, and every read allocated a fresh buffer.)
+func (l *loop) getBatch() *batch {
+	l.freeMu.Lock()
+	defer l.freeMu.Unlock()
+	if n := len(l.free); n > 0 {
+		b := l.free[n-1]
+		l.free = l.free[:n-1]
+		return b
+	}
+	return &batch{from: l}
+}
+
+// putBatch returns b to its loop's free list. Any goroutine.
+func (l *loop) putBatch(b *batch) {
+	l.freeMu.Lock()
+	if len(l.free) < maxFreeBatches {
+		l.free = append(l.free, b)
+	}
+	l.freeMu.Unlock()
+}
+
+// maxFreeBatches bounds the batches a loop keeps for reuse.
+const maxFreeBatches = 16
 
 type batchEntry struct {
 	dst        *Conn
@@ -229,15 +334,18 @@ type batchEntry struct {
 func (b *batch) Run(context.Context) error {
 	for i, e := range b.entries {
 		if !e.dst.closed && !e.dst.closing {
-			e.dst.Write(b.buf[e.start:e.end])
+			e.dst.writeNow(b.buf[e.start:e.end])
 		}
+		e.dst.stall.incoming.Add(-int64(e.end - e.start))
 		b.entries[i].dst = nil
 	}
 	b.to.flush()
-	if cap(b.buf) <= maxKeptBuf {
-		*b = batch{buf: b.buf[:0], entries: b.entries[:0]}
-		batchPool.Put(b)
+	buf := b.buf[:0]
+	if cap(buf) > maxKeptBatch {
+		buf = nil
 	}
+	*b = batch{from: b.from, buf: buf, entries: b.entries[:0]}
+	b.from.putBatch(b)
 	return nil
 }
 

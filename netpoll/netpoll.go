@@ -51,6 +51,8 @@ type Config struct {
 	MaxPending   int           // outbound bytes per connection before it is a slow consumer; default 64 MiB
 	PingInterval time.Duration // idle time before a keepalive PING; default 2 min; <0 disables
 	MaxPingsOut  int           // unanswered PINGs before the connection is stale; default 2
+	StallBytes   int           // a destination's backlog that pauses its producers; default min(MaxPending/2, 4 MiB); <0 disables
+	MaxStall     time.Duration // how long a backed-up destination may stall producers; default 1s
 	PingFrame    []byte        // the keepalive PING
 	StaleFrame   []byte        // sent before closing a stale connection
 	SlowFrame    []byte        // sent before closing a slow consumer
@@ -72,6 +74,12 @@ func (c *Config) setDefaults() {
 	if c.MaxPingsOut <= 0 {
 		c.MaxPingsOut = 2
 	}
+	if c.StallBytes == 0 {
+		c.StallBytes = min(c.MaxPending/2, 4<<20)
+	}
+	if c.MaxStall <= 0 {
+		c.MaxStall = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -84,6 +92,7 @@ type Stats struct {
 	Rejected      uint64 // over MaxConns or during shutdown
 	SlowConsumers uint64
 	StaleConns    uint64
+	Stalls        uint64 // times a producer was paused for a backed-up destination
 	BytesIn       uint64
 	BytesOut      uint64
 }
@@ -102,8 +111,8 @@ type Server struct {
 	drain   atomic.Bool
 	nextID  atomic.Uint64
 
-	conns                                 atomic.Int64
-	total, rejected, slow, stale, in, out atomic.Uint64
+	conns                                         atomic.Int64
+	total, rejected, slow, stale, in, out, stalls atomic.Uint64
 }
 
 // Listen starts serving cfg.Addr with h and returns once the port accepts
@@ -139,7 +148,7 @@ func Listen(cfg Config, h Handler) (*Server, error) {
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	return Stats{Conns: s.conns.Load(), TotalConns: s.total.Load(), Rejected: s.rejected.Load(),
-		SlowConsumers: s.slow.Load(), StaleConns: s.stale.Load(), BytesIn: s.in.Load(), BytesOut: s.out.Load()}
+		SlowConsumers: s.slow.Load(), StaleConns: s.stale.Load(), Stalls: s.stalls.Load(), BytesIn: s.in.Load(), BytesOut: s.out.Load()}
 }
 
 // Shutdown stops accepting connections (new ones get DrainFrame and are
@@ -206,7 +215,7 @@ func (s *Server) loopOf(gl gnet.EventLoop) *loop {
 		l = &loop{s: s, gl: gl, idx: len(s.list), conns: make(map[*Conn]struct{}),
 			outboxes: make([]*batch, s.nloops)}
 		for i := range l.outboxes {
-			l.outboxes[i] = &batch{}
+			l.outboxes[i] = &batch{from: l}
 		}
 		s.loops[gl] = l
 		s.list = append(s.list, l)
@@ -275,6 +284,7 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 		c.closing = true
 		return gnet.Close
 	}
+	c.applyStall()
 	return gnet.None
 }
 

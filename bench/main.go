@@ -1,0 +1,235 @@
+// Command bench runs the same workload against FlowMesh and against the real
+// peer in one run, and prints the figures side by side with their ratio.
+//
+//	go run ./bench [flags] [workload ...]
+//
+// Workloads: pubsub (1 publisher, 1 subscriber, throughput), latency
+// (publish-to-delivery percentiles at a fixed rate), idle (memory per idle
+// connection), natscli (the `nats bench` tool, when installed). Default: all.
+//
+// The harness builds and starts the flowmesh binary and starts nats-server
+// (Debian's nats-server package) on free loopback ports, drives both with
+// the same client (nats.go), and stops both at the end. It talks to both
+// over TCP only.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	flowmeshBin string
+	peerBin     string
+	msgs        int
+	sizes       []int
+	rate        int
+	latMsgs     int
+	idleConns   int
+	out         io.Writer
+}
+
+func main() {
+	var cfg config
+	var sizes string
+	flag.StringVar(&cfg.flowmeshBin, "flowmesh", "", "flowmesh binary (default: go build ./cmd/flowmesh)")
+	flag.StringVar(&cfg.peerBin, "nats-server", "nats-server", "nats-server binary")
+	flag.IntVar(&cfg.msgs, "msgs", 2_000_000, "messages per throughput run")
+	flag.StringVar(&sizes, "sizes", "16,1024", "message sizes for pubsub, comma-separated")
+	flag.IntVar(&cfg.rate, "rate", 20_000, "messages per second for the latency run")
+	flag.IntVar(&cfg.latMsgs, "lat-msgs", 100_000, "messages in the latency run")
+	flag.IntVar(&cfg.idleConns, "conns", 20_000, "idle connections for the idle run")
+	flag.Parse()
+	cfg.out = os.Stdout
+	for _, s := range strings.Split(sizes, ",") {
+		var n int
+		if _, err := fmt.Sscan(strings.TrimSpace(s), &n); err != nil || n <= 0 {
+			fatalf("bad size %q", s)
+		}
+		cfg.sizes = append(cfg.sizes, n)
+	}
+	workloads := flag.Args()
+	if len(workloads) == 0 {
+		workloads = []string{"pubsub", "latency", "idle", "natscli"}
+	}
+	raiseFileLimit()
+	if err := run(cfg, workloads); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func run(cfg config, workloads []string) error {
+	if cfg.flowmeshBin == "" {
+		dir, err := os.MkdirTemp("", "flowmesh-bench")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.flowmeshBin = filepath.Join(dir, "flowmesh")
+		build := exec.Command("go", "build", "-o", cfg.flowmeshBin, "./cmd/flowmesh")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			return fmt.Errorf("building flowmesh: %w", err)
+		}
+	}
+	fmt.Fprintf(cfg.out, "# FlowMesh vs nats-server, %s, %d CPUs\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), numCPU())
+	for _, w := range workloads {
+		var err error
+		switch w {
+		case "pubsub":
+			err = benchPubSub(cfg)
+		case "latency":
+			err = benchLatency(cfg)
+		case "idle":
+			err = benchIdle(cfg)
+		case "natscli":
+			err = benchNatsCLI(cfg)
+		default:
+			err = fmt.Errorf("unknown workload %q", w)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", w, err)
+		}
+	}
+	return nil
+}
+
+// target is one running broker.
+type target struct {
+	name string
+	url  string
+	cmd  *exec.Cmd
+}
+
+func startFlowMesh(cfg config) (*target, error) {
+	port := freePort()
+	cmd := exec.Command(cfg.flowmeshBin, "server", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+		"--http-addr", "off", "--in-memory", "--log-level", "warn", "--max-connections", "100000")
+	return start("flowmesh", cmd, port)
+}
+
+func startNATS(cfg config) (*target, error) {
+	port := freePort()
+	conf := fmt.Sprintf("port: %d\nhost: 127.0.0.1\nmax_connections: 100000\n", port)
+	f, err := os.CreateTemp("", "nats-*.conf")
+	if err != nil {
+		return nil, err
+	}
+	f.WriteString(conf)
+	f.Close()
+	cmd := exec.Command(cfg.peerBin, "-c", f.Name())
+	return start("nats-server", cmd, port)
+}
+
+func start(name string, cmd *exec.Cmd, port int) (*target, error) {
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard // both log to stderr; the figures are the output
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			return nil, fmt.Errorf("%s did not listen on %s", name, addr)
+		}
+		time.Sleep(20 * time.Millisecond) // no readiness signal from a child process but its port
+	}
+	return &target{name: name, url: "nats://" + addr, cmd: cmd}, nil
+}
+
+func (t *target) stop() {
+	_ = t.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = t.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = t.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// rssKiB reads the resident set size of the target's process.
+func (t *target) rssKiB() int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", t.cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			var kb int
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimPrefix(line, "VmRSS:"), "kB")), &kb)
+			return kb
+		}
+	}
+	return -1
+}
+
+// both runs fn against FlowMesh and nats-server, each on a fresh process.
+func both[T any](cfg config, fn func(t *target) (T, error)) (fm, peer T, err error) {
+	for _, starter := range []func(config) (*target, error){startFlowMesh, startNATS} {
+		t, err := starter(cfg)
+		if err != nil {
+			return fm, peer, err
+		}
+		r, err := fn(t)
+		t.stop()
+		if err != nil {
+			return fm, peer, fmt.Errorf("%s: %w", t.name, err)
+		}
+		if t.name == "flowmesh" {
+			fm = r
+		} else {
+			peer = r
+		}
+	}
+	return fm, peer, nil
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func raiseFileLimit() {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	}
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+func ratio(fm, peer float64) string {
+	if peer == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2fx", fm/peer)
+}

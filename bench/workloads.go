@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -20,11 +21,11 @@ import (
 // throughput is messages delivered per second, from the first publish to
 // the last delivery.
 func benchPubSub(cfg config) error {
-	fmt.Fprintf(cfg.out, "## Core pub/sub throughput (1 publisher, 1 subscriber, %d msgs, nats.go client)\n\n", cfg.msgs)
+	fmt.Fprintf(cfg.out, "## Core pub/sub throughput (1 publisher, 1 subscriber, %d msgs, nats.go client, median of %d)\n\n", cfg.msgs, cfg.runs)
 	fmt.Fprintln(cfg.out, "| size | FlowMesh msgs/s | nats-server msgs/s | ratio |")
 	fmt.Fprintln(cfg.out, "|---|---|---|---|")
 	for _, size := range cfg.sizes {
-		fm, peer, err := both(cfg, func(t *target) (float64, error) { return pubSubOnce(t.url, cfg.msgs, size) })
+		fm, peer, err := median(cfg, func(t *target) (float64, error) { return pubSubOnce(t.url, cfg.msgs, size) })
 		if err != nil {
 			return err
 		}
@@ -159,6 +160,14 @@ func percentile(sorted []time.Duration, p float64) time.Duration {
 // benchIdle opens idle connections (CONNECT + PING answered) and reports
 // the server's resident memory before and after.
 func benchIdle(cfg config) error {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil && uint64(cfg.idleConns)+64 > lim.Cur {
+		// Each side holds one descriptor per connection plus its own few.
+		n := int(lim.Cur) - 64
+		fmt.Fprintf(cfg.out, "Note: the descriptor limit here is %d (hard limit, not raisable), so %d connections are held instead of %d.\n\n",
+			lim.Cur, n, cfg.idleConns)
+		cfg.idleConns = n
+	}
 	fmt.Fprintf(cfg.out, "## Idle connections (%d held open)\n\n", cfg.idleConns)
 	fmt.Fprintln(cfg.out, "| | FlowMesh | nats-server | ratio |")
 	fmt.Fprintln(cfg.out, "|---|---|---|---|")
@@ -219,11 +228,11 @@ func benchNatsCLI(cfg config) error {
 		fmt.Fprintf(cfg.out, "## nats bench\n\nskipped: the nats CLI is not installed (go install github.com/nats-io/natscli/nats@v0.3.0)\n\n")
 		return nil
 	}
-	fmt.Fprintf(cfg.out, "## `nats bench` (1 publisher, 1 subscriber, %d msgs)\n\n", cfg.msgs)
+	fmt.Fprintf(cfg.out, "## `nats bench` (1 publisher, 1 subscriber, %d msgs, median of %d)\n\n", cfg.msgs, cfg.runs)
 	fmt.Fprintln(cfg.out, "| size | FlowMesh sub msgs/s | nats-server sub msgs/s | ratio |")
 	fmt.Fprintln(cfg.out, "|---|---|---|---|")
 	for _, size := range cfg.sizes {
-		fm, peer, err := both(cfg, func(t *target) (float64, error) { return natsBenchOnce(natsBin, t.url, cfg.msgs, size) })
+		fm, peer, err := median(cfg, func(t *target) (float64, error) { return natsBenchOnce(natsBin, t.url, cfg.msgs, size) })
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -238,6 +239,27 @@ func BenchmarkParsePub(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if n, _, _ := p.Next(in, &f); n != len(in) {
 			b.Fatal("short parse")
+		}
+	}
+}
+
+// TestDocsErrorTable: docs/protocol.md lists every catalog entry with its
+// "closes" column right, so the docs cannot drift from the code.
+func TestDocsErrorTable(t *testing.T) {
+	b, err := os.ReadFile("../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, c := range Codes()[1:] {
+		info := c.Info()
+		closes := "no"
+		if info.Fatal {
+			closes = "yes"
+		}
+		row := "| " + info.Title + " | " + closes + " |"
+		if !strings.Contains(doc, row) {
+			t.Errorf("docs/protocol.md has no row starting %q", row)
 		}
 	}
 }

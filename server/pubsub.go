@@ -52,7 +52,7 @@ func (s *session) subscribe(f *protocol.Frame) {
 		return
 	}
 	sub := &subscription{sess: s, subject: append([]byte(nil), subj...), queue: string(queue),
-		sid: append([]byte(nil), sid...), headers: s.headers}
+		sid: append([]byte(nil), sid...)}
 	s.subs[string(sub.sid)] = sub
 	s.srv.subs.Insert(sub.subject, sub.queue, sub)
 	s.ok()
@@ -155,7 +155,7 @@ func (s *session) deliver(sub *subscription, subj, reply, hdr, payload []byte) b
 	} else {
 		sub.count.Add(1)
 	}
-	if !sub.headers {
+	if !dst.wantsHeaders.Load() {
 		hdr = nil // a client that did not ask for headers gets the payload only, as from NATS
 	}
 	buf := s.conn.SendBuf(dst.conn)

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"sync/atomic"
 
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
@@ -24,6 +25,10 @@ type session struct {
 	name, lang, version                            string
 
 	subs map[string]*subscription // by sid
+
+	// wantsHeaders mirrors headers for publishers on other loops, which
+	// read it when they deliver to this session.
+	wantsHeaders atomic.Bool
 }
 
 // connectOpts is the CONNECT JSON. Fields FlowMesh does not use (auth,
@@ -114,6 +119,7 @@ func (s *session) connect(f *protocol.Frame) {
 		return
 	}
 	s.verbose, s.pedantic, s.headers, s.noResponders = o.Verbose, o.Pedantic, o.Headers, o.NoResponders
+	s.wantsHeaders.Store(o.Headers)
 	s.echo = o.Echo == nil || *o.Echo
 	s.name, s.lang, s.version = o.Name, o.Lang, o.Version
 	s.ok()

@@ -19,6 +19,7 @@ var allowedDeps = map[string][]string{
 	"server/subject": {},
 	"netpoll":        {},
 	"monitor":        {},
+	"log":            {},
 	"server":         {"protocol", "server/subject", "netpoll", "monitor"},
 	"clients/go":     {"protocol"},
 	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor"},

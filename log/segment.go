@@ -1,0 +1,339 @@
+package log
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// A segment is one file of batches, named after its base offset
+// (00000000000000000000.log), with a sparse index file beside it
+// (.index) written when the segment is sealed.
+type segment struct {
+	path  string
+	f     File
+	base  uint64 // first offset the segment may hold
+	next  uint64 // offset after its last batch
+	size  int64
+	minTs int64 // smallest first-ts of its batches (0: empty)
+	maxTs int64
+	// index has an entry for the first batch and then for the first batch
+	// at or after every indexInterval bytes: a read by offset or time is a
+	// binary search plus at most one interval of scanning.
+	index  []indexEntry
+	holes  []hole // corrupt ranges found by a scan, see recovery
+	mu     sync.Mutex
+	refs   int  // readers in flight; guarded by mu
+	doomed bool // removed by retention; closed when refs reaches 0
+}
+
+type indexEntry struct {
+	offset uint64 // base offset of the batch at pos
+	pos    int64
+	maxTs  int64 // largest timestamp in the segment up to and including this batch
+}
+
+// hole is a corrupt stretch of a sealed segment: bytes [pos, end) that did
+// not verify, between valid batches, and the offsets it must have held.
+type hole struct {
+	pos, end   int64
+	first, nxt uint64
+}
+
+func segmentName(base uint64) string { return fmt.Sprintf("%020d.log", base) }
+
+func parseSegmentName(name string) (uint64, bool) {
+	if !strings.HasSuffix(name, ".log") || len(name) != 24 {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(name[:20], 10, 64)
+	return n, err == nil
+}
+
+func (s *segment) indexPath() string { return strings.TrimSuffix(s.path, ".log") + ".index" }
+
+// addIndex records the batch at pos, if an interval has passed.
+func (s *segment) addIndex(h *batchHeader, pos int64, interval int64) {
+	if h.maxTs > s.maxTs {
+		s.maxTs = h.maxTs
+	}
+	if s.minTs == 0 || h.firstTs < s.minTs {
+		s.minTs = h.firstTs
+	}
+	if n := len(s.index); n == 0 || pos-s.index[n-1].pos >= interval {
+		s.index = append(s.index, indexEntry{offset: h.baseOffset, pos: pos, maxTs: s.maxTs})
+	} else {
+		s.index[n-1].maxTs = s.maxTs // the interval's entry covers this batch's times too
+	}
+}
+
+// scanResult is what a scan of a segment file found.
+type scanResult struct {
+	validEnd int64 // end of the last valid batch
+	holes    []hole
+	torn     error // why the tail after validEnd was cut, or nil
+}
+
+// scan reads every batch of s from pos 0, verifying each checksum, and
+// rebuilds the index. A bad batch followed only by bad bytes is a torn
+// tail: validEnd stops before it. A bad batch followed by a valid one is
+// corruption: it becomes a hole, and scanning resumes at the valid batch.
+func (s *segment) scan(interval int64) (scanResult, error) {
+	var res scanResult
+	s.index, s.holes, s.next, s.minTs, s.maxTs = nil, nil, s.base, 0, 0
+	hb := make([]byte, batchHeaderSize)
+	var buf []byte
+	pos := int64(0)
+	for pos < s.size {
+		h, batch, err := readBatchAt(s.f, pos, s.size, hb, &buf)
+		if err == nil && h.baseOffset < s.next {
+			err = fmt.Errorf("%w: offset %d goes backwards (expected %d)", ErrCorrupt, h.baseOffset, s.next)
+		}
+		if err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = ErrTorn
+			}
+			npos, nh, ok := s.resync(pos+1, hb, &buf)
+			if !ok {
+				res.torn = fmt.Errorf("%s at byte %d: %w", s.path, pos, err)
+				break
+			}
+			res.holes = append(res.holes, hole{pos: pos, end: npos, first: s.next, nxt: nh.baseOffset})
+			pos = npos
+			continue
+		}
+		_ = batch
+		s.addIndex(&h, pos, interval)
+		s.next = h.nextOffset()
+		pos += h.size()
+		res.validEnd = pos
+	}
+	s.holes = res.holes
+	return res, nil
+}
+
+// resync looks for the next position at or after from where a whole valid
+// batch starts. It costs a header parse per byte only after corruption.
+func (s *segment) resync(from int64, hb []byte, buf *[]byte) (int64, batchHeader, bool) {
+	for pos := from; pos+batchHeaderSize <= s.size; pos++ {
+		var one [1]byte
+		if _, err := s.f.ReadAt(one[:], pos); err != nil || one[0] != batchMagic {
+			continue
+		}
+		h, _, err := readBatchAt(s.f, pos, s.size, hb, buf)
+		if err == nil && h.baseOffset >= s.next {
+			return pos, h, true
+		}
+	}
+	return 0, batchHeader{}, false
+}
+
+// readBatchAt reads and verifies the batch at pos. buf is reused.
+func readBatchAt(f io.ReaderAt, pos, size int64, hb []byte, buf *[]byte) (batchHeader, []byte, error) {
+	if size-pos < batchHeaderSize {
+		return batchHeader{}, nil, ErrTorn
+	}
+	if _, err := f.ReadAt(hb, pos); err != nil {
+		return batchHeader{}, nil, err
+	}
+	h, err := decodeHeader(hb)
+	if err != nil {
+		return h, nil, err
+	}
+	if pos+h.size() > size {
+		return h, nil, ErrTorn
+	}
+	if int64(cap(*buf)) < h.size() {
+		*buf = make([]byte, h.size())
+	}
+	b := (*buf)[:h.size()]
+	if _, err := f.ReadAt(b, pos); err != nil {
+		return h, nil, err
+	}
+	if err := checkCRC(&h, b); err != nil {
+		return h, nil, err
+	}
+	return h, b, nil
+}
+
+// Index file layout (part of the on-disk format):
+//
+//	magic "FMIX" | version 1B | segment size 8B | next offset 8B | count 4B |
+//	count × (offset 8B | pos 8B | maxTs 8B) | crc32c 4B (masked, of all before)
+//
+// It is only trusted if its recorded segment size equals the file's size;
+// otherwise (stale or missing) the segment is scanned and it is rewritten.
+const indexVersion = 1
+
+func (s *segment) writeIndex(fs FS) error {
+	b := make([]byte, 0, 25+len(s.index)*24+4)
+	b = append(b, "FMIX"...)
+	b = append(b, indexVersion)
+	b = binary.LittleEndian.AppendUint64(b, uint64(s.size))
+	b = binary.LittleEndian.AppendUint64(b, s.next)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(s.index)))
+	for _, e := range s.index {
+		b = binary.LittleEndian.AppendUint64(b, e.offset)
+		b = binary.LittleEndian.AppendUint64(b, uint64(e.pos))
+		b = binary.LittleEndian.AppendUint64(b, uint64(e.maxTs))
+	}
+	b = binary.LittleEndian.AppendUint32(b, maskCRC(crc32.Checksum(b, castagnoli)))
+	tmp := s.indexPath() + ".tmp"
+	f, err := fs.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return fs.Rename(tmp, s.indexPath())
+}
+
+// loadIndex reads the index file; ok is false if it is missing, stale or
+// damaged, and the caller scans instead.
+func (s *segment) loadIndex(fs FS) bool {
+	f, err := fs.OpenFile(s.indexPath(), os.O_RDONLY, 0)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil || st.Size() < 29 || st.Size() > 1<<30 {
+		return false
+	}
+	b := make([]byte, st.Size())
+	if _, err := f.ReadAt(b, 0); err != nil {
+		return false
+	}
+	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
+	if string(body[:4]) != "FMIX" || body[4] != indexVersion || maskCRC(crc32.Checksum(body, castagnoli)) != sum {
+		return false
+	}
+	size := int64(binary.LittleEndian.Uint64(body[5:]))
+	next := binary.LittleEndian.Uint64(body[13:])
+	n := int(binary.LittleEndian.Uint32(body[21:]))
+	if size != s.size || len(body) != 25+n*24 {
+		return false // stale: the segment changed after the index was written
+	}
+	s.index = make([]indexEntry, n)
+	for i := range s.index {
+		e := body[25+i*24:]
+		s.index[i] = indexEntry{offset: binary.LittleEndian.Uint64(e), pos: int64(binary.LittleEndian.Uint64(e[8:])),
+			maxTs: int64(binary.LittleEndian.Uint64(e[16:]))}
+	}
+	s.next = next
+	if n > 0 {
+		s.maxTs = s.index[n-1].maxTs
+	}
+	return true
+}
+
+// locate returns the position to start scanning from for offset.
+func (s *segment) locate(offset uint64) int64 {
+	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].offset > offset })
+	if i == 0 {
+		return 0
+	}
+	return s.index[i-1].pos
+}
+
+// locateTime returns the position to start scanning from for the first
+// record with timestamp >= ts.
+func (s *segment) locateTime(ts int64) int64 {
+	i := sort.Search(len(s.index), func(i int) bool { return s.index[i].maxTs >= ts })
+	if i == 0 || i >= len(s.index) {
+		if i >= len(s.index) && len(s.index) > 0 {
+			return s.index[len(s.index)-1].pos
+		}
+		return 0
+	}
+	return s.index[i-1].pos
+}
+
+// markHole records the corrupt stretch starting at pos, up to the next
+// valid batch (or the end of the file).
+func (s *segment) markHole(pos int64, hb []byte, buf *[]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.holes {
+		if h.pos == pos {
+			return
+		}
+	}
+	first := uint64(0)
+	if i := sort.Search(len(s.index), func(i int) bool { return s.index[i].pos > pos }); i > 0 {
+		first = s.index[i-1].offset
+	}
+	end, nh, ok := s.resync(pos+1, hb, buf)
+	if !ok {
+		end, nh.baseOffset = s.size, s.next
+	}
+	s.holes = append(s.holes, hole{pos: pos, end: end, first: first, nxt: nh.baseOffset})
+}
+
+// holeAt returns the hole covering pos, if any.
+func (s *segment) holeAt(pos int64) (hole, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.holes {
+		if pos >= h.pos && pos < h.end {
+			return h, true
+		}
+	}
+	return hole{}, false
+}
+
+func (s *segment) acquire() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.doomed {
+		return false
+	}
+	s.refs++
+	return true
+}
+
+func (s *segment) release() {
+	s.mu.Lock()
+	s.refs--
+	closeNow := s.doomed && s.refs == 0
+	s.mu.Unlock()
+	if closeNow {
+		s.f.Close()
+	}
+}
+
+// remove deletes the segment's files; the handle closes once no reader
+// holds it.
+func (s *segment) remove(fs FS) error {
+	s.mu.Lock()
+	s.doomed = true
+	closeNow := s.refs == 0
+	s.mu.Unlock()
+	if closeNow {
+		s.f.Close()
+	}
+	err := fs.Remove(s.path)
+	if ierr := fs.Remove(s.indexPath()); ierr != nil && !errors.Is(ierr, os.ErrNotExist) && err == nil {
+		err = ierr
+	}
+	return err
+}
+
+func segmentPath(dir string, base uint64) string { return filepath.Join(dir, segmentName(base)) }

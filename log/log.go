@@ -2,6 +2,7 @@ package log
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -113,9 +114,10 @@ type Log struct {
 	lock io.Closer
 
 	mu       sync.Mutex
-	pending  *pendingBatch
-	spare    *pendingBatch
-	segs     []*segment // by base offset; the last one is active
+	pending  *pendingBatch   // the batch appends go into
+	full     []*pendingBatch // batches closed at MaxBatchBytes, waiting for the writer
+	free     []*pendingBatch // recycled batches
+	segs     []*segment      // by base offset; the last one is active
 	lowWater uint64
 	closed   bool
 	failed   error // sticky: set when an fsync fails (what reached the disk is unknown)
@@ -132,6 +134,7 @@ type Log struct {
 type pendingBatch struct {
 	b       builder
 	waiters []waiter
+	now     int64 // timestamp for records given none; 0 until the first append
 }
 
 type waiter struct {
@@ -167,7 +170,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opts: opts, lock: lock, pending: &pendingBatch{}, spare: &pendingBatch{},
+	l := &Log{dir: dir, opts: opts, lock: lock, pending: &pendingBatch{},
 		tail: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{})}
 	if err := l.recover(); err != nil {
 		l.closeFiles()
@@ -205,7 +208,16 @@ func (l *Log) recover() error {
 		if !last && s.loadIndex(fs) {
 			continue
 		}
-		res, err := s.scan(l.opts.IndexInterval)
+		var res scanResult
+		var err error
+		if covered, ok := s.loadIndexPrefix(fs, true); last && ok {
+			// The active segment's checkpoint: trust the part it covers
+			// (written and fsynced before the checkpoint), scan the tail.
+			res, err = s.scanFrom(covered, l.opts.IndexInterval)
+			s.checkpointed = covered
+		} else {
+			res, err = s.scan(l.opts.IndexInterval)
+		}
 		if err != nil {
 			return err
 		}
@@ -275,7 +287,6 @@ func (l *Log) Append(recs []Record, cb func(first uint64, err error)) {
 		cb(l.committed.Load(), nil)
 		return
 	}
-	now := l.opts.Now().UnixNano()
 	l.mu.Lock()
 	if l.closed || l.failed != nil {
 		err := l.failed
@@ -286,11 +297,33 @@ func (l *Log) Append(recs []Record, cb func(first uint64, err error)) {
 		cb(0, err)
 		return
 	}
+	size := 0
+	for i := range recs {
+		size += len(recs[i].Key) + len(recs[i].Headers) + len(recs[i].Value) + 3*binary.MaxVarintLen32
+	}
+	if size > maxAppendBytes {
+		l.mu.Unlock()
+		cb(0, fmt.Errorf("log: append of %d bytes is over the %d-byte limit of one batch", size, maxAppendBytes))
+		return
+	}
 	p := l.pending
+	if len(p.b.raw) > 0 && len(p.b.raw)+size > l.opts.MaxBatchBytes {
+		// Close this batch: a batch stays small enough to decode (the
+		// reader's 64 MiB bound) and to compress in one go.
+		l.full = append(l.full, p)
+		p = l.takeFree()
+		l.pending = p
+	}
+	if p.now == 0 {
+		// One clock read per batch, not per append: records stamped by the
+		// log share the time their batch started gathering (well under the
+		// sync interval), and time.Now was an eighth of the append cost.
+		p.now = l.opts.Now().UnixNano()
+	}
 	for i := range recs {
 		r := recs[i]
 		if r.Timestamp == 0 {
-			r.Timestamp = now
+			r.Timestamp = p.now
 		}
 		p.b.add(&r)
 	}
@@ -301,6 +334,19 @@ func (l *Log) Append(recs []Record, cb func(first uint64, err error)) {
 	case l.kick <- struct{}{}:
 	default:
 	}
+}
+
+// maxAppendBytes bounds one Append: its records always go in one batch,
+// which must stay under the reader's decode bound.
+const maxAppendBytes = maxBatchData / 2
+
+func (l *Log) takeFree() *pendingBatch {
+	if n := len(l.free); n > 0 {
+		p := l.free[n-1]
+		l.free = l.free[:n-1]
+		return p
+	}
+	return &pendingBatch{}
 }
 
 // AppendWait appends and waits for the outcome.
@@ -335,34 +381,45 @@ func (l *Log) writeLoop() {
 				l.fsync()
 				dirty = false
 			}
+			l.checkpoint(false)
 			l.mu.Lock()
 			l.enforceRetention()
 			l.mu.Unlock()
 			continue
 		}
 		l.mu.Lock()
-		p := l.pending
-		if len(p.waiters) == 0 {
+		batches := l.full
+		if len(l.pending.waiters) > 0 {
+			batches = append(batches, l.pending)
+			l.pending = l.takeFree()
+		}
+		l.full = nil
+		if len(batches) == 0 {
 			closed := l.closed
 			l.mu.Unlock()
 			if closed {
 				if dirty && l.opts.Sync != SyncNone {
 					l.fsync()
 				}
+				l.checkpoint(true)
 				return
 			}
 			continue
 		}
-		l.pending, l.spare = l.spare, nil
 		l.mu.Unlock()
-		if l.writeBatch(p) {
+		if l.writeBatches(batches) {
 			dirty = true
 		}
-		p.b.reset()
-		p.waiters = p.waiters[:0]
 		l.mu.Lock()
-		l.spare = p
-		if len(l.pending.waiters) > 0 || l.closed {
+		for _, p := range batches {
+			p.b.reset()
+			p.waiters = p.waiters[:0]
+			p.now = 0
+			if len(l.free) < 4 {
+				l.free = append(l.free, p)
+			}
+		}
+		if len(l.pending.waiters) > 0 || len(l.full) > 0 || l.closed {
 			select {
 			case l.kick <- struct{}{}:
 			default:
@@ -372,19 +429,25 @@ func (l *Log) writeLoop() {
 	}
 }
 
-// writeBatch writes one pending batch and completes its waiters. It
+// writeBatches writes the batches, in order, with one write call, applies
+// the sync policy once for all of them, and completes their waiters. It
 // reports whether unsynced data was written.
-func (l *Log) writeBatch(p *pendingBatch) bool {
+func (l *Log) writeBatches(ps []*pendingBatch) bool {
 	s := l.active()
 	if s.size >= l.opts.SegmentBytes || s.size > 0 && l.opts.Now().Sub(l.activeAt) >= l.opts.SegmentAge {
 		if err := l.roll(); err != nil {
-			l.fail(p, fmt.Errorf("log: roll segment: %w", err))
+			l.fail(ps, fmt.Errorf("log: roll segment: %w", err))
 			return false
 		}
 		s = l.active()
 	}
 	base := s.next
-	l.batchBuf = p.b.seal(l.batchBuf[:0], l.opts.Codec, base)
+	l.batchBuf = l.batchBuf[:0]
+	next := base
+	for _, p := range ps {
+		l.batchBuf = p.b.seal(l.batchBuf, l.opts.Codec, next)
+		next += uint64(p.b.count)
+	}
 	n, err := s.f.Write(l.batchBuf)
 	if err != nil || n != len(l.batchBuf) {
 		// A partial write (disk full) must not stay: cut the file back so
@@ -399,36 +462,69 @@ func (l *Log) writeBatch(p *pendingBatch) bool {
 		if err == nil {
 			err = io.ErrShortWrite
 		}
-		l.fail(p, fmt.Errorf("log: append to %s: %w", s.path, err))
+		l.fail(ps, fmt.Errorf("log: append to %s: %w", s.path, err))
 		return false
 	}
-	h, _ := decodeHeader(l.batchBuf)
 	l.mu.Lock()
 	if s.size == 0 {
 		l.activeAt = l.opts.Now()
 	}
-	s.addIndex(&h, s.size, l.opts.IndexInterval)
-	s.size += int64(n)
-	s.next = h.nextOffset()
+	for pos := 0; pos < len(l.batchBuf); {
+		h, _ := decodeHeader(l.batchBuf[pos:])
+		s.addIndex(&h, s.size, l.opts.IndexInterval)
+		s.size += h.size()
+		s.next = h.nextOffset()
+		pos += int(h.size())
+		l.stats.batches.Add(1)
+		l.stats.records.Add(uint64(h.count))
+	}
 	l.mu.Unlock()
-	l.stats.batches.Add(1)
-	l.stats.records.Add(uint64(h.count))
 	l.stats.bytes.Add(uint64(n))
 	dirty := true
 	if l.opts.Sync == SyncAlways {
 		if err := l.fsync(); err != nil {
-			l.fail(p, err)
+			l.fail(ps, err)
 			return false
 		}
 		dirty = false
 	}
 	l.publish(s.next)
 	off := base
-	for _, w := range p.waiters {
-		w.cb(off, nil)
-		off += uint64(w.n)
+	for _, p := range ps {
+		for _, w := range p.waiters {
+			w.cb(off, nil)
+			off += uint64(w.n)
+		}
 	}
 	return dirty
+}
+
+// checkpointBytes is how much the active segment grows between index
+// checkpoints; recovery scans at most this much (plus what a crash cut).
+const checkpointBytes = 32 << 20
+
+// checkpoint writes the active segment's index once it has grown by
+// checkpointBytes (or always, on close), after an fsync, so the index never
+// covers data that is not on disk. Writer goroutine only.
+func (l *Log) checkpoint(force bool) {
+	s := l.active()
+	if s.size == s.checkpointed || !force && s.size-s.checkpointed < checkpointBytes {
+		return
+	}
+	l.mu.Lock()
+	failed := l.failed != nil
+	l.mu.Unlock()
+	if failed || s.f.Sync() != nil {
+		return
+	}
+	l.mu.Lock()
+	snap := &segment{path: s.path, size: s.size, next: s.next, index: append([]indexEntry(nil), s.index...)}
+	l.mu.Unlock()
+	if err := snap.writeIndex(l.opts.FS); err != nil {
+		l.opts.Logger.Warn("log: index checkpoint not written", "file", s.path, "err", err)
+		return
+	}
+	s.checkpointed = snap.size
 }
 
 func (l *Log) fsync() error {
@@ -455,10 +551,12 @@ func (l *Log) setFailed(err error) {
 	l.mu.Unlock()
 }
 
-func (l *Log) fail(p *pendingBatch, err error) {
+func (l *Log) fail(ps []*pendingBatch, err error) {
 	l.stats.failures.Add(1)
-	for _, w := range p.waiters {
-		w.cb(0, err)
+	for _, p := range ps {
+		for _, w := range p.waiters {
+			w.cb(0, err)
+		}
 	}
 }
 

@@ -28,11 +28,14 @@ type segment struct {
 	// index has an entry for the first batch and then for the first batch
 	// at or after every indexInterval bytes: a read by offset or time is a
 	// binary search plus at most one interval of scanning.
-	index  []indexEntry
-	holes  []hole // corrupt ranges found by a scan, see recovery
-	mu     sync.Mutex
-	refs   int  // readers in flight; guarded by mu
-	doomed bool // removed by retention; closed when refs reaches 0
+	index []indexEntry
+	holes []hole // corrupt ranges found by a scan, see recovery
+	// checkpointed is the size the segment's index file describes; the
+	// writer goroutine's only.
+	checkpointed int64
+	mu           sync.Mutex
+	refs         int  // readers in flight; guarded by mu
+	doomed       bool // removed by retention; closed when refs reaches 0
 }
 
 type indexEntry struct {
@@ -87,11 +90,16 @@ type scanResult struct {
 // tail: validEnd stops before it. A bad batch followed by a valid one is
 // corruption: it becomes a hole, and scanning resumes at the valid batch.
 func (s *segment) scan(interval int64) (scanResult, error) {
-	var res scanResult
 	s.index, s.holes, s.next, s.minTs, s.maxTs = nil, nil, s.base, 0, 0
+	return s.scanFrom(0, interval)
+}
+
+// scanFrom scans from pos, which must be the end of a valid batch already
+// in the index (or 0), keeping what the index holds before it.
+func (s *segment) scanFrom(pos int64, interval int64) (scanResult, error) {
+	res := scanResult{validEnd: pos}
 	hb := make([]byte, batchHeaderSize)
 	var buf []byte
-	pos := int64(0)
 	for pos < s.size {
 		h, batch, err := readBatchAt(s.f, pos, s.size, hb, &buf)
 		if err == nil && h.baseOffset < s.next {
@@ -206,30 +214,37 @@ func (s *segment) writeIndex(fs FS) error {
 }
 
 // loadIndex reads the index file; ok is false if it is missing, stale or
-// damaged, and the caller scans instead.
+// damaged, and the caller scans instead. With prefix, an index of a
+// shorter file is accepted (the active segment's checkpoint): covered
+// returns the size it describes, and the caller scans the rest.
 func (s *segment) loadIndex(fs FS) bool {
+	covered, ok := s.loadIndexPrefix(fs, false)
+	return ok && covered == s.size
+}
+
+func (s *segment) loadIndexPrefix(fs FS, prefix bool) (covered int64, ok bool) {
 	f, err := fs.OpenFile(s.indexPath(), os.O_RDONLY, 0)
 	if err != nil {
-		return false
+		return 0, false
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil || st.Size() < 29 || st.Size() > 1<<30 {
-		return false
+		return 0, false
 	}
 	b := make([]byte, st.Size())
 	if _, err := f.ReadAt(b, 0); err != nil {
-		return false
+		return 0, false
 	}
 	body, sum := b[:len(b)-4], binary.LittleEndian.Uint32(b[len(b)-4:])
 	if string(body[:4]) != "FMIX" || body[4] != indexVersion || maskCRC(crc32.Checksum(body, castagnoli)) != sum {
-		return false
+		return 0, false
 	}
 	size := int64(binary.LittleEndian.Uint64(body[5:]))
 	next := binary.LittleEndian.Uint64(body[13:])
 	n := int(binary.LittleEndian.Uint32(body[21:]))
-	if size != s.size || len(body) != 25+n*24 {
-		return false // stale: the segment changed after the index was written
+	if len(body) != 25+n*24 || size > s.size || size < s.size && !prefix {
+		return 0, false // stale: the segment changed after the index was written
 	}
 	s.index = make([]indexEntry, n)
 	for i := range s.index {
@@ -241,7 +256,7 @@ func (s *segment) loadIndex(fs FS) bool {
 	if n > 0 {
 		s.maxTs = s.index[n-1].maxTs
 	}
-	return true
+	return size, true
 }
 
 // locate returns the position to start scanning from for offset.

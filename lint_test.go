@@ -20,9 +20,10 @@ var allowedDeps = map[string][]string{
 	"netpoll":        {},
 	"monitor":        {},
 	"log":            {},
-	"server":         {"protocol", "server/subject", "netpoll", "monitor"},
+	"kv/store":       {},
+	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store"},
 	"clients/go":     {"protocol"},
-	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor"},
+	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store"},
 	"bench":          {"clients/go", "protocol"},
 }
 

@@ -75,7 +75,21 @@ type Options struct {
 	RetentionAge   time.Duration
 	Logger         *slog.Logger
 	Now            func() time.Time // default time.Now; tests pass a fake clock
+	// Meta keeps the log's small state (its low-water mark) across
+	// restarts; the node passes its Pebble store (kv/store.Namespace). Nil:
+	// the low-water mark restarts at the first retained offset.
+	Meta Meta
 }
+
+// Meta is the small key/value store a log keeps its state in. The log
+// defines it and the node provides it, so this package does not depend on
+// Pebble.
+type Meta interface {
+	Get(key string) (value []byte, ok bool, err error)
+	Set(key string, value []byte) error
+}
+
+const metaLowWater = "low_water" // 8 bytes, little-endian
 
 func (o *Options) fill() {
 	if o.FS == nil {
@@ -266,6 +280,17 @@ func (l *Log) recover() error {
 	}
 	l.lowWater = l.segs[0].base
 	l.committed.Store(l.active().next)
+	if l.opts.Meta != nil {
+		v, ok, err := l.opts.Meta.Get(metaLowWater)
+		if err != nil {
+			return fmt.Errorf("log: read metadata: %w", err)
+		}
+		if ok && len(v) == 8 {
+			if lw := binary.LittleEndian.Uint64(v); lw > l.lowWater {
+				l.lowWater = min(lw, l.committed.Load())
+			}
+		}
+	}
 	l.activeAt = l.opts.Now()
 	return nil
 }
@@ -652,16 +677,24 @@ func (l *Log) enforceRetention() {
 // SetLowWater tells the log that offsets below off are no longer needed
 // (a job queue calls it as work is acknowledged); whole segments below it
 // are deleted by the writer.
-func (l *Log) SetLowWater(off uint64) {
+func (l *Log) SetLowWater(off uint64) error {
 	l.mu.Lock()
-	if off > l.lowWater {
+	changed := off > l.lowWater
+	if changed {
 		l.lowWater = min(off, l.committed.Load())
 	}
+	lw := l.lowWater
 	l.mu.Unlock()
+	if changed && l.opts.Meta != nil {
+		if err := l.opts.Meta.Set(metaLowWater, binary.LittleEndian.AppendUint64(nil, lw)); err != nil {
+			return fmt.Errorf("log: persist low-water mark: %w", err)
+		}
+	}
 	select {
 	case l.kick <- struct{}{}:
 	default:
 	}
+	return nil
 }
 
 // LowWater is the first offset still retained.

@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync/atomic"
 	"time"
 
+	"github.com/flowmesh/flowmesh/kv/store"
 	"github.com/flowmesh/flowmesh/monitor"
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
@@ -43,10 +45,12 @@ type Server struct {
 	subs     *subject.List[*subscription]
 	np       *netpoll.Server
 	mon      *monitor.Server
+	store    *store.Store
 	info     serverInfo
 	inflight inflight
 	ready    chan struct{}
 	started  atomic.Bool
+	stopped  atomic.Bool
 
 	msgsIn, msgsOut, protoErrors atomic.Uint64
 	errLogged                    atomic.Int64 // unix second of the last client-error log line
@@ -93,6 +97,11 @@ func (s *Server) Start() error {
 	if s.started.Swap(true) {
 		return errors.New("server: already started")
 	}
+	st, err := store.Open(filepath.Join(s.cfg.DataDir, "meta"), store.Options{InMemory: s.cfg.InMemory, Logger: s.log})
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	s.store = st
 	s.table = protocol.NewTable(s.specs...)
 	ping, pong := protocol.AppendPing(nil), protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeStaleConnection})
 	np, err := netpoll.Listen(netpoll.Config{
@@ -106,6 +115,7 @@ func (s *Server) Start() error {
 		Logger:     s.log,
 	}, (*portHandler)(s))
 	if err != nil {
+		st.Close()
 		return fmt.Errorf("server: %w", err)
 	}
 	s.np = np
@@ -113,6 +123,7 @@ func (s *Server) Start() error {
 		mon, err := monitor.Listen(s.cfg.HTTPAddr, monitorNode{s}, s.log)
 		if err != nil {
 			_ = np.Shutdown(context.Background())
+			st.Close()
 			return fmt.Errorf("server: %w", err)
 		}
 		s.mon = mon
@@ -134,13 +145,16 @@ func (s *Server) Addr() net.Addr {
 	return s.np.Addr()
 }
 
+// Store is the node's Pebble database, shared by the engines.
+func (s *Server) Store() *store.Store { return s.store }
+
 // Config returns the effective configuration.
 func (s *Server) Config() Config { return s.cfg }
 
 // Shutdown waits for in-flight commands, flushes every connection and
 // closes the port, within ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
-	if s.np == nil {
+	if s.np == nil || s.stopped.Swap(true) {
 		return nil
 	}
 	if err := s.inflight.wait(ctx); err != nil {
@@ -150,6 +164,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.mon != nil {
 		err = errors.Join(err, s.mon.Shutdown(ctx))
 	}
+	// The store closes last: engines still running above may write to it.
+	err = errors.Join(err, s.store.Close())
 	s.log.Info("server: stopped")
 	return err
 }

@@ -1,0 +1,168 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Keyspace is an owner's key prefix. The values are part of the on-disk
+// format.
+type Keyspace byte
+
+const (
+	KeyspaceLog    Keyspace = 'L' // commit-log metadata: low-water marks, config
+	KeyspaceStream Keyspace = 'S' // topics, consumer-group offsets
+	KeyspaceQueue  Keyspace = 'Q' // queue state
+	KeyspaceKV     Keyspace = 'K' // the KV cache
+)
+
+// ErrNotFound is returned by Get for a missing key.
+var ErrNotFound = errors.New("store: not found")
+
+// Options configure Open.
+type Options struct {
+	InMemory bool         // keep nothing on disk (Pebble's in-memory FS)
+	Sync     bool         // fsync every write (the node's "always" policy)
+	Logger   *slog.Logger // Pebble's own log lines go here, at debug level
+}
+
+// Store is the node's Pebble database.
+type Store struct {
+	db *pebble.DB
+	wo *pebble.WriteOptions
+}
+
+// Open opens (or creates) the database in dir.
+func Open(dir string, o Options) (*Store, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	po := &pebble.Options{FormatMajorVersion: pebble.FormatNewest, Logger: pebbleLogger{o.Logger}}
+	if o.InMemory {
+		po.FS = vfs.NewMem()
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", dir, err)
+	}
+	wo := pebble.NoSync
+	if o.Sync {
+		wo = pebble.Sync
+	}
+	return &Store{db: db, wo: wo}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func key(ks Keyspace, k []byte) []byte {
+	b := make([]byte, 0, 1+len(k))
+	return append(append(b, byte(ks)), k...)
+}
+
+// Get returns a copy of the value of k in ks, or ErrNotFound.
+func (s *Store) Get(ks Keyspace, k []byte) ([]byte, error) {
+	v, closer, err := s.db.Get(key(ks, k))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get: %w", err)
+	}
+	defer closer.Close()
+	return bytes.Clone(v), nil
+}
+
+// Set writes k=v in ks with the store's sync policy.
+func (s *Store) Set(ks Keyspace, k, v []byte) error {
+	if err := s.db.Set(key(ks, k), v, s.wo); err != nil {
+		return fmt.Errorf("store: set: %w", err)
+	}
+	return nil
+}
+
+// Delete removes k from ks.
+func (s *Store) Delete(ks Keyspace, k []byte) error {
+	if err := s.db.Delete(key(ks, k), s.wo); err != nil {
+		return fmt.Errorf("store: delete: %w", err)
+	}
+	return nil
+}
+
+// Scan calls fn for every key of ks with the given prefix, in order, until
+// fn returns false. Slices passed to fn are valid only during the call.
+func (s *Store) Scan(ks Keyspace, prefix []byte, fn func(k, v []byte) bool) error {
+	lo := key(ks, prefix)
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
+	if err != nil {
+		return fmt.Errorf("store: scan: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("store: scan: %w", err)
+		}
+		if !fn(it.Key()[1:], v) {
+			break
+		}
+	}
+	return it.Close()
+}
+
+// upperBound is the smallest key greater than every key with prefix p.
+func upperBound(p []byte) []byte {
+	u := bytes.Clone(p)
+	for i := len(u) - 1; i >= 0; i-- {
+		if u[i] < 0xff {
+			u[i]++
+			return u[:i+1]
+		}
+	}
+	return nil
+}
+
+// Namespace is a view of one keyspace under a fixed prefix, so an owner
+// (one log, one topic) gets a small Get/Set interface of its own.
+type Namespace struct {
+	s      *Store
+	ks     Keyspace
+	prefix []byte
+}
+
+// Namespace returns the view of ks under prefix.
+func (s *Store) Namespace(ks Keyspace, prefix string) *Namespace {
+	return &Namespace{s: s, ks: ks, prefix: []byte(prefix)}
+}
+
+func (n *Namespace) k(k string) []byte { return append(bytes.Clone(n.prefix), k...) }
+
+// Get returns the value of k, and whether it exists.
+func (n *Namespace) Get(k string) ([]byte, bool, error) {
+	v, err := n.s.Get(n.ks, n.k(k))
+	if errors.Is(err, ErrNotFound) {
+		return nil, false, nil
+	}
+	return v, err == nil, err
+}
+
+// Set writes k=v.
+func (n *Namespace) Set(k string, v []byte) error { return n.s.Set(n.ks, n.k(k), v) }
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug("pebble: " + fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}

@@ -187,8 +187,9 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{dir: dir, opts: opts, lock: lock, pending: &pendingBatch{},
+	l := &Log{dir: dir, opts: opts, lock: lock, pending: nil,
 		tail: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{}), syncDone: make(chan struct{})}
+	l.pending = l.takeFree()
 	if err := l.recover(); err != nil {
 		l.closeFiles()
 		lock.Close()
@@ -369,6 +370,10 @@ func (l *Log) Append(recs []Record, cb func(first uint64, err error)) {
 	}
 }
 
+// maxFreeBatches bounds the recycled batches a log keeps (each holds a
+// MaxBatchBytes buffer).
+const maxFreeBatches = 8
+
 // maxAppendBytes bounds one Append: its records always go in one batch,
 // which must stay under the reader's decode bound.
 const maxAppendBytes = maxBatchData / 2
@@ -379,7 +384,9 @@ func (l *Log) takeFree() *pendingBatch {
 		l.free = l.free[:n-1]
 		return p
 	}
-	return &pendingBatch{}
+	// Sized for a full batch up front: growing a 1 MiB buffer by doubling
+	// copied every record about twice more.
+	return &pendingBatch{b: builder{raw: make([]byte, 0, l.opts.MaxBatchBytes+64<<10)}}
 }
 
 // AppendWait appends and waits for the outcome.
@@ -445,7 +452,7 @@ func (l *Log) writeLoop() {
 			p.b.reset()
 			p.waiters = p.waiters[:0]
 			p.now = 0
-			if len(l.free) < 4 {
+			if len(l.free) < maxFreeBatches {
 				l.free = append(l.free, p)
 			}
 		}

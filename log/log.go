@@ -232,17 +232,13 @@ func (l *Log) recover() error {
 			continue
 		}
 		var res scanResult
-		var err error
-		if covered, ok := s.loadIndexPrefix(fs, true); last && ok {
+		if covered, ok := l.checkpointOf(s, last); ok {
 			// The active segment's checkpoint: trust the part it covers
 			// (written and fsynced before the checkpoint), scan the tail.
-			res, err = s.scanFrom(covered, l.opts.IndexInterval)
+			res = s.scanFrom(covered, l.opts.IndexInterval)
 			s.checkpointed = covered
 		} else {
-			res, err = s.scan(l.opts.IndexInterval)
-		}
-		if err != nil {
-			return err
+			res = s.scan(l.opts.IndexInterval)
 		}
 		for _, h := range res.holes {
 			l.opts.Logger.Error("log: corrupt batches skipped", "file", s.path, "from_byte", h.pos, "to_byte", h.end,
@@ -294,6 +290,15 @@ func (l *Log) recover() error {
 	}
 	l.activeAt = l.opts.Now()
 	return nil
+}
+
+// checkpointOf loads the index checkpoint of the active segment; sealed
+// segments have had their full index tried already.
+func (l *Log) checkpointOf(s *segment, last bool) (int64, bool) {
+	if !last {
+		return 0, false
+	}
+	return s.loadIndexPrefix(l.opts.FS, true)
 }
 
 func (l *Log) active() *segment { return l.segs[len(l.segs)-1] }
@@ -746,8 +751,9 @@ func (l *Log) Read(offset uint64, maxBytes int, dst []Record) ([]Record, error) 
 	hb := make([]byte, batchHeaderSize)
 	var buf, scratch []byte
 	pos := s.locate(offset)
+	end := l.readableSize(s) // covers every offset below hw, which was read first
 	got := 0
-	for pos < l.readableSize(s) && got < maxBytes {
+	for pos < end && got < maxBytes {
 		if hl, ok := s.holeAt(pos); ok {
 			if offset < hl.nxt {
 				return dst, fmt.Errorf("%w: %s bytes %d-%d (offsets %d-%d)", ErrCorrupt, s.path, hl.pos, hl.end, hl.first, hl.nxt)
@@ -755,7 +761,7 @@ func (l *Log) Read(offset uint64, maxBytes int, dst []Record) ([]Record, error) 
 			pos = hl.end
 			continue
 		}
-		h, batch, err := readBatchAt(s.f, pos, l.readableSize(s), hb, &buf)
+		h, batch, err := readBatchAt(s.f, pos, end, hb, &buf)
 		if err != nil {
 			// Data that verified when written no longer does (a bad
 			// sector, a stray write). Mark the damaged range so the next
@@ -840,12 +846,13 @@ func (l *Log) SeekTime(ts int64) (uint64, error) {
 	hb := make([]byte, batchHeaderSize)
 	var buf, scratch []byte
 	var recs []Record
-	for pos := s.locateTime(ts); pos < l.readableSize(s); {
+	end := l.readableSize(s)
+	for pos := s.locateTime(ts); pos < end; {
 		if hl, ok := s.holeAt(pos); ok {
 			pos = hl.end
 			continue
 		}
-		h, batch, err := readBatchAt(s.f, pos, l.readableSize(s), hb, &buf)
+		h, batch, err := readBatchAt(s.f, pos, end, hb, &buf)
 		if err != nil {
 			return 0, fmt.Errorf("%s at byte %d: %w", s.path, pos, err)
 		}

@@ -23,7 +23,6 @@ type segment struct {
 	base  uint64 // first offset the segment may hold
 	next  uint64 // offset after its last batch
 	size  int64
-	minTs int64 // smallest first-ts of its batches (0: empty)
 	maxTs int64
 	// index has an entry for the first batch and then for the first batch
 	// at or after every indexInterval bytes: a read by offset or time is a
@@ -68,9 +67,6 @@ func (s *segment) addIndex(h *batchHeader, pos int64, interval int64) {
 	if h.maxTs > s.maxTs {
 		s.maxTs = h.maxTs
 	}
-	if s.minTs == 0 || h.firstTs < s.minTs {
-		s.minTs = h.firstTs
-	}
 	if n := len(s.index); n == 0 || pos-s.index[n-1].pos >= interval {
 		s.index = append(s.index, indexEntry{offset: h.baseOffset, pos: pos, maxTs: s.maxTs})
 	} else {
@@ -89,19 +85,19 @@ type scanResult struct {
 // rebuilds the index. A bad batch followed only by bad bytes is a torn
 // tail: validEnd stops before it. A bad batch followed by a valid one is
 // corruption: it becomes a hole, and scanning resumes at the valid batch.
-func (s *segment) scan(interval int64) (scanResult, error) {
-	s.index, s.holes, s.next, s.minTs, s.maxTs = nil, nil, s.base, 0, 0
+func (s *segment) scan(interval int64) scanResult {
+	s.index, s.holes, s.next, s.maxTs = nil, nil, s.base, 0
 	return s.scanFrom(0, interval)
 }
 
 // scanFrom scans from pos, which must be the end of a valid batch already
 // in the index (or 0), keeping what the index holds before it.
-func (s *segment) scanFrom(pos int64, interval int64) (scanResult, error) {
+func (s *segment) scanFrom(pos int64, interval int64) scanResult {
 	res := scanResult{validEnd: pos}
 	hb := make([]byte, batchHeaderSize)
 	var buf []byte
 	for pos < s.size {
-		h, batch, err := readBatchAt(s.f, pos, s.size, hb, &buf)
+		h, _, err := readBatchAt(s.f, pos, s.size, hb, &buf)
 		if err == nil && h.baseOffset < s.next {
 			err = fmt.Errorf("%w: offset %d goes backwards (expected %d)", ErrCorrupt, h.baseOffset, s.next)
 		}
@@ -118,14 +114,13 @@ func (s *segment) scanFrom(pos int64, interval int64) (scanResult, error) {
 			pos = npos
 			continue
 		}
-		_ = batch
 		s.addIndex(&h, pos, interval)
 		s.next = h.nextOffset()
 		pos += h.size()
 		res.validEnd = pos
 	}
 	s.holes = res.holes
-	return res, nil
+	return res
 }
 
 // resync looks for the next position at or after from where a whole valid

@@ -220,8 +220,8 @@ func (s *Server) logClientError(sess *session, err *protocol.Error) {
 	if last := s.errLogged.Load(); last == now || !s.errLogged.CompareAndSwap(last, now) {
 		return
 	}
-	s.log.Info("server: client protocol error", "conn", sess.conn.ID(), "remote", sess.conn.RemoteAddr(),
-		"err", err.Error(), "fatal", err.Fatal())
+	s.log.Info("server: client protocol error", "conn", sess.conn.ID(), "name", sess.name,
+		"remote", sess.conn.RemoteAddr(), "err", err.Error(), "fatal", err.Fatal())
 }
 
 // portHandler is the netpoll.Handler of the protocol port.

@@ -20,9 +20,10 @@ type session struct {
 	scratch []byte
 	call    Call
 
-	// CONNECT options.
-	verbose, pedantic, headers, echo, noResponders bool
-	name, lang, version                            string
+	// CONNECT options. pedantic, lang and version are accepted and not
+	// kept: nothing in the server depends on them.
+	verbose, headers, echo, noResponders bool
+	name                                 string // for log lines
 
 	subs map[string]*subscription // by sid
 
@@ -118,10 +119,10 @@ func (s *session) connect(f *protocol.Frame) {
 		s.replyErr(protocol.Errorf(protocol.CodeBadConnect, "%v", err))
 		return
 	}
-	s.verbose, s.pedantic, s.headers, s.noResponders = o.Verbose, o.Pedantic, o.Headers, o.NoResponders
+	s.verbose, s.headers, s.noResponders = o.Verbose, o.Headers, o.NoResponders
 	s.wantsHeaders.Store(o.Headers)
 	s.echo = o.Echo == nil || *o.Echo
-	s.name, s.lang, s.version = o.Name, o.Lang, o.Version
+	s.name = o.Name
 	s.ok()
 }
 

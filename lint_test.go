@@ -21,9 +21,10 @@ var allowedDeps = map[string][]string{
 	"monitor":        {},
 	"log":            {},
 	"kv/store":       {},
-	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store"},
+	"stream":         {"log", "kv/store"},
+	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream"},
 	"clients/go":     {"protocol"},
-	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store"},
+	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream"},
 	"bench":          {"clients/go", "protocol"},
 }
 

@@ -75,6 +75,11 @@ type Options struct {
 	RetentionAge   time.Duration
 	Logger         *slog.Logger
 	Now            func() time.Time // default time.Now; tests pass a fake clock
+	// OnPublish, if set, runs on the writer goroutine each time new records
+	// become readable (after HighWater moved), before their appends'
+	// callbacks. It must not block. A topic uses it to wake all its
+	// consumers with one signal instead of one channel per partition.
+	OnPublish func()
 	// Meta keeps the log's small state (its low-water mark) across
 	// restarts; the node passes its Pebble store (kv/store.Namespace). Nil:
 	// the low-water mark restarts at the first retained offset.
@@ -138,6 +143,8 @@ type Log struct {
 	tail     chan struct{}
 
 	committed atomic.Uint64 // offsets below it are readable
+	policy    atomic.Uint32 // SyncPolicy in force (Tune changes it)
+	codec     atomic.Uint32 // Codec of new batches (Tune changes it)
 	unsynced  atomic.Bool   // written since the last interval fsync
 	syncMu    sync.Mutex    // serialises fsyncs of the writer and the interval syncer
 	kick      chan struct{}
@@ -190,19 +197,43 @@ func Open(dir string, opts Options) (*Log, error) {
 	l := &Log{dir: dir, opts: opts, lock: lock, pending: nil,
 		tail: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{}), syncDone: make(chan struct{})}
 	l.pending = l.takeFree()
+	l.policy.Store(uint32(opts.Sync))
+	l.codec.Store(uint32(opts.Codec))
 	if err := l.recover(); err != nil {
 		l.closeFiles()
 		lock.Close()
 		return nil, err
 	}
 	go l.writeLoop()
-	if opts.Sync == SyncInterval {
-		go l.syncLoop()
-	} else {
-		close(l.syncDone)
-	}
+	go l.syncLoop() // idle unless the policy is interval; Tune can switch to it
 	return l, nil
 }
+
+// Tuning is the part of a log's configuration that can change while it is
+// open. A change applies to batches written after it; batches already on
+// disk keep the codec they were written with (it is in their header).
+type Tuning struct {
+	Sync           SyncPolicy
+	Codec          Codec
+	RetentionBytes int64
+	RetentionAge   time.Duration
+}
+
+// Tune changes the sync policy, codec and retention of an open log.
+// Appends made after Tune returns follow the new sync promise.
+func (l *Log) Tune(t Tuning) {
+	l.mu.Lock()
+	l.opts.RetentionBytes, l.opts.RetentionAge = t.RetentionBytes, t.RetentionAge
+	l.mu.Unlock()
+	l.codec.Store(uint32(t.Codec))
+	// Under SyncAlways the next write's fsync also covers what the old
+	// policy left unsynced (sealed segments were fsynced when they rolled).
+	// Retention is applied by the writer at its next tick.
+	l.policy.Store(uint32(t.Sync))
+}
+
+// Policy is the sync policy in force.
+func (l *Log) Policy() SyncPolicy { return SyncPolicy(l.policy.Load()) }
 
 func (l *Log) recover() error {
 	fs := l.opts.FS
@@ -439,7 +470,7 @@ func (l *Log) writeLoop() {
 			closed := l.closed
 			l.mu.Unlock()
 			if closed {
-				if dirty && l.opts.Sync != SyncNone {
+				if dirty && l.Policy() != SyncNone {
 					l.fsync()
 				}
 				l.checkpoint(true)
@@ -483,7 +514,7 @@ func (l *Log) syncLoop() {
 	for {
 		select {
 		case <-t.C:
-			if l.unsynced.Swap(false) {
+			if l.Policy() == SyncInterval && l.unsynced.Swap(false) {
 				l.fsync()
 			}
 		case <-l.done:
@@ -508,7 +539,7 @@ func (l *Log) writeBatches(ps []*pendingBatch) bool {
 	l.batchBuf = l.batchBuf[:0]
 	next := base
 	for _, p := range ps {
-		l.batchBuf = p.b.seal(l.batchBuf, l.opts.Codec, next)
+		l.batchBuf = p.b.seal(l.batchBuf, Codec(l.codec.Load()), next)
 		next += uint64(p.b.count)
 	}
 	n, err := s.f.Write(l.batchBuf)
@@ -544,7 +575,7 @@ func (l *Log) writeBatches(ps []*pendingBatch) bool {
 	l.mu.Unlock()
 	l.stats.bytes.Add(uint64(n))
 	dirty := true
-	if l.opts.Sync == SyncAlways {
+	if l.Policy() == SyncAlways {
 		if err := l.fsync(); err != nil {
 			l.fail(ps, err)
 			return false
@@ -552,6 +583,9 @@ func (l *Log) writeBatches(ps []*pendingBatch) bool {
 		dirty = false
 	}
 	l.publish(s.next)
+	if l.opts.OnPublish != nil {
+		l.opts.OnPublish()
+	}
 	off := base
 	for _, p := range ps {
 		for _, w := range p.waiters {
@@ -880,7 +914,7 @@ func (l *Log) Stats() Stats {
 	for _, s := range l.segs {
 		size += s.size
 	}
-	st := Stats{Segments: len(l.segs), SizeBytes: size, LowWater: l.segs[0].base, Policy: l.opts.Sync.String()}
+	st := Stats{Segments: len(l.segs), SizeBytes: size, LowWater: l.segs[0].base, Policy: l.Policy().String()}
 	l.mu.Unlock()
 	st.HighWater = l.committed.Load()
 	st.Appends, st.Records, st.Batches = l.stats.appends.Load(), l.stats.records.Load(), l.stats.batches.Load()

@@ -688,3 +688,45 @@ func TestLowWaterPersists(t *testing.T) {
 		t.Fatalf("records from 60: %d", len(got))
 	}
 }
+
+// TestTune changes policy, codec and retention of an open log: each applies
+// to what is written after, and what was written before stays readable.
+func TestTune(t *testing.T) {
+	published := make(chan struct{}, 1000)
+	l := open(t, t.TempDir(), Options{Codec: CodecNone, Sync: SyncNone, SegmentBytes: 4 << 10,
+		OnPublish: func() { published <- struct{}{} }})
+	defer l.Close()
+	fill := func(n int) {
+		for i := 0; i < n; i++ {
+			if _, err := l.AppendWait(context.Background(), Record{Value: bytes.Repeat([]byte("y"), 500)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	fill(10)
+	if len(published) == 0 {
+		t.Fatal("OnPublish never ran")
+	}
+	if f := l.Stats().Fsyncs; f > 2 {
+		t.Fatalf("%d fsyncs under policy none", f) // rolls fsync the sealed segment
+	}
+	l.Tune(Tuning{Sync: SyncAlways, Codec: CodecZstd})
+	before := l.Stats().Fsyncs
+	fill(10)
+	if got := l.Stats().Fsyncs - before; got < 10 {
+		t.Fatalf("%d fsyncs for 10 appends after switching to always", got)
+	}
+	if l.Stats().Policy != "always" {
+		t.Fatalf("stats policy %q", l.Stats().Policy)
+	}
+	if recs := readAll(t, l, 0); len(recs) != 20 {
+		t.Fatalf("read %d records across codecs, want 20", len(recs))
+	}
+	l.Tune(Tuning{Sync: SyncInterval, Codec: CodecS2, RetentionBytes: 8 << 10})
+	fill(40) // rolls; the writer's tick applies the new size limit
+	for deadline := time.Now().Add(5 * time.Second); l.Stats().SizeBytes > 8<<10+4<<10; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("size %d after lowering retention to 8 KiB", l.Stats().SizeBytes)
+		}
+	}
+}

@@ -26,6 +26,12 @@ func TestPerfReport(t *testing.T) {
 	}
 	gib := 1
 	fmt.Sscan(os.Getenv("FLOWMESH_LOG_PERF_GIB"), &gib)
+	// Append volume per run. The default fits in the page cache's dirty
+	// limit (20% of RAM), so on a large-memory machine both sides measure
+	// memory copies more than the disk; FLOWMESH_LOG_PERF_APPEND_MIB well
+	// past that limit measures the disk itself.
+	appendMiB := 512
+	fmt.Sscan(os.Getenv("FLOWMESH_LOG_PERF_APPEND_MIB"), &appendMiB)
 	dir := os.Getenv("FLOWMESH_LOG_PERF_DIR") // default: a temp dir on the same disk as the test
 	if dir == "" {
 		dir = t.TempDir()
@@ -40,8 +46,8 @@ func TestPerfReport(t *testing.T) {
 			// disk does not decide the ratio.
 			var logs, raws []float64
 			for run := 0; run < 3; run++ {
-				logs = append(logs, appendThroughput(t, filepath.Join(dir, fmt.Sprintf("tp%d-%d-%d", size, pol, run)), size, 512<<20, pol))
-				raws = append(raws, rawWriterThroughput(t, filepath.Join(dir, fmt.Sprintf("raw%d", size)), size, 512<<20))
+				logs = append(logs, appendThroughput(t, filepath.Join(dir, fmt.Sprintf("tp%d-%d-%d", size, pol, run)), size, appendMiB<<20, pol))
+				raws = append(raws, rawWriterThroughput(t, filepath.Join(dir, fmt.Sprintf("raw%d", size)), size, appendMiB<<20))
 				os.RemoveAll(filepath.Join(dir, fmt.Sprintf("tp%d-%d-%d", size, pol, run)))
 			}
 			slices.Sort(logs)
@@ -101,11 +107,17 @@ func appendThroughput(t *testing.T, dir string, size, total int, pol SyncPolicy)
 	n := total / size
 	var wg sync.WaitGroup
 	wg.Add(n)
+	// The producer keeps at most 64 MiB appended but not yet written, as a
+	// client's window (or the server's per-connection in-flight limit) does;
+	// an unbounded producer only measures how fast memory fills.
+	window := make(chan struct{}, 64<<20/size)
+	done := func(uint64, error) { <-window; wg.Done() }
 	start := time.Now()
 	recs := make([]Record, 1)
 	for i := 0; i < n; i++ {
+		window <- struct{}{}
 		recs[0] = Record{Value: v}
-		l.Append(recs, func(uint64, error) { wg.Done() })
+		l.Append(recs, done)
 	}
 	wg.Wait()
 	l.Close() // includes the last fsync, as the raw writer's does

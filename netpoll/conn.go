@@ -27,7 +27,8 @@ type Conn struct {
 	pingsOut int
 	stall    stallState
 	stallOn  *Conn // destination this conn waits on; loop only
-	paused   bool  // reading is paused by a stall; loop only
+	paused   bool  // reading is off in epoll (a stall or a hold); loop only
+	held     bool  // the handler asked to stop reading (HoldReads); loop only
 
 	// Session is the handler's per-connection state. Loop only.
 	Session any

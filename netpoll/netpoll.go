@@ -76,6 +76,7 @@ type Stats struct {
 	SlowConsumers uint64
 	StaleConns    uint64
 	Stalls        uint64 // times a producer was paused for a backed-up destination
+	Holds         uint64 // times a connection's reads were held for its own backlog
 	BytesIn       uint64
 	BytesOut      uint64
 }
@@ -94,8 +95,8 @@ type Server struct {
 	drain   atomic.Bool
 	nextID  atomic.Uint64
 
-	conns                                         atomic.Int64
-	total, rejected, slow, stale, in, out, stalls atomic.Uint64
+	conns                                                atomic.Int64
+	total, rejected, slow, stale, in, out, stalls, holds atomic.Uint64
 }
 
 // Listen starts serving cfg.Addr with h and returns once the port accepts
@@ -131,7 +132,7 @@ func Listen(cfg Config, h Handler) (*Server, error) {
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	return Stats{Conns: s.conns.Load(), TotalConns: s.total.Load(), Rejected: s.rejected.Load(),
-		SlowConsumers: s.slow.Load(), StaleConns: s.stale.Load(), Stalls: s.stalls.Load(), BytesIn: s.in.Load(), BytesOut: s.out.Load()}
+		SlowConsumers: s.slow.Load(), StaleConns: s.stale.Load(), Stalls: s.stalls.Load(), Holds: s.holds.Load(), BytesIn: s.in.Load(), BytesOut: s.out.Load()}
 }
 
 // Shutdown stops accepting connections (new ones get DrainFrame and are
@@ -268,6 +269,7 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	c.applyStall()
+	c.applyHold()
 	return gnet.None
 }
 

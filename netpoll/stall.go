@@ -66,7 +66,11 @@ func (c *Conn) considerStall(dst *Conn) {
 // watching the destination.
 func (c *Conn) applyStall() {
 	dst := c.stallOn
-	if dst == nil || c.paused || c.closed || c.closing {
+	if dst == nil {
+		return
+	}
+	if c.paused || c.closed || c.closing {
+		c.stallOn = nil // already not reading; the next write re-checks dst
 		return
 	}
 	if !c.loop.pauseRead(c) {
@@ -102,10 +106,43 @@ func (c *Conn) watch(dst *Conn, wait time.Duration, started time.Time) {
 // descriptor is still c's.
 func (c *Conn) resume(context.Context) error {
 	c.stallOn = nil
-	if !c.paused || c.closed {
+	if !c.paused || c.closed || c.held {
 		return nil
 	}
 	c.paused = false
 	c.loop.resumeRead(c)
 	return nil
+}
+
+// HoldReads stops reading c once the current read is handled, until
+// ReleaseReads: back-pressure from the handler's own backlog (commands
+// whose replies wait on the disk), where a stall is back-pressure from a
+// subscriber. Without it a pipelining producer can queue appends at memory
+// speed while the log writes at disk speed. Loop only.
+func (c *Conn) HoldReads() { c.held = true }
+
+// ReleaseReads undoes HoldReads. Reading resumes at once unless a stall
+// still holds c. Loop only.
+func (c *Conn) ReleaseReads() {
+	if !c.held {
+		return
+	}
+	c.held = false
+	if c.paused && c.stallOn == nil && !c.closed {
+		c.paused = false
+		c.loop.resumeRead(c)
+	}
+}
+
+// applyHold runs at the end of c's read, like applyStall.
+func (c *Conn) applyHold() {
+	if !c.held || c.paused || c.closed || c.closing {
+		return
+	}
+	if !c.loop.pauseRead(c) {
+		c.held = false // no epoll access on this loop: reads go on
+		return
+	}
+	c.paused = true
+	c.loop.s.holds.Add(1)
 }

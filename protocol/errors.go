@@ -32,6 +32,12 @@ const (
 	CodeInternal
 	CodeNotFound
 	CodeTimeout
+	CodeExists
+	CodeOutOfRange
+	CodeTooLarge
+	CodeNotOwner
+	CodeStorage
+	CodeOutOfSequence
 	numCodes
 )
 
@@ -63,6 +69,12 @@ var catalog = [numCodes]CodeInfo{
 	CodeInternal:           {"Internal Error", false, true, "the server failed to carry out a valid command; nothing was applied"},
 	CodeNotFound:           {"Not Found", false, false, "the named object does not exist"},
 	CodeTimeout:            {"Timeout", false, true, "the operation did not finish in time"},
+	CodeExists:             {"Already Exists", false, false, "an object of that name exists already"},
+	CodeOutOfRange:         {"Offset Out Of Range", false, false, "an offset below the low-water mark or past the high-water mark"},
+	CodeTooLarge:           {"Event Too Large", false, false, "an event over the topic's max_event_bytes; nothing was stored"},
+	CodeNotOwner:           {"Not Partition Owner", false, true, "a commit for a partition this member does not own (now); rejoin or wait for the rebalance"},
+	CodeStorage:            {"Storage Error", false, true, "the disk failed the write (full, I/O error); nothing was acknowledged"},
+	CodeOutOfSequence:      {"Out Of Sequence", false, false, "an idempotent write whose sequence is older than the producer's dedup window"},
 }
 
 // Info returns the catalog entry of c.

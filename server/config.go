@@ -42,6 +42,18 @@ type Config struct {
 	// publishers down (their sockets are not read while it catches up)
 	// before it is left to hit MaxPending and be cut. Default 1s.
 	MaxStall Duration `json:"max_stall,omitempty"`
+	// MaxInflight is how many commands of one connection may wait on the
+	// disk (deferred replies) before the server stops reading it until half
+	// of them are answered. Default 4096.
+	MaxInflight int `json:"max_inflight,omitempty"`
+	// Fsync is the node's default fsync policy for the commit log and the
+	// metadata store: always, interval or none (docs/storage.md says what
+	// each promises). Default interval.
+	Fsync string `json:"fsync,omitempty"`
+	// FsyncInterval is how often the interval policy fsyncs. Default 10ms.
+	FsyncInterval Duration `json:"fsync_interval,omitempty"`
+	// Streams are the defaults of new topics.
+	Streams StreamDefaults `json:"streams,omitempty"`
 	// PingInterval is how long a connection may be silent before the server
 	// PINGs it. Default 2m.
 	PingInterval Duration `json:"ping_interval,omitempty"`
@@ -52,6 +64,22 @@ type Config struct {
 	ShutdownTimeout Duration `json:"shutdown_timeout,omitempty"`
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `json:"log_level,omitempty"`
+}
+
+// StreamDefaults are the settings a topic gets unless it is created with
+// its own.
+type StreamDefaults struct {
+	// Partitions of a new topic. Default 4.
+	Partitions int `json:"partitions,omitempty"`
+	// RetentionAge deletes whole segments whose newest event is older.
+	// Default 168h (7 days); 0s keeps events forever.
+	RetentionAge *Duration `json:"retention_age,omitempty"`
+	// RetentionBytes bounds each partition's size; 0 (default): no bound.
+	RetentionBytes int64 `json:"retention_bytes,omitempty"`
+	// Compression of new batches: s2 (default), zstd or none.
+	Compression string `json:"compression,omitempty"`
+	// AutoCreate creates a topic on its first write. Default true.
+	AutoCreate *bool `json:"auto_create,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes as "1m30s" in JSON.
@@ -93,6 +121,21 @@ func (c *Config) fill() {
 	setDefaultInt(&c.MaxHeader, min(64<<10, c.MaxPayload))
 	setDefaultInt(&c.MaxPending, 64<<20)
 	setDefaultInt(&c.MaxPingsOut, 2)
+	setDefaultInt(&c.MaxInflight, 4096)
+	setDefault(&c.Fsync, "interval")
+	if c.FsyncInterval == 0 {
+		c.FsyncInterval = Duration(10 * time.Millisecond)
+	}
+	setDefaultInt(&c.Streams.Partitions, 4)
+	setDefault(&c.Streams.Compression, "s2")
+	if c.Streams.RetentionAge == nil {
+		week := Duration(7 * 24 * time.Hour)
+		c.Streams.RetentionAge = &week
+	}
+	if c.Streams.AutoCreate == nil {
+		yes := true
+		c.Streams.AutoCreate = &yes
+	}
 	if c.PingInterval == 0 {
 		c.PingInterval = Duration(2 * time.Minute)
 	}
@@ -132,6 +175,21 @@ func (c *Config) Validate() error {
 	check(c.MaxPending >= c.MaxPayload, "max_pending (%d) must be at least max_payload (%d)", c.MaxPending, c.MaxPayload)
 	check(c.Loops >= 0, "loops must not be negative, got %d", c.Loops)
 	check(c.PingInterval > 0, "ping_interval must be positive")
+	check(c.MaxInflight > 0, "max_inflight must be positive, got %d", c.MaxInflight)
+	switch c.Fsync {
+	case "always", "interval", "none":
+	default:
+		errs = append(errs, fmt.Errorf("config: fsync must be always, interval or none, got %q", c.Fsync))
+	}
+	check(c.FsyncInterval > 0, "fsync_interval must be positive")
+	check(c.Streams.Partitions > 0 && c.Streams.Partitions <= 1024, "streams.partitions must be in [1, 1024], got %d", c.Streams.Partitions)
+	check(*c.Streams.RetentionAge >= 0, "streams.retention_age must not be negative")
+	check(c.Streams.RetentionBytes >= 0, "streams.retention_bytes must not be negative")
+	switch c.Streams.Compression {
+	case "s2", "zstd", "none":
+	default:
+		errs = append(errs, fmt.Errorf("config: streams.compression must be s2, zstd or none, got %q", c.Streams.Compression))
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

@@ -82,6 +82,9 @@ func (q *replyQueue) fill(s *session, seq uint64, frame []byte) {
 	q.slots = q.slots[:copy(q.slots, q.slots[n:])]
 	q.base += uint64(n)
 	s.conn.Commit(out)
+	if len(q.slots) <= s.srv.cfg.MaxInflight/2 {
+		s.conn.ReleaseReads()
+	}
 }
 
 // idle reports whether no reply is outstanding, so a synchronous reply may

@@ -199,5 +199,9 @@ func (c *Call) Res(args [][]byte, hdr, payload []byte) {
 func (c *Call) Defer() *Pending {
 	c.answer()
 	c.s.srv.inflight.add()
-	return &Pending{sess: c.s, seq: c.s.replies.reserve()}
+	seq := c.s.replies.reserve()
+	if len(c.s.replies.slots) > c.s.srv.cfg.MaxInflight {
+		c.s.conn.HoldReads() // released by replyQueue.fill
+	}
+	return &Pending{sess: c.s, seq: seq}
 }

@@ -115,6 +115,38 @@ func (s *Store) Scan(ks Keyspace, prefix []byte, fn func(k, v []byte) bool) erro
 	return it.Close()
 }
 
+// Batch is a set of writes applied atomically by Commit. Not safe for
+// concurrent use.
+type Batch struct {
+	s *Store
+	b *pebble.Batch
+}
+
+// NewBatch starts a batch.
+func (s *Store) NewBatch() *Batch { return &Batch{s: s, b: s.db.NewBatch()} }
+
+// Set adds k=v in ks to the batch.
+func (b *Batch) Set(ks Keyspace, k, v []byte) { _ = b.b.Set(key(ks, k), v, nil) }
+
+// Delete adds the removal of k in ks to the batch.
+func (b *Batch) Delete(ks Keyspace, k []byte) { _ = b.b.Delete(key(ks, k), nil) }
+
+// DeletePrefix adds the removal of every key of ks with prefix to the batch.
+func (b *Batch) DeletePrefix(ks Keyspace, prefix []byte) {
+	lo := key(ks, prefix)
+	_ = b.b.DeleteRange(lo, upperBound(lo), nil)
+}
+
+// Commit applies the batch with the store's sync policy, all or nothing,
+// and releases it.
+func (b *Batch) Commit() error {
+	defer b.b.Close()
+	if err := b.b.Commit(b.s.wo); err != nil {
+		return fmt.Errorf("store: commit batch: %w", err)
+	}
+	return nil
+}
+
 // upperBound is the smallest key greater than every key with prefix p.
 func upperBound(p []byte) []byte {
 	u := bytes.Clone(p)

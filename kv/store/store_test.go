@@ -70,3 +70,27 @@ func TestUpperBound(t *testing.T) {
 		}
 	}
 }
+
+func TestBatch(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{InMemory: true, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < 3; i++ {
+		s.Set(KeyspaceStream, []byte(fmt.Sprintf("o/orders/%d", i)), []byte{1})
+	}
+	s.Set(KeyspaceStream, []byte("o/ordersX/0"), []byte{1})
+	b := s.NewBatch()
+	b.DeletePrefix(KeyspaceStream, []byte("o/orders/"))
+	b.Set(KeyspaceStream, []byte("t/new"), []byte("v"))
+	b.Delete(KeyspaceStream, []byte("absent"))
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	s.Scan(KeyspaceStream, nil, func(k, v []byte) bool { keys = append(keys, string(k)); return true })
+	if fmt.Sprint(keys) != "[o/ordersX/0 t/new]" {
+		t.Fatalf("after batch: %v", keys)
+	}
+}

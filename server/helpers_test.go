@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -123,3 +124,8 @@ func (w *wire) flush() {
 	w.send("PING\r\n")
 	w.expect("PONG")
 }
+
+var (
+	fmtSscan   = fmt.Sscan
+	ioReadFull = io.ReadFull
+)

@@ -50,6 +50,7 @@ func (p *Pending) Res(args [][]byte, hdr, payload []byte) {
 	p.complete(protocol.AppendRes(nil, args, hdr, payload))
 }
 
+// complete fills the reply with frame: one or more encoded frames.
 func (p *Pending) complete(frame []byte) {
 	s := p.sess
 	err := s.conn.Execute(func(*netpoll.Conn) { s.replies.fill(s, p.seq, frame) })

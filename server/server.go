@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -18,6 +19,7 @@ import (
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
 	"github.com/flowmesh/flowmesh/server/subject"
+	"github.com/flowmesh/flowmesh/stream"
 )
 
 // Version is FlowMesh's version, set at build time with -ldflags.
@@ -46,6 +48,8 @@ type Server struct {
 	np       *netpoll.Server
 	mon      *monitor.Server
 	store    *store.Store
+	streams  *stream.Engine
+	tmpDir   string // in-memory mode: where stream logs live until shutdown
 	info     serverInfo
 	inflight inflight
 	ready    chan struct{}
@@ -71,6 +75,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	}
 	s.specs = protocol.CoreServerSpecs()
 	s.info = s.buildInfo()
+	s.registerStream()
 	return s, nil
 }
 
@@ -97,11 +102,27 @@ func (s *Server) Start() error {
 	if s.started.Swap(true) {
 		return errors.New("server: already started")
 	}
-	st, err := store.Open(filepath.Join(s.cfg.DataDir, "meta"), store.Options{InMemory: s.cfg.InMemory, Logger: s.log})
+	st, err := store.Open(filepath.Join(s.cfg.DataDir, "meta"), store.Options{InMemory: s.cfg.InMemory,
+		Sync: s.cfg.Fsync == "always", Logger: s.log})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	s.store = st
+	streamDir := filepath.Join(s.cfg.DataDir, "streams")
+	if s.cfg.InMemory {
+		// The commit log needs files; in-memory mode keeps them in a
+		// temporary directory removed at shutdown.
+		if s.tmpDir, err = os.MkdirTemp("", "flowmesh-mem-"); err != nil {
+			st.Close()
+			return fmt.Errorf("server: %w", err)
+		}
+		streamDir = s.tmpDir
+	}
+	if s.streams, err = stream.Open(s.streamOptions(streamDir)); err != nil {
+		st.Close()
+		s.removeTmp()
+		return fmt.Errorf("server: %w", err)
+	}
 	s.table = protocol.NewTable(s.specs...)
 	ping, pong := protocol.AppendPing(nil), protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeStaleConnection})
 	np, err := netpoll.Listen(netpoll.Config{
@@ -115,7 +136,9 @@ func (s *Server) Start() error {
 		Logger:     s.log,
 	}, (*portHandler)(s))
 	if err != nil {
+		s.streams.Close()
 		st.Close()
+		s.removeTmp()
 		return fmt.Errorf("server: %w", err)
 	}
 	s.np = np
@@ -123,7 +146,9 @@ func (s *Server) Start() error {
 		mon, err := monitor.Listen(s.cfg.HTTPAddr, monitorNode{s}, s.log)
 		if err != nil {
 			_ = np.Shutdown(context.Background())
+			s.streams.Close()
 			st.Close()
+			s.removeTmp()
 			return fmt.Errorf("server: %w", err)
 		}
 		s.mon = mon
@@ -164,11 +189,22 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.mon != nil {
 		err = errors.Join(err, s.mon.Shutdown(ctx))
 	}
-	// The store closes last: engines still running above may write to it.
+	// Engines close before the store they write to; the store closes last.
+	err = errors.Join(err, s.streams.Close())
 	err = errors.Join(err, s.store.Close())
+	s.removeTmp()
 	s.log.Info("server: stopped")
 	return err
 }
+
+func (s *Server) removeTmp() {
+	if s.tmpDir != "" {
+		os.RemoveAll(s.tmpDir)
+	}
+}
+
+// Streams is the stream engine (nil before Start).
+func (s *Server) Streams() *stream.Engine { return s.streams }
 
 // Stats is a snapshot of the node's counters.
 type Stats struct {

@@ -25,7 +25,8 @@ type session struct {
 	verbose, headers, echo, noResponders bool
 	name                                 string // for log lines
 
-	subs map[string]*subscription // by sid
+	subs  map[string]*subscription // by sid
+	ssubs map[string]*streamSub    // stream group memberships, by sid
 
 	// wantsHeaders mirrors headers for publishers on other loops, which
 	// read it when they deliver to this session.
@@ -150,6 +151,7 @@ func (s *session) sendReply(frame []byte) {
 }
 
 func (s *session) close() {
+	s.leaveStreams()
 	for sid, sub := range s.subs {
 		s.srv.subs.Remove(sub.subject, sub.queue, sub)
 		delete(s.subs, sid)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,6 +89,14 @@ func Open(opts Options) (*Engine, error) {
 			return nil, err
 		}
 		e.topics[name] = t
+	}
+	// Topics deleted just before a crash or shutdown leave trash behind.
+	if entries, err := os.ReadDir(opts.Dir); err == nil {
+		for _, de := range entries {
+			if strings.HasPrefix(de.Name(), ".deleted-") {
+				go os.RemoveAll(filepath.Join(opts.Dir, de.Name()))
+			}
+		}
 	}
 	go e.background()
 	opts.Logger.Info("stream: engine open", "topics", len(e.topics), "dir", opts.Dir)
@@ -259,9 +268,13 @@ func (e *Engine) Delete(name string) error {
 	b.DeletePrefix(store.KeyspaceLog, []byte(name+"/"))
 	err := b.Commit()
 	t.close()
-	if rerr := os.RemoveAll(filepath.Join(e.opts.Dir, name)); rerr != nil && err == nil {
+	// Rename now (fast, and a new topic of the same name starts clean),
+	// remove in the background (a large topic takes a while).
+	trash := filepath.Join(e.opts.Dir, fmt.Sprintf(".deleted-%s-%d", name, time.Now().UnixNano()))
+	if rerr := os.Rename(filepath.Join(e.opts.Dir, name), trash); rerr != nil && !os.IsNotExist(rerr) && err == nil {
 		err = rerr
 	}
+	go os.RemoveAll(trash)
 	if err != nil {
 		return fmt.Errorf("stream: delete %q: %w", name, err)
 	}

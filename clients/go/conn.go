@@ -40,6 +40,13 @@ type Conn struct {
 	kick     chan struct{} // wakes the writer
 	closedCh chan struct{}
 	inbox    *requestMux
+	cons     map[string]*Consumer // stream consumers, by sid
+	producer string               // this Conn's idempotent-producer id
+	seq      uint64               // its last write sequence
+
+	// Stream is the event-stream API: topics, writes, reads, consumer
+	// groups.
+	Stream   *Streams
 	writerWG sync.WaitGroup
 	readerWG sync.WaitGroup
 }
@@ -54,13 +61,14 @@ type serverInfo struct {
 
 // call is one command waiting for its reply frame.
 type call struct {
-	done chan struct{}
-	end  uint64        // outPos after the command: it left wbuf once takenPos >= end
-	verb protocol.Verb // VerbOK, VerbRes, VerbPong or VerbErr once answered
-	args [][]byte
-	hdr  []byte
-	data []byte
-	err  error
+	done   chan struct{}
+	end    uint64        // outPos after the command: it left wbuf once takenPos >= end
+	verb   protocol.Verb // VerbOK, VerbRes, VerbPong or VerbErr once answered
+	args   [][]byte
+	events []*Event // an SREAD's events, which come before its +OK
+	hdr    []byte
+	data   []byte
+	err    error
 }
 
 // Connect dials url ("nats://host:port", "flowmesh://host:port" or
@@ -74,8 +82,9 @@ func Connect(ctx context.Context, rawURL string, opts ...Option) (*Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &Conn{opts: o, addr: addr, subs: make(map[string]*Subscription),
-		kick: make(chan struct{}, 1), closedCh: make(chan struct{})}
+	c := &Conn{opts: o, addr: addr, subs: make(map[string]*Subscription), cons: make(map[string]*Consumer),
+		kick: make(chan struct{}, 1), closedCh: make(chan struct{}), producer: newProducerID()}
+	c.Stream = &Streams{c: c}
 	nc, br, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -144,6 +153,16 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 	for _, s := range c.subs {
 		hello = protocol.AppendSub(hello, s.subject, s.queue, s.sid)
 	}
+	// Consumers join again; the server answers each SSUB with +OK, and
+	// nobody waits for those: a marker call per consumer keeps the reply
+	// queue aligned.
+	var rejoin []*call
+	for _, cs := range c.cons {
+		hello = cs.appendSub(hello)
+		rejoin = append(rejoin, &call{done: make(chan struct{})})
+		cs.reconnected()
+	}
+	c.pending = append(rejoin, c.pending...)
 	c.mu.Unlock()
 	if _, err := nc.Write(hello); err != nil {
 		nc.Close()
@@ -240,12 +259,16 @@ func (c *Conn) readFrames(br io.Reader) error {
 	}
 }
 
-var clientTable = protocol.NewTable(protocol.ClientSpecs()...)
+var clientTable = protocol.NewTable(append(protocol.ClientSpecs(), protocol.StreamClientSpecs()...)...)
 
 func (c *Conn) handleFrame(f *protocol.Frame) {
 	switch f.Verb {
 	case protocol.VerbMsg, protocol.VerbHMsg:
 		c.deliver(f)
+	case protocol.VerbEvt, protocol.VerbHEvt:
+		c.deliverEvent(f)
+	case protocol.VerbSAssign, protocol.VerbSClosed:
+		c.consumerNotice(f)
 	case protocol.VerbPing:
 		c.write(protocol.AppendPong(nil))
 	case protocol.VerbInfo:
@@ -293,6 +316,15 @@ func (c *Conn) complete(v protocol.Verb, f *protocol.Frame, err error) bool {
 	}
 	close(cl.done)
 	return true
+}
+
+// addEvent gives an SREAD's event to the call whose reply comes next.
+func (c *Conn) addEvent(ev *Event) {
+	c.mu.Lock()
+	if len(c.pending) > 0 {
+		c.pending[0].events = append(c.pending[0].events, ev)
+	}
+	c.mu.Unlock()
 }
 
 // connectionLost fails the calls whose replies cannot come any more.
@@ -390,9 +422,21 @@ func (c *Conn) write(b []byte) error {
 }
 
 // do sends a command that gets exactly one reply frame and waits for it.
-// build appends the command to the output buffer under the lock, so the
-// command's place on the wire and in the pending queue are the same.
 func (c *Conn) do(ctx context.Context, build func([]byte) []byte) (*call, error) {
+	cl, err := c.send(build)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.wait(ctx, cl); err != nil {
+		return nil, err
+	}
+	return cl, nil
+}
+
+// send queues a command that gets one reply. build appends the command to
+// the output buffer under the lock, so the command's place on the wire and
+// in the pending queue are the same.
+func (c *Conn) send(build func([]byte) []byte) (*call, error) {
 	cl := &call{done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed {
@@ -406,18 +450,20 @@ func (c *Conn) do(ctx context.Context, build func([]byte) []byte) (*call, error)
 	c.pending = append(c.pending, cl)
 	c.mu.Unlock()
 	c.signal()
+	return cl, nil
+}
+
+// wait waits for cl's reply.
+func (c *Conn) wait(ctx context.Context, cl *call) error {
 	select {
 	case <-cl.done:
-		if cl.err != nil {
-			return nil, cl.err
-		}
-		return cl, nil
+		return cl.err
 	case <-ctx.Done():
 		// The reply will still arrive and be matched to cl, keeping the
 		// queue aligned; nobody reads it.
-		return nil, ctx.Err()
+		return ctx.Err()
 	case <-c.closedCh:
-		return nil, ErrClosed
+		return ErrClosed
 	}
 }
 
@@ -453,10 +499,15 @@ func (c *Conn) Close() error {
 	c.closed = true
 	subs := c.subs
 	c.subs = map[string]*Subscription{}
+	cons := c.cons
+	c.cons = map[string]*Consumer{}
 	c.mu.Unlock()
 	close(c.closedCh)
 	for _, s := range subs {
 		s.q.close(ErrClosed)
+	}
+	for _, cs := range cons {
+		cs.end(ErrClosed)
 	}
 	c.writerWG.Wait() // the writer flushes before it returns
 	c.mu.Lock()

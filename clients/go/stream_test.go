@@ -1,0 +1,183 @@
+package flowmesh_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	flowmesh "github.com/flowmesh/flowmesh/clients/go"
+	"github.com/flowmesh/flowmesh/protocol"
+)
+
+func TestStreamWriteReadDescribe(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if err := fm.Stream.CreateTopic(ctx, "orders.events", flowmesh.TopicConfig{Partitions: 3, Compression: "zstd"}); err != nil {
+		t.Fatal(err)
+	}
+	var fe *flowmesh.Error
+	if err := fm.Stream.CreateTopic(ctx, "orders.events", flowmesh.TopicConfig{}); !errors.As(err, &fe) || fe.Code != protocol.CodeExists {
+		t.Fatalf("second create: %v", err)
+	}
+	h := flowmesh.Header{}
+	h.Set("trace_id", "abc")
+	pos, err := fm.Stream.Write(ctx, "orders.events", []byte("first"), flowmesh.Key("cust-1"), flowmesh.EventHeader(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]flowmesh.Record, 50)
+	for i := range recs {
+		recs[i] = flowmesh.Record{Key: "cust-1", Value: []byte(fmt.Sprint(i))}
+	}
+	ps, err := fm.Stream.WriteBatch(ctx, "orders.events", recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range ps {
+		if p.Partition != pos.Partition || p.Offset != pos.Offset+1+uint64(i) {
+			t.Fatalf("record %d at %+v; the key's first event at %+v", i, p, pos)
+		}
+	}
+	evs, next, err := fm.Stream.Read(ctx, "orders.events", pos.Partition, pos.Offset, 10)
+	if err != nil || len(evs) != 10 || next != pos.Offset+10 {
+		t.Fatalf("read: %d events, next %d, %v", len(evs), next, err)
+	}
+	if string(evs[0].Value) != "first" || evs[0].Key != "cust-1" || evs[0].Header.Get("trace_id") != "abc" || string(evs[1].Value) != "0" {
+		t.Fatalf("read back %+v / %+v", evs[0], evs[1])
+	}
+	if off, err := fm.Stream.Seek(ctx, "orders.events", pos.Partition, "latest"); err != nil || off != pos.Offset+51 {
+		t.Fatalf("seek latest = %d %v", off, err)
+	}
+	ti, err := fm.Stream.Describe(ctx, "orders.events")
+	if err != nil || ti.Events != 51 || len(ti.Partitions) != 3 || ti.Config.Compression != "zstd" {
+		t.Fatalf("describe = %+v %v", ti, err)
+	}
+	if _, err := fm.Stream.Write(ctx, "orders.events", []byte("x"), flowmesh.Key("has space")); !errors.Is(err, flowmesh.ErrBadKey) {
+		t.Fatalf("bad key: %v", err)
+	}
+	if _, err := fm.Stream.Write(ctx, "orders.events", []byte("x"), flowmesh.ToPartition(7)); !errors.As(err, &fe) || fe.Code != protocol.CodeNotFound {
+		t.Fatalf("missing partition: %v", err)
+	}
+	if err := fm.Stream.DeleteTopic(ctx, "orders.events"); err != nil {
+		t.Fatal(err)
+	}
+	if topics, err := fm.Stream.Topics(ctx); err != nil || len(topics) != 0 {
+		t.Fatalf("topics after delete: %v %v", topics, err)
+	}
+}
+
+// TestConsumerGroup: two consumers share a topic's partitions, every event
+// is processed once, offsets are committed, a consumer that comes back
+// resumes after what was committed, and a rewind replays.
+func TestConsumerGroup(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fm.Stream.CreateTopic(ctx, "orders.events", flowmesh.TopicConfig{Partitions: 4})
+	const n = 400
+	recs := make([]flowmesh.Record, n)
+	for i := range recs {
+		recs[i] = flowmesh.Record{Key: fmt.Sprintf("k%d", i%13), Value: []byte(fmt.Sprint(i))}
+	}
+	if _, err := fm.Stream.WriteBatch(ctx, "orders.events", recs); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	seen := map[string]int{}
+	var wg sync.WaitGroup
+	cctx, stop := context.WithCancel(ctx)
+	defer stop()
+	for w := 0; w < 2; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn := connect(t, s)
+			for ev, err := range conn.Stream.Consumer(cctx, "orders.events", "billing", flowmesh.Window(16)) {
+				if err != nil {
+					return // ctx cancelled
+				}
+				mu.Lock()
+				seen[string(ev.Value)]++
+				done := len(seen) == n
+				mu.Unlock()
+				if done {
+					stop()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != n {
+		t.Fatalf("processed %d distinct events of %d", len(seen), n)
+	}
+	// Leaving commits what was processed: the lag drains to zero.
+	for {
+		gi, err := fm.Stream.Group(ctx, "orders.events", "billing")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if gi.Lag == 0 && len(gi.Members) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("lag stays at %d: %+v", gi.Lag, gi)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	// New events only are delivered to a returning member.
+	fm.Stream.Write(ctx, "orders.events", []byte("late"))
+	for ev, err := range fm.Stream.Consumer(ctx, "orders.events", "billing") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(ev.Value) != "late" {
+			t.Fatalf("a returning member got %q again", ev.Value)
+		}
+		break
+	}
+	// Rewind: everything again, with manual commits.
+	if err := fm.Stream.Rewind(ctx, "orders.events", "billing", "earliest", -1); err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for ev, err := range fm.Stream.Consumer(ctx, "orders.events", "billing", flowmesh.ManualCommit()) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ev.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got++; got == n+1 {
+			break
+		}
+	}
+	gi, _ := fm.Stream.Group(ctx, "orders.events", "billing")
+	if gi.Lag != 0 {
+		t.Fatalf("after replaying and committing all: %+v", gi)
+	}
+	// A consumer of a topic that is deleted under it ends with an error.
+	cs, err := fm.Stream.Join(ctx, "orders.events", "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	fm.Stream.DeleteTopic(ctx, "orders.events")
+	var fe *flowmesh.Error
+	for {
+		ev, err := cs.Next(ctx)
+		if err == nil {
+			cs.Done(ev) // events delivered before the delete
+			continue
+		}
+		if !errors.As(err, &fe) || fe.Code != protocol.CodeNotFound {
+			t.Fatalf("consumer of a deleted topic ended with %v", err)
+		}
+		break
+	}
+}

@@ -74,6 +74,7 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 		maxPayload  = fs.Int("max-payload", 0, "largest payload in bytes (default 1 MiB)")
 		maxConns    = fs.Int("max-connections", 0, "most client connections (default 65536)")
 		loops       = fs.Int("loops", 0, "event loops (default: one per CPU)")
+		fsync       = fs.String("fsync", "", "default fsync policy: always, interval or none (default interval)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -97,6 +98,7 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 	override(set, "http-addr", &cfg.HTTPAddr, *httpAddr)
 	override(set, "data-dir", &cfg.DataDir, *dataDir)
 	override(set, "log-level", &cfg.LogLevel, *logLevel)
+	override(set, "fsync", &cfg.Fsync, *fsync)
 	if set["in-memory"] {
 		cfg.InMemory = *inMemory
 	}

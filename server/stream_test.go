@@ -206,3 +206,61 @@ func TestMaxInflightHoldsReads(t *testing.T) {
 		t.Fatalf("no hold with %d writes pipelined against max_inflight 8: %+v", n, st)
 	}
 }
+
+// TestStreamMemberVanishes: a member whose connection drops with events in
+// flight loses its partitions at once, and the other member gets those
+// uncommitted events again; a member that stops heartbeating is expelled
+// with SCLOSED.
+func TestStreamMemberVanishes(t *testing.T) {
+	s := startServer(t, Config{})
+	w := dial(t, s)
+	w.send("TCREATE ev partitions=2\r\n")
+	w.expect("+OK 2")
+	for i := 0; i < 10; i++ {
+		w.send("SWRITE ev partition=" + strconv.Itoa(i%2) + " 1\r\n" + strconv.Itoa(i) + "\r\n")
+		w.expectPrefix("+OK ")
+	}
+	a := dial(t, s)
+	a.send("SSUB ev g 1 window=100\r\n")
+	a.expectPrefix("+OK ")
+	a.expect("SASSIGN 1 1 0,1")
+	for i := 0; i < 10; i++ {
+		readPayload(t, a, a.line())
+	}
+	b := dial(t, s)
+	b.send("SSUB ev g 2 window=100\r\n")
+	b.expectPrefix("+OK ")
+	b.expectPrefix("SASSIGN 2 2 ") // one partition, moved from a; a acked nothing
+	for i := 0; i < 5; i++ {
+		readPayload(t, b, b.line())
+	}
+	a.c.Close() // gone without SUNSUB, nothing acknowledged
+	b.expect("SASSIGN 2 3 0,1")
+	values := map[string]bool{}
+	for len(values) < 5 {
+		head := b.line()
+		f := strings.Fields(head)
+		if len(f) != 8 || f[0] != "EVT" {
+			t.Fatalf("want an EVT, got %q", head)
+		}
+		values[b.line()] = true
+	}
+	// Expiry: a member with a session timeout and no heartbeat.
+	c := dial(t, s)
+	c.send("SSUB ev quiet 7 session_timeout=100ms\r\n")
+	c.expectPrefix("+OK ")
+	for {
+		l := c.line()
+		if strings.HasPrefix(l, "SCLOSED 7 ") {
+			if !strings.Contains(l, "no heartbeat for 100ms") {
+				t.Fatalf("close reason %q", l)
+			}
+			break
+		}
+		if strings.HasPrefix(l, "EVT ") {
+			c.line()
+		}
+	}
+	c.send("SACK 7\r\nPING\r\n")
+	c.expect("PONG") // acks for a closed membership are dropped, not answered
+}

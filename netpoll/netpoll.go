@@ -260,7 +260,12 @@ func (e *events) OnTraffic(gc gnet.Conn) gnet.Action {
 	}
 	buf, _ := gc.Peek(-1)
 	consumed, need, closeIt := e.s.h.Feed(c, buf)
-	_, _ = gc.Discard(consumed)
+	if consumed > 0 {
+		// Never Discard(0): gnet reads n <= 0 as "discard everything",
+		// which dropped a frame whose control line came in one read and
+		// its payload in the next.
+		_, _ = gc.Discard(consumed)
+	}
 	e.s.in.Add(uint64(consumed))
 	c.need = need
 	c.loop.flush()

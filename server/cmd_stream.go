@@ -47,6 +47,13 @@ func (s *Server) registerStream() {
 // streamErr maps an engine error to its wire error.
 func streamErr(err error) *protocol.Error {
 	code := protocol.CodeInternal
+	var sentinel error
+	for _, e := range redundantSentinels {
+		if errors.Is(err, e) {
+			sentinel = e
+			break
+		}
+	}
 	switch {
 	case errors.Is(err, stream.ErrTopicNotFound), errors.Is(err, stream.ErrPartitionNotFound),
 		errors.Is(err, stream.ErrGroupNotFound):
@@ -72,8 +79,17 @@ func streamErr(err error) *protocol.Error {
 		}
 		code = protocol.CodeStorage // the log failed the write: disk full, I/O error
 	}
-	return &protocol.Error{Code: code, Detail: strings.TrimPrefix(err.Error(), "stream: ")}
+	// Where the title says what the sentinel says, the detail keeps only
+	// the rest.
+	detail := err.Error()
+	if sentinel != nil {
+		detail = strings.TrimPrefix(detail, sentinel.Error()+": ")
+	}
+	return &protocol.Error{Code: code, Detail: strings.TrimPrefix(detail, "stream: ")}
 }
+
+var redundantSentinels = []error{stream.ErrTopicExists, stream.ErrOutOfRange, stream.ErrTooLarge,
+	stream.ErrOutOfSequence, stream.ErrBadConfig, stream.ErrBadName}
 
 // async runs fn off the loop and answers the call with its result.
 func (c *Call) async(fn func(p *Pending)) {

@@ -5,13 +5,17 @@
 //
 // Workloads: pubsub (1 publisher, 1 subscriber, throughput), latency
 // (publish-to-delivery percentiles at a fixed rate), idle (memory per idle
-// connection), natscli (the `nats bench` tool, when installed). Default: all.
+// connection), natscli (the `nats bench` tool, when installed), streams
+// (event streams against NATS JetStream: batched write throughput, fsynced
+// writes with 64 producers, catch-up read, produce-to-consume latency; not
+// in the default set). Default: pubsub latency idle natscli.
 //
 // The harness builds and starts the flowmesh binary and starts nats-server
 // (Debian's nats-server package) on free loopback ports, drives both with
 // the same client (nats.go), and stops both at the end. It talks to both
 // over TCP only.
 //
-// Imports: nats.go (the same client for both brokers) and the standard
-// library; nothing of the server.
+// Imports: nats.go (the same client for both brokers; its jetstream package
+// for JetStream), the FlowMesh Go SDK (clients/go) for FlowMesh's streams,
+// and the standard library; nothing of the server.
 package main

@@ -23,6 +23,11 @@ type config struct {
 	latMsgs     int
 	idleConns   int
 	runs        int
+	jsBin       string // nats-server with JetStream for the streams workload
+	dataDir     string // where durable brokers keep their data
+	streamMsgs  int
+	catchUp     int
+	streamRate  int
 	out         io.Writer
 }
 
@@ -37,6 +42,11 @@ func main() {
 	flag.IntVar(&cfg.latMsgs, "lat-msgs", 100_000, "messages in the latency run")
 	flag.IntVar(&cfg.idleConns, "conns", 20_000, "idle connections for the idle run")
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of each throughput figure; the median is printed")
+	flag.StringVar(&cfg.jsBin, "jetstream-server", "nats-server", "nats-server binary for the streams workload (2.10+ for sync_interval)")
+	flag.StringVar(&cfg.dataDir, "data-dir", "", "parent of the durable brokers' data dirs (default: the temp dir)")
+	flag.IntVar(&cfg.streamMsgs, "stream-msgs", 200_000, "events in the stream write run")
+	flag.IntVar(&cfg.catchUp, "catch-up", 1_000_000, "retained events in the catch-up read run")
+	flag.IntVar(&cfg.streamRate, "stream-rate", 2_000, "events per second in the stream latency run")
 	flag.Parse()
 	cfg.out = os.Stdout
 	for _, s := range strings.Split(sizes, ",") {
@@ -87,6 +97,8 @@ func run(cfg config, workloads []string) error {
 			err = benchIdle(cfg)
 		case "natscli":
 			err = benchNatsCLI(cfg)
+		case "streams":
+			err = benchStreams(cfg)
 		default:
 			err = fmt.Errorf("unknown workload %q", w)
 		}

@@ -27,8 +27,12 @@ import (
 // partition from that offset, so the table is exact after a crash.
 // Producers unseen for producerTTL are forgotten.
 
+// dedupWindow bounds how far back a retry is recognised. A producer must
+// not have more idempotent writes in flight than this (the Go SDK keeps at
+// most MaxInflightWrites): a retry of a write older than the window cannot
+// be told from a write the topic never got, so it is refused.
 const (
-	dedupWindow = 256
+	dedupWindow = 1024
 	producerTTL = 7 * 24 * time.Hour
 )
 
@@ -43,16 +47,20 @@ type producer struct {
 	last    uint64 // highest sequence seen
 	seen    int64  // Unix ns of the last write
 	pending map[uint64]*pendingWrite
-	ring    [dedupWindow]doneWrite // by seq % dedupWindow
+	ring    []doneWrite // by seq % dedupWindow; allocated on first use
 }
 
 type pendingWrite struct{ waiters []func(Position, error) }
 
+// doneWrite is one remembered write (24 bytes: a producer's whole window
+// is 24 KiB). seq 0 marks an empty slot: sequences start at 1.
 type doneWrite struct {
-	seq uint64
-	ok  bool
-	pos Position
+	seq       uint64
+	offset    uint64
+	partition uint32
 }
+
+func (d doneWrite) pos() Position { return Position{Partition: int(d.partition), Offset: d.offset} }
 
 func (ps *producers) init() {
 	if ps.m == nil {
@@ -64,7 +72,7 @@ func (ps *producers) get(id []byte) *producer {
 	ps.init()
 	pr := ps.m[string(id)]
 	if pr == nil {
-		pr = &producer{pending: make(map[uint64]*pendingWrite)}
+		pr = &producer{pending: make(map[uint64]*pendingWrite), ring: make([]doneWrite, dedupWindow)}
 		ps.m[string(id)] = pr
 	}
 	return pr
@@ -78,10 +86,11 @@ func (ps *producers) begin(id []byte, seq uint64, cb func(Position, error)) bool
 	ps.mu.Lock()
 	pr := ps.get(id)
 	pr.seen = time.Now().UnixNano()
-	if d := pr.ring[seq%dedupWindow]; d.ok && d.seq == seq {
+	if d := pr.ring[seq%dedupWindow]; d.seq == seq && seq != 0 {
 		ps.mu.Unlock()
-		d.pos.Duplicate = true
-		cb(d.pos, nil)
+		pos := d.pos()
+		pos.Duplicate = true
+		cb(pos, nil)
 		return false
 	}
 	if pw := pr.pending[seq]; pw != nil {
@@ -112,7 +121,7 @@ func (ps *producers) finish(id []byte, seq uint64, pos Position, err error) {
 	pw := pr.pending[seq]
 	delete(pr.pending, seq)
 	if err == nil {
-		pr.ring[seq%dedupWindow] = doneWrite{seq: seq, ok: true, pos: pos}
+		pr.ring[seq%dedupWindow] = doneWrite{seq: seq, offset: pos.Offset, partition: uint32(pos.Partition)}
 		for len(ps.covered) <= pos.Partition {
 			ps.covered = append(ps.covered, 0)
 		}
@@ -136,8 +145,8 @@ func (ps *producers) replay(id []byte, seq uint64, pos Position, ts int64) {
 	pr := ps.get(id)
 	pr.seen = max(pr.seen, ts)
 	pr.last = max(pr.last, seq)
-	if d := &pr.ring[seq%dedupWindow]; !d.ok || d.seq <= seq {
-		*d = doneWrite{seq: seq, ok: true, pos: pos}
+	if d := &pr.ring[seq%dedupWindow]; d.seq <= seq {
+		*d = doneWrite{seq: seq, offset: pos.Offset, partition: uint32(pos.Partition)}
 	}
 }
 
@@ -173,8 +182,8 @@ func (t *Topic) saveProducers(force bool) {
 		}
 		rec := producerRecord{Last: pr.last, Seen: pr.seen}
 		for _, d := range pr.ring {
-			if d.ok {
-				rec.Entries = append(rec.Entries, [3]uint64{d.seq, uint64(d.pos.Partition), d.pos.Offset})
+			if d.seq != 0 {
+				rec.Entries = append(rec.Entries, [3]uint64{d.seq, uint64(d.partition), d.offset})
 			}
 		}
 		snap.Producers[id] = rec
@@ -211,7 +220,7 @@ func (t *Topic) loadProducers() error {
 		pr := ps.get([]byte(id))
 		pr.last, pr.seen = rec.Last, rec.Seen
 		for _, e := range rec.Entries {
-			pr.ring[e[0]%dedupWindow] = doneWrite{seq: e[0], ok: true, pos: Position{Partition: int(e[1]), Offset: e[2]}}
+			pr.ring[e[0]%dedupWindow] = doneWrite{seq: e[0], offset: e[2], partition: uint32(e[1])}
 		}
 	}
 	scanned := 0

@@ -27,22 +27,23 @@ type Conn struct {
 	opts options
 	addr string
 
-	mu       sync.Mutex
-	nc       net.Conn // nil while disconnected
-	wbuf     []byte   // output not yet handed to the writer
-	outPos   uint64   // bytes ever appended to wbuf
-	takenPos uint64   // bytes ever taken from wbuf by the writer
-	pending  []*call  // calls awaiting a reply, in send order
-	subs     map[string]*Subscription
-	nextSid  uint64
-	closed   bool
-	info     serverInfo
-	kick     chan struct{} // wakes the writer
-	closedCh chan struct{}
-	inbox    *requestMux
-	cons     map[string]*Consumer // stream consumers, by sid
-	producer string               // this Conn's idempotent-producer id
-	seq      uint64               // its last write sequence
+	mu         sync.Mutex
+	nc         net.Conn // nil while disconnected
+	wbuf       []byte   // output not yet handed to the writer
+	outPos     uint64   // bytes ever appended to wbuf
+	takenPos   uint64   // bytes ever taken from wbuf by the writer
+	pending    []*call  // calls awaiting a reply, in send order
+	subs       map[string]*Subscription
+	nextSid    uint64
+	closed     bool
+	info       serverInfo
+	kick       chan struct{} // wakes the writer
+	closedCh   chan struct{}
+	inbox      *requestMux
+	cons       map[string]*Consumer // stream consumers, by sid
+	producer   string               // this Conn's idempotent-producer id
+	seq        uint64               // its last write sequence
+	writeSlots chan struct{}        // MaxInflightWrites
 
 	// Stream is the event-stream API: topics, writes, reads, consumer
 	// groups.
@@ -83,7 +84,8 @@ func Connect(ctx context.Context, rawURL string, opts ...Option) (*Conn, error) 
 		return nil, err
 	}
 	c := &Conn{opts: o, addr: addr, subs: make(map[string]*Subscription), cons: make(map[string]*Consumer),
-		kick: make(chan struct{}, 1), closedCh: make(chan struct{}), producer: newProducerID()}
+		kick: make(chan struct{}, 1), closedCh: make(chan struct{}), producer: newProducerID(),
+		writeSlots: make(chan struct{}, MaxInflightWrites)}
 	c.Stream = &Streams{c: c}
 	nc, br, err := c.dial(ctx)
 	if err != nil {

@@ -85,8 +85,12 @@ func (s *Streams) Write(ctx context.Context, topic string, value []byte, opts ..
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if err := s.c.takeWriteSlot(ctx); err != nil {
+		return Position{}, err
+	}
 	cl, err := s.startWrite(topic, Record{Key: o.key, Header: o.header, Value: value}, o.partition)
 	if err != nil {
+		<-s.c.writeSlots
 		return Position{}, err
 	}
 	return s.finishWrite(ctx, cl)
@@ -97,41 +101,75 @@ func (s *Streams) Write(ctx context.Context, topic string, value []byte, opts ..
 // order. It is not atomic: on error, some records may be stored; writing
 // the batch again stores only the missing ones (writes are idempotent).
 func (s *Streams) WriteBatch(ctx context.Context, topic string, recs []Record) ([]Position, error) {
-	calls := make([]*writeCall, len(recs))
-	for i, r := range recs {
-		cl, err := s.startWrite(topic, r, -1)
-		if err != nil {
-			return nil, err
-		}
-		calls[i] = cl
-	}
 	out := make([]Position, len(recs))
 	var first error
-	for i, cl := range calls {
-		pos, err := s.finishWrite(ctx, cl)
-		if err != nil && first == nil {
-			first = fmt.Errorf("flowmesh: record %d of the batch: %w", i, err)
+	calls := make([]*writeCall, 0, min(len(recs), MaxInflightWrites))
+	done := 0
+	// finish waits for the writes started so far. A batch never waits for
+	// a slot while it holds some (it finishes its own first), so batches on
+	// one Conn cannot starve each other of slots.
+	finish := func() {
+		for _, cl := range calls {
+			pos, err := s.finishWrite(ctx, cl)
+			if err != nil && first == nil {
+				first = fmt.Errorf("flowmesh: record %d of the batch: %w", done, err)
+			}
+			out[done] = pos
+			done++
 		}
-		out[i] = pos
+		calls = calls[:0]
 	}
+	for _, r := range recs {
+		select {
+		case s.c.writeSlots <- struct{}{}:
+		default:
+			finish()
+			if err := s.c.takeWriteSlot(ctx); err != nil {
+				return out, err
+			}
+		}
+		cl, err := s.startWrite(topic, r, -1)
+		if err != nil {
+			<-s.c.writeSlots
+			finish()
+			return out, err
+		}
+		calls = append(calls, cl)
+	}
+	finish()
 	return out, first
 }
 
+// MaxInflightWrites bounds the writes of one Conn waiting for their reply.
+// The server recognises a retried write within the producer's last 1024
+// sequences; more in flight could not all be retried safely.
+const MaxInflightWrites = 1024
+
 type writeCall struct {
 	build func([]byte) []byte
+	seq   uint64 // allocated by the first build, kept for retries
 	cl    *call
 	err   error
 }
 
+func (c *Conn) takeWriteSlot(ctx context.Context) error {
+	select {
+	case c.writeSlots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-c.closedCh:
+		return ErrClosed
+	}
+}
+
+// startWrite sends one write; the caller holds a write slot, which
+// finishWrite gives back.
 func (s *Streams) startWrite(topic string, r Record, partition int) (*writeCall, error) {
 	if r.Key != "" && !protocol.ValidToken([]byte(r.Key), 256) {
 		return nil, ErrBadKey
 	}
 	c := s.c
-	c.mu.Lock()
-	c.seq++
-	seq := c.seq
-	c.mu.Unlock()
 	args := []string{topic}
 	if r.Key != "" {
 		args = append(args, "key="+r.Key)
@@ -139,14 +177,26 @@ func (s *Streams) startWrite(topic string, r Record, partition int) (*writeCall,
 	if partition >= 0 {
 		args = append(args, "partition="+strconv.Itoa(partition))
 	}
-	args = append(args, "producer="+c.producer, "seq="+itoa(seq))
+	args = append(args, "producer="+c.producer, "")
 	hdr := r.Header.encode()
-	w := &writeCall{build: func(b []byte) []byte { return protocol.AppendSized(b, "SWRITE", args, hdr, r.Value) }}
+	w := &writeCall{}
+	// build runs under c.mu as the command enters the output buffer, so
+	// sequence numbers reach the server in order even when many goroutines
+	// write at once.
+	w.build = func(b []byte) []byte {
+		if w.seq == 0 {
+			c.seq++
+			w.seq = c.seq
+		}
+		args[len(args)-1] = "seq=" + itoa(w.seq)
+		return protocol.AppendSized(b, "SWRITE", args, hdr, r.Value)
+	}
 	w.cl, w.err = c.send(w.build)
 	return w, nil
 }
 
 func (s *Streams) finishWrite(ctx context.Context, w *writeCall) (Position, error) {
+	defer func() { <-s.c.writeSlots }()
 	for attempt := 0; ; attempt++ {
 		if w.err != nil {
 			return Position{}, w.err

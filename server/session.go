@@ -17,6 +17,7 @@ type session struct {
 	parser  *protocol.Parser
 	frame   protocol.Frame
 	replies replyQueue
+	done    completions // deferred replies completed off the loop, not yet filled
 	scratch []byte
 	call    Call
 

@@ -763,8 +763,9 @@ func (l *Log) Notify() <-chan struct{} {
 }
 
 // Read returns decoded records from offset on, up to about maxBytes of
-// record data (at least one record if any is readable). Record slices are
-// valid until the next Read with the same dst. Reading at HighWater returns
+// record data (at least one record if any is readable). The records own
+// their bytes (a record shares its batch's memory with the batch's other
+// records) and stay valid after later reads. Reading at HighWater returns
 // no records and no error; below the low-water mark, ErrOutOfRange. A
 // corrupt batch gives an error wrapping ErrCorrupt with file and position;
 // reading on from the offset after the damaged range works.
@@ -783,7 +784,7 @@ func (l *Log) Read(offset uint64, maxBytes int, dst []Record) ([]Record, error) 
 	}
 	defer s.release()
 	hb := make([]byte, batchHeaderSize)
-	var buf, scratch []byte
+	var buf []byte
 	pos := s.locate(offset)
 	end := l.readableSize(s) // covers every offset below hw, which was read first
 	got := 0
@@ -808,16 +809,21 @@ func (l *Log) Read(offset uint64, maxBytes int, dst []Record) ([]Record, error) 
 			continue
 		}
 		start := len(dst)
-		dst, scratch, err = decodeBatch(batch, scratch, dst)
+		// The records must outlive the read buffer, which the next batch
+		// reuses: each batch is decoded into memory of its own (one
+		// allocation per batch; copying each record out was three per
+		// record and a fifth of a catch-up read's time).
+		if h.codec == CodecNone {
+			batch = clone(batch)
+		}
+		dst, _, err = decodeBatch(batch, nil, dst)
 		if err != nil {
 			return dst[:start], fmt.Errorf("%s at byte %d: %w", s.path, pos-h.size(), err)
 		}
-		// Keep only records at or after offset, and copy them out of the
-		// buffers the next batch reuses.
+		// Keep only records at or after offset.
 		kept := dst[:start]
 		for _, r := range dst[start:] {
 			if r.Offset >= offset && r.Offset < hw {
-				r.Key, r.Headers, r.Value = clone(r.Key), clone(r.Headers), clone(r.Value)
 				got += len(r.Key) + len(r.Headers) + len(r.Value)
 				kept = append(kept, r)
 			}

@@ -400,16 +400,20 @@ func (s *Streams) Seek(ctx context.Context, topic string, partition int, where s
 }
 
 // parseEvent builds an Event from an EVT/HEVT frame:
-// EVT <sid> <topic> <partition> <offset> <unix-ns> <key|->.
-func parseEvent(f *protocol.Frame) (*Event, error) {
+// EVT <sid> <topic> <partition> <offset> <unix-ns> <key|->. topic, if not
+// empty, is the consumer's own copy of the name (no allocation per event).
+func parseEvent(f *protocol.Frame, topic string) (*Event, error) {
 	a := f.Args
-	p, err1 := strconv.Atoi(string(a[2]))
-	off, err2 := strconv.ParseUint(string(a[3]), 10, 64)
-	ts, err3 := strconv.ParseInt(string(a[4]), 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
+	p := protocol.ParseUint(a[2])
+	off := protocol.ParseUint(a[3])
+	ts := parseNanos(a[4])
+	if p < 0 || off < 0 || ts < 0 {
 		return nil, fmt.Errorf("flowmesh: bad event frame %q", a)
 	}
-	ev := &Event{Topic: string(a[1]), Partition: p, Offset: off, Time: time.Unix(0, ts), Value: append([]byte(nil), f.Payload...)}
+	if topic == "" || topic != string(a[1]) {
+		topic = string(a[1])
+	}
+	ev := &Event{Topic: topic, Partition: int(p), Offset: uint64(off), Time: time.Unix(0, ts), Value: append([]byte(nil), f.Payload...)}
 	if k := string(a[5]); k != protocol.NoKey {
 		ev.Key = k
 	}
@@ -419,23 +423,50 @@ func parseEvent(f *protocol.Frame) (*Event, error) {
 	return ev, nil
 }
 
+// parseNanos reads a Unix-nanosecond time (19 digits, one more than
+// protocol.ParseUint takes), or -1.
+func parseNanos(d []byte) int64 {
+	if len(d) == 0 || len(d) > 19 {
+		return -1
+	}
+	var n uint64
+	for _, c := range d {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	if n > 1<<63-1 {
+		return -1
+	}
+	return int64(n)
+}
+
 func (c *Conn) deliverEvent(f *protocol.Frame) {
-	ev, err := parseEvent(f)
+	var cs *Consumer
+	read := string(f.Args[0]) == protocol.ReadSid
+	if !read {
+		c.mu.Lock()
+		cs = c.cons[string(f.Args[0])]
+		c.mu.Unlock()
+		if cs == nil {
+			return // left while the event was on its way
+		}
+	}
+	topic := ""
+	if cs != nil {
+		topic = cs.topic
+	}
+	ev, err := parseEvent(f, topic)
 	if err != nil {
 		c.opts.logger.Warn("flowmesh: dropped a bad event frame", "err", err)
 		return
 	}
-	sid := string(f.Args[0])
-	if sid == protocol.ReadSid {
+	if read {
 		c.addEvent(ev)
 		return
 	}
-	c.mu.Lock()
-	cs := c.cons[sid]
-	c.mu.Unlock()
-	if cs != nil {
-		cs.push(ev)
-	}
+	cs.push(ev)
 }
 
 func (c *Conn) consumerNotice(f *protocol.Frame) {

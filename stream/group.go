@@ -307,7 +307,6 @@ func (m *Member) Ack(n int) error {
 	if n < 1 || n > len(m.flights) {
 		return fmt.Errorf("%w: ack of %d events, %d in flight", ErrOutOfRange, n, len(m.flights))
 	}
-	full := len(m.flights) >= m.o.Window
 	for _, f := range m.flights[:n] {
 		if g.epoch[f.part] == f.epoch && g.owner[f.part] == m {
 			m.processed[f.part] = f.off + 1
@@ -316,9 +315,7 @@ func (m *Member) Ack(n int) error {
 	m.flights = m.flights[:copy(m.flights, m.flights[n:])]
 	m.acked += n
 	m.lastSeen = g.e.opts.Now()
-	if full || !m.o.ManualCommit && m.acked >= m.o.CommitEvery {
-		g.kick()
-	}
+	g.kick() // room in the window: more can go out (acks come in batches, so this is cheap)
 	return nil
 }
 

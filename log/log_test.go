@@ -730,3 +730,53 @@ func TestTune(t *testing.T) {
 		}
 	}
 }
+
+// TestReader: a Reader returns what Read returns, for reads that span many
+// batches (each batch of one read keeps its own buffers) and for a
+// sequential scan in small steps.
+func TestReader(t *testing.T) {
+	for _, codec := range []Codec{CodecNone, CodecS2, CodecZstd} {
+		l := open(t, t.TempDir(), Options{Codec: codec, SegmentBytes: 64 << 10})
+		for b := 0; b < 20; b++ {
+			recs := make([]Record, 50)
+			for i := range recs {
+				recs[i] = rec(b*50 + i)
+			}
+			if _, err := l.AppendWait(context.Background(), recs...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := l.Read(0, 1<<30, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := l.NewReader()
+		got, err := r.Read(0, 1<<30)
+		if err != nil || len(got) != len(want) {
+			t.Fatalf("%s: reader got %d records (%v), Read %d", codec, len(got), err, len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i].Value, want[i].Value) || got[i].Offset != want[i].Offset {
+				t.Fatalf("%s: record %d differs", codec, i)
+			}
+		}
+		n := 0
+		for off := uint64(0); off < l.HighWater(); {
+			recs, err := r.Read(off, 300)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, rc := range recs {
+				if !bytes.Equal(rc.Value, want[n].Value) {
+					t.Fatalf("%s: step read record %d differs", codec, n)
+				}
+				n++
+			}
+			off = recs[len(recs)-1].Offset + 1
+		}
+		if n != len(want) {
+			t.Fatalf("%s: step reads saw %d of %d", codec, n, len(want))
+		}
+		l.Close()
+	}
+}

@@ -39,8 +39,10 @@ import (
 
 // Sink is where a member's events go (the server: a connection).
 type Sink interface {
-	// Deliver hands over events, in order per partition. It must not block
-	// for long: it runs on the group's goroutine.
+	// Deliver hands over events, in order per partition. The events and
+	// their bytes are valid only during the call (the group reuses its read
+	// buffers): copy what must be kept. It must not block for long: it runs
+	// on the group's goroutine.
 	Deliver(evs []Event)
 	// Assigned tells the member its partitions after a rebalance.
 	Assigned(generation uint64, partitions []int)
@@ -81,6 +83,7 @@ type Group struct {
 	pos       []uint64 // next offset to deliver, per partition
 	committed []int64  // -1: none
 	retryAt   []time.Time
+	readers   []*partReader // delivery goroutine only
 	toPersist map[int]uint64 // commits decided (rebalance) but not yet written
 	latest    bool
 	closed    bool
@@ -148,6 +151,9 @@ func (e *Engine) Join(topic, group string, o JoinOptions, sink Sink) (*Member, e
 	if e.closed {
 		return nil, ErrClosed
 	}
+	if e.topics[topic] != t { // deleted (or deleted and re-created) meanwhile
+		return nil, fmt.Errorf("%w: %q", ErrTopicNotFound, topic)
+	}
 	k := groupKey{topic, group}
 	g := e.groups[k]
 	if g == nil {
@@ -196,6 +202,7 @@ func (g *Group) resize() {
 		g.pos = append(g.pos, 0)
 		g.committed = append(g.committed, -1)
 		g.retryAt = append(g.retryAt, time.Time{})
+		g.readers = append(g.readers, &partReader{})
 	}
 }
 
@@ -543,6 +550,7 @@ func (g *Group) nextDeadline() time.Duration {
 }
 
 type readJob struct {
+	pr    *partReader
 	m     *Member
 	p     int
 	off   uint64
@@ -590,7 +598,7 @@ func (g *Group) deliver() bool {
 				continue
 			}
 			n := min(share, free)
-			jobs = append(jobs, &readJob{m: m, p: p, off: g.pos[p], epoch: g.epoch[p], max: n})
+			jobs = append(jobs, &readJob{pr: g.readers[p], m: m, p: p, off: g.pos[p], epoch: g.epoch[p], max: n})
 			free -= n
 		}
 	}
@@ -599,7 +607,9 @@ func (g *Group) deliver() bool {
 		n.m.sink.Assigned(n.gen, n.parts)
 	}
 	for _, j := range jobs {
-		j.evs, j.next, j.err = g.t.Read(j.p, j.off, j.max, maxReadBytes)
+		// One job per partition per round, so each partition's reader
+		// buffers hold until the round's Deliver calls are done.
+		j.evs, j.next, j.err = g.t.readInto(j.pr, j.p, j.off, j.max, maxReadBytes)
 	}
 	out := make(map[*Member][]Event)
 	g.mu.Lock()

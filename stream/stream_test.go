@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -179,7 +180,10 @@ func newSink() *sink { return &sink{changed: make(chan struct{}, 1000)} }
 
 func (s *sink) Deliver(evs []Event) {
 	s.mu.Lock()
-	s.evs = append(s.evs, evs...)
+	for _, ev := range evs { // valid only during the call
+		ev.Key, ev.Header, ev.Value = bytes.Clone(ev.Key), bytes.Clone(ev.Header), bytes.Clone(ev.Value)
+		s.evs = append(s.evs, ev)
+	}
 	s.mu.Unlock()
 	s.changed <- struct{}{}
 }

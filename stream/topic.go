@@ -243,25 +243,64 @@ func (t *Topic) Read(p int, offset uint64, max, maxBytes int) ([]Event, uint64, 
 	}
 	recs, err := l.Read(offset, maxBytes, nil)
 	if err != nil {
-		if errors.Is(err, commitlog.ErrOutOfRange) {
-			return nil, offset, fmt.Errorf("%w: %s/%d holds offsets %d-%d: %w", ErrOutOfRange, t.name, p, l.LowWater(), l.HighWater(), err)
-		}
-		return nil, offset, fmt.Errorf("stream: read %s/%d at %d: %w", t.name, p, offset, err)
+		return nil, offset, t.readErr(l, p, offset, err)
 	}
+	return t.events(recs, p, offset, max, nil)
+}
+
+// partReader reads one partition for a consumer group with buffers kept
+// from one read to the next: the events it returns are valid until its
+// next read.
+type partReader struct {
+	r   *commitlog.Reader
+	evs []Event
+}
+
+// readInto is Read through a group's partReader: no allocation per event
+// or per batch once the buffers have grown.
+func (t *Topic) readInto(pr *partReader, p int, offset uint64, max, maxBytes int) ([]Event, uint64, error) {
+	l, err := t.log(p)
+	if err != nil {
+		return nil, offset, err
+	}
+	if pr.r == nil {
+		pr.r = l.NewReader()
+	}
+	recs, err := pr.r.Read(offset, maxBytes)
+	if err != nil {
+		return nil, offset, t.readErr(l, p, offset, err)
+	}
+	var evs []Event
+	evs, next, err := t.events(recs, p, offset, max, pr.evs[:0])
+	pr.evs = evs
+	return evs, next, err
+}
+
+func (t *Topic) readErr(l *commitlog.Log, p int, offset uint64, err error) error {
+	if errors.Is(err, commitlog.ErrOutOfRange) {
+		return fmt.Errorf("%w: %s/%d holds offsets %d-%d: %w", ErrOutOfRange, t.name, p, l.LowWater(), l.HighWater(), err)
+	}
+	return fmt.Errorf("stream: read %s/%d at %d: %w", t.name, p, offset, err)
+}
+
+// events turns up to max records into events, appended to dst.
+func (t *Topic) events(recs []commitlog.Record, p int, offset uint64, max int, dst []Event) ([]Event, uint64, error) {
 	if len(recs) > max {
 		recs = recs[:max]
 	}
-	evs := make([]Event, 0, len(recs))
+	if dst == nil {
+		dst = make([]Event, 0, len(recs))
+	}
 	next := offset
 	for _, r := range recs {
 		_, _, hdr, err := decodeRecordHeader(r.Headers)
 		if err != nil {
-			return evs, next, fmt.Errorf("stream: %s/%d offset %d: %w", t.name, p, r.Offset, err)
+			return dst, next, fmt.Errorf("stream: %s/%d offset %d: %w", t.name, p, r.Offset, err)
 		}
-		evs = append(evs, Event{Partition: p, Offset: r.Offset, Time: r.Timestamp, Key: r.Key, Header: hdr, Value: r.Value})
+		dst = append(dst, Event{Partition: p, Offset: r.Offset, Time: r.Timestamp, Key: r.Key, Header: hdr, Value: r.Value})
 		next = r.Offset + 1
 	}
-	return evs, next, nil
+	return dst, next, nil
 }
 
 // Seek positions: the first offset of p at or after a time (Unix ns), or

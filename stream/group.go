@@ -83,7 +83,7 @@ type Group struct {
 	pos       []uint64 // next offset to deliver, per partition
 	committed []int64  // -1: none
 	retryAt   []time.Time
-	readers   []*partReader  // delivery goroutine only
+	readers   []*partReader  // grown under mu; each used by the delivery goroutine only
 	toPersist map[int]uint64 // commits decided (rebalance) but not yet written
 	latest    bool
 	closed    bool

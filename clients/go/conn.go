@@ -161,8 +161,20 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 	var rejoin []*call
 	for _, cs := range c.cons {
 		hello = cs.appendSub(hello)
-		rejoin = append(rejoin, &call{done: make(chan struct{})})
+		cl := &call{done: make(chan struct{})}
+		rejoin = append(rejoin, cl)
 		cs.reconnected()
+		go func() {
+			// A refused rejoin (the topic was deleted meanwhile) ends the
+			// consumer instead of leaving it waiting.
+			select {
+			case <-cl.done:
+				if cl.err != nil && !errors.Is(cl.err, ErrConnectionLost) {
+					cs.end(cl.err)
+				}
+			case <-c.closedCh:
+			}
+		}()
 	}
 	c.pending = append(rejoin, c.pending...)
 	c.mu.Unlock()

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
 	flowmesh "github.com/flowmesh/flowmesh/clients/go"
 	"github.com/flowmesh/flowmesh/protocol"
+	"github.com/flowmesh/flowmesh/server"
 )
 
 func TestStreamWriteReadDescribe(t *testing.T) {
@@ -215,5 +218,58 @@ func TestConcurrentWritesOneConn(t *testing.T) {
 	}
 	if ti, err := fm.Stream.Describe(ctx, "many"); err != nil || ti.Events != 8*3*500 {
 		t.Fatalf("stored %+v, %v; want %d events", ti, err, 8*3*500)
+	}
+}
+
+// TestConsumerSurvivesRestart: a consumer whose server restarts joins
+// again by itself and goes on with the events written after the restart.
+func TestConsumerSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	start := func(addr string) *server.Server {
+		s, err := server.New(server.Config{Addr: addr, HTTPAddr: "off", DataDir: dir},
+			slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := start("127.0.0.1:0")
+	addr := s.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fm, err := flowmesh.Connect(ctx, addr, flowmesh.ReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fm.Close()
+	fm.Stream.CreateTopic(ctx, "r", flowmesh.TopicConfig{Partitions: 1})
+	fm.Stream.Write(ctx, "r", []byte("before"))
+	cs, err := fm.Stream.Join(ctx, "r", "g", flowmesh.ManualCommit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	ev, err := cs.Next(ctx)
+	if err != nil || string(ev.Value) != "before" {
+		t.Fatalf("first event: %v %v", ev, err)
+	}
+	if err := ev.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cs.Done(ev)
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s = start(addr)
+	defer s.Shutdown(context.Background())
+	if _, err := fm.Stream.Write(ctx, "r", []byte("after")); err != nil { // waits out the reconnect
+		t.Fatal(err)
+	}
+	ev, err = cs.Next(ctx)
+	if err != nil || string(ev.Value) != "after" {
+		t.Fatalf("after the restart: %v %v (the committed event must not come again)", ev, err)
 	}
 }

@@ -22,6 +22,7 @@ var allowedDeps = map[string][]string{
 	"log":            {},
 	"kv/store":       {},
 	"stream":         {"log", "kv/store"},
+	"queue":          {"log", "kv/store"},
 	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream"},
 	"clients/go":     {"protocol"},
 	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream"},

@@ -1,0 +1,521 @@
+package queue
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+)
+
+// Errors of the state machine. The server maps them to wire errors.
+var (
+	ErrJobNotFound   = errors.New("queue: job not found")
+	ErrNotReserved   = errors.New("queue: job is not reserved by this attempt")
+	ErrNotDead       = errors.New("queue: job is not dead-lettered")
+	ErrBadDelay      = errors.New("queue: delay must not be negative")
+	ErrBadAttempts   = errors.New("queue: max attempts must be at least 1")
+	ErrBadVisibility = errors.New("queue: visibility timeout must be positive")
+)
+
+// Where a job is.
+type Where uint8
+
+// Job states.
+const (
+	Ready Where = iota + 1
+	Delayed
+	InFlight
+	Dead
+)
+
+func (w Where) String() string {
+	switch w {
+	case Ready:
+		return "ready"
+	case Delayed:
+		return "delayed"
+	case InFlight:
+		return "in_flight"
+	case Dead:
+		return "dead"
+	}
+	return fmt.Sprintf("where(%d)", w)
+}
+
+// Policy is a queue's retry and delivery policy.
+type Policy struct {
+	MaxAttempts int           // deliveries before the job is dead-lettered; >= 1
+	Visibility  time.Duration // how long a reserved job stays invisible
+	BackoffBase time.Duration // first retry delay; doubles each attempt
+	BackoffMax  time.Duration // cap of the retry delay
+	Jitter      float64       // in [0, 1]: the delay is scaled by a random factor in [1-Jitter, 1]
+	DedupWindow time.Duration // how long an idempotency key is remembered
+}
+
+// Job is a job's state. The payload and headers live in the queue's log
+// at offset ID; the state machine does not hold them.
+type Job struct {
+	ID          uint64 // the job's offset in the queue's log: unique, increasing
+	Priority    int    // higher first
+	MaxAttempts int    // 0: the policy's
+	Attempts    int    // deliveries so far
+	Where       Where
+	EnqueuedAt  int64 // Unix ns
+	ReadyAt     int64 // Delayed: when it becomes ready
+	Deadline    int64 // InFlight: when its visibility timeout passes
+	DeadAt      int64 // Dead: when it was dead-lettered
+	LastError   string
+	Key         string // idempotency key, if any
+	Size        int    // payload bytes, for stats
+
+	index int // position in its heap; -1 when in none
+}
+
+// State is one queue's jobs. Not safe for concurrent use: the driver owns
+// it and serialises calls.
+type State struct {
+	policy   Policy
+	rand     func() float64
+	jobs     map[uint64]*Job
+	ready    jobHeap // by priority desc, then ID asc
+	delayed  jobHeap // by ReadyAt
+	inflight jobHeap // by Deadline
+	deadN    int
+	dedup    map[string]dedupEntry
+	dedupQ   []dedupEntry // by time, for expiry
+	live     idHeap       // IDs of jobs still held, for the low-water mark
+	paused   bool
+	counts   Counters
+}
+
+type dedupEntry struct {
+	key string
+	id  uint64
+	at  int64
+}
+
+// Counters are a queue's lifetime event counts.
+type Counters struct {
+	Enqueued, Reserved, Acked, Nacked, Expired, DeadLettered, Redriven, Deduplicated uint64
+}
+
+// NewState makes an empty queue. rnd returns numbers in [0, 1) for the
+// backoff jitter (tests pass a fixed one).
+func NewState(p Policy, rnd func() float64) *State {
+	s := &State{rand: rnd, jobs: make(map[uint64]*Job), dedup: make(map[string]dedupEntry)}
+	s.ready.less = func(a, b *Job) bool {
+		if a.Priority != b.Priority {
+			return a.Priority > b.Priority
+		}
+		return a.ID < b.ID
+	}
+	s.delayed.less = func(a, b *Job) bool { return a.ReadyAt < b.ReadyAt || a.ReadyAt == b.ReadyAt && a.ID < b.ID }
+	s.inflight.less = func(a, b *Job) bool { return a.Deadline < b.Deadline || a.Deadline == b.Deadline && a.ID < b.ID }
+	s.SetPolicy(p)
+	return s
+}
+
+// SetPolicy changes the policy; jobs already delayed or in flight keep
+// their times.
+func (s *State) SetPolicy(p Policy) {
+	if p.MaxAttempts < 1 {
+		p.MaxAttempts = 1
+	}
+	s.policy = p
+}
+
+// Policy returns the policy in force.
+func (s *State) Policy() Policy { return s.policy }
+
+// SetPaused stops (or resumes) Reserve handing out jobs.
+func (s *State) SetPaused(p bool) { s.paused = p }
+
+// Paused reports whether delivery is paused.
+func (s *State) Paused() bool { return s.paused }
+
+// Lookup returns the job with id, or nil.
+func (s *State) Lookup(id uint64) *Job { return s.jobs[id] }
+
+// Dedup returns the job an idempotency key names, if it is still inside
+// the dedup window at now.
+func (s *State) Dedup(key string, now int64) (uint64, bool) {
+	s.expireDedup(now)
+	d, ok := s.dedup[key]
+	return d.id, ok
+}
+
+// Enqueue adds a job (its ID, Priority, MaxAttempts, Key, Size and
+// EnqueuedAt set by the caller) to run at runAt (<= now: ready at once).
+// The caller checks Dedup first; Enqueue records the key.
+func (s *State) Enqueue(j *Job, runAt int64) {
+	j.index = -1
+	s.jobs[j.ID] = j
+	heap.Push(&s.live, j.ID)
+	if j.Key != "" {
+		e := dedupEntry{key: j.Key, id: j.ID, at: j.EnqueuedAt}
+		s.dedup[j.Key] = e
+		s.dedupQ = append(s.dedupQ, e)
+	}
+	s.counts.Enqueued++
+	if runAt > j.EnqueuedAt {
+		j.Where, j.ReadyAt = Delayed, runAt
+		heap.Push(&s.delayed, j)
+		return
+	}
+	j.Where = Ready
+	heap.Push(&s.ready, j)
+}
+
+func (s *State) expireDedup(now int64) {
+	cut := now - int64(s.policy.DedupWindow)
+	n := 0
+	for n < len(s.dedupQ) && s.dedupQ[n].at <= cut {
+		e := s.dedupQ[n]
+		if cur, ok := s.dedup[e.key]; ok && cur == e {
+			delete(s.dedup, e.key)
+		}
+		n++
+	}
+	if n > 0 {
+		s.dedupQ = append(s.dedupQ[:0], s.dedupQ[n:]...)
+	}
+}
+
+// Reserve hands out up to max ready jobs, highest priority first, each
+// invisible until now+visibility (0: the policy's) and with its attempt
+// count raised. Call Advance first so due delayed jobs are ready.
+func (s *State) Reserve(max int, now int64, visibility time.Duration) []*Job {
+	if s.paused {
+		return nil
+	}
+	if visibility <= 0 {
+		visibility = s.policy.Visibility
+	}
+	var out []*Job
+	for len(out) < max && s.ready.Len() > 0 {
+		j := heap.Pop(&s.ready).(*Job)
+		j.Where, j.Deadline = InFlight, now+int64(visibility)
+		j.Attempts++
+		heap.Push(&s.inflight, j)
+		out = append(out, j)
+	}
+	s.counts.Reserved += uint64(len(out))
+	return out
+}
+
+// reserved returns the job if it is in flight under attempt.
+func (s *State) reserved(id uint64, attempt int) (*Job, error) {
+	j := s.jobs[id]
+	if j == nil {
+		return nil, fmt.Errorf("%w: %d (acknowledged, purged or never enqueued)", ErrJobNotFound, id)
+	}
+	if j.Where != InFlight || j.Attempts != attempt {
+		return nil, fmt.Errorf("%w: job %d is %s at attempt %d, not in flight at attempt %d (its visibility timeout passed and it went back to the queue?)",
+			ErrNotReserved, id, j.Where, j.Attempts, attempt)
+	}
+	return j, nil
+}
+
+// Ack completes a reserved job: it is gone. attempt is the attempt the
+// worker was given; an ack from an earlier attempt (whose visibility
+// timeout passed) is refused, so a job is never completed twice.
+func (s *State) Ack(id uint64, attempt int) error {
+	j, err := s.reserved(id, attempt)
+	if err != nil {
+		return err
+	}
+	heap.Remove(&s.inflight, j.index)
+	s.forget(j)
+	s.counts.Acked++
+	return nil
+}
+
+// Touch extends a reserved job's invisibility to now+ext (0: the policy's
+// visibility timeout).
+func (s *State) Touch(id uint64, attempt int, now int64, ext time.Duration) error {
+	j, err := s.reserved(id, attempt)
+	if err != nil {
+		return err
+	}
+	if ext <= 0 {
+		ext = s.policy.Visibility
+	}
+	j.Deadline = now + int64(ext)
+	heap.Fix(&s.inflight, j.index)
+	return nil
+}
+
+// NackOpts say how a failed attempt is retried.
+type NackOpts struct {
+	Delay    time.Duration // retry after this long
+	UseDelay bool          // Delay applies (0: retry now); false: the policy's backoff
+	Fail     bool          // do not retry: dead-letter now
+	Error    string        // recorded as the job's last error
+}
+
+// Nack fails a reserved attempt. The job is retried (now, after a delay,
+// or per the backoff policy) or, when its attempts are spent or Fail is
+// set, dead-lettered. It returns where the job went.
+func (s *State) Nack(id uint64, attempt int, now int64, o NackOpts) (Where, error) {
+	j, err := s.reserved(id, attempt)
+	if err != nil {
+		return 0, err
+	}
+	if o.UseDelay && o.Delay < 0 {
+		return 0, ErrBadDelay
+	}
+	heap.Remove(&s.inflight, j.index)
+	j.LastError = o.Error
+	s.counts.Nacked++
+	if o.Fail || j.Attempts >= s.maxAttempts(j) {
+		s.kill(j, now)
+		return Dead, nil
+	}
+	d := o.Delay
+	if !o.UseDelay {
+		d = s.Backoff(j.Attempts)
+	}
+	s.requeue(j, now, now+int64(d))
+	return j.Where, nil
+}
+
+func (s *State) maxAttempts(j *Job) int {
+	if j.MaxAttempts > 0 {
+		return j.MaxAttempts
+	}
+	return s.policy.MaxAttempts
+}
+
+// Backoff is the retry delay after attempt n (1-based): BackoffBase *
+// 2^(n-1), capped at BackoffMax, scaled down by up to Jitter.
+func (s *State) Backoff(n int) time.Duration {
+	p := s.policy
+	if p.BackoffBase <= 0 {
+		return 0
+	}
+	d := float64(p.BackoffBase) * math.Pow(2, float64(n-1))
+	if p.BackoffMax > 0 && d > float64(p.BackoffMax) {
+		d = float64(p.BackoffMax)
+	}
+	if p.Jitter > 0 && s.rand != nil {
+		d *= 1 - p.Jitter*s.rand()
+	}
+	return time.Duration(d)
+}
+
+func (s *State) requeue(j *Job, now, at int64) {
+	if at > now {
+		j.Where, j.ReadyAt = Delayed, at
+		heap.Push(&s.delayed, j)
+		return
+	}
+	j.Where, j.ReadyAt = Ready, 0
+	heap.Push(&s.ready, j)
+}
+
+func (s *State) kill(j *Job, now int64) {
+	j.Where, j.DeadAt = Dead, now
+	s.deadN++
+	s.counts.DeadLettered++
+}
+
+// forget drops a job for good (acked or purged).
+func (s *State) forget(j *Job) {
+	if j.Where == Dead {
+		s.deadN--
+	}
+	delete(s.jobs, j.ID)
+	j.index = -1
+}
+
+// Advance applies time: delayed jobs whose time came become ready, and
+// in-flight jobs whose visibility timeout passed go back to the queue (or
+// to the dead-letter queue, if that was their last attempt). It returns
+// the jobs that changed, for the driver to persist.
+func (s *State) Advance(now int64) (readied, expired []*Job) {
+	for s.delayed.Len() > 0 && s.delayed.jobs[0].ReadyAt <= now {
+		j := heap.Pop(&s.delayed).(*Job)
+		j.Where, j.ReadyAt = Ready, 0
+		heap.Push(&s.ready, j)
+		readied = append(readied, j)
+	}
+	for s.inflight.Len() > 0 && s.inflight.jobs[0].Deadline <= now {
+		j := heap.Pop(&s.inflight).(*Job)
+		s.counts.Expired++
+		if j.Attempts >= s.maxAttempts(j) {
+			j.LastError = "visibility timeout passed on the last attempt"
+			s.kill(j, now)
+		} else {
+			j.Where = Ready
+			heap.Push(&s.ready, j)
+		}
+		expired = append(expired, j)
+	}
+	return readied, expired
+}
+
+// NextWake is when Advance next has work: the earliest delayed job's time
+// or in-flight deadline; ok is false if there is none.
+func (s *State) NextWake() (int64, bool) {
+	t, ok := int64(math.MaxInt64), false
+	if s.delayed.Len() > 0 {
+		t, ok = s.delayed.jobs[0].ReadyAt, true
+	}
+	if s.inflight.Len() > 0 && s.inflight.jobs[0].Deadline < t {
+		t, ok = s.inflight.jobs[0].Deadline, true
+	}
+	return t, ok
+}
+
+// Redrive moves a dead-lettered job back to the ready queue with its
+// attempts reset.
+func (s *State) Redrive(id uint64) error {
+	j := s.jobs[id]
+	if j == nil {
+		return fmt.Errorf("%w: %d", ErrJobNotFound, id)
+	}
+	if j.Where != Dead {
+		return fmt.Errorf("%w: job %d is %s", ErrNotDead, id, j.Where)
+	}
+	s.deadN--
+	j.Attempts, j.DeadAt = 0, 0
+	j.Where = Ready
+	heap.Push(&s.ready, j)
+	s.counts.Redriven++
+	return nil
+}
+
+// DeadIDs lists the dead-lettered jobs' IDs in ID order.
+func (s *State) DeadIDs() []uint64 { return s.collect(Dead) }
+
+// PurgeDead drops every dead-lettered job and returns their IDs.
+func (s *State) PurgeDead() []uint64 {
+	ids := s.collect(Dead)
+	for _, id := range ids {
+		s.forget(s.jobs[id])
+	}
+	return ids
+}
+
+// Purge drops every ready and delayed job (in-flight ones finish their
+// attempt) and returns their IDs.
+func (s *State) Purge() []uint64 {
+	var ids []uint64
+	for _, h := range []*jobHeap{&s.ready, &s.delayed} {
+		for _, j := range h.jobs {
+			ids = append(ids, j.ID)
+			s.forget(j)
+		}
+		h.jobs = h.jobs[:0]
+	}
+	return ids
+}
+
+func (s *State) collect(w Where) []uint64 {
+	var ids []uint64
+	for id, j := range s.jobs {
+		if j.Where == w {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// LowWater is the smallest ID the queue still holds (every job below it is
+// acknowledged or purged, so its log space can go), or next if it holds
+// none.
+func (s *State) LowWater(next uint64) uint64 {
+	for s.live.Len() > 0 {
+		id := s.live[0]
+		if _, ok := s.jobs[id]; ok {
+			return id
+		}
+		heap.Pop(&s.live)
+	}
+	return next
+}
+
+// Stats is a snapshot of a queue's state.
+type Stats struct {
+	Ready, Delayed, InFlight, Dead int
+	OldestReadyAge                 time.Duration // how long the oldest ready job has waited
+	Counters
+}
+
+// Stats counts the jobs by state at now.
+func (s *State) Stats(now int64) Stats {
+	st := Stats{Ready: s.ready.Len(), Delayed: s.delayed.Len(), InFlight: s.inflight.Len(), Dead: s.deadN, Counters: s.counts}
+	// A scan of the ready jobs: Stats is called about once a second, not
+	// per job, and an index for it would cost every enqueue and reserve.
+	oldest := int64(math.MaxInt64)
+	for _, j := range s.ready.jobs {
+		oldest = min(oldest, j.EnqueuedAt)
+	}
+	if st.Ready > 0 {
+		st.OldestReadyAge = time.Duration(now - oldest)
+	}
+	return st
+}
+
+// Browse lists up to limit jobs in state w with IDs above after, in ID
+// order, changing nothing.
+func (s *State) Browse(w Where, after uint64, limit int) []*Job {
+	var ids []uint64
+	for id, j := range s.jobs {
+		if j.Where == w && id > after {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	if len(ids) > limit {
+		ids = ids[:limit]
+	}
+	out := make([]*Job, len(ids))
+	for i, id := range ids {
+		out[i] = s.jobs[id]
+	}
+	return out
+}
+
+// jobHeap is a heap of jobs that keeps each job's index, so a job can be
+// removed or fixed in place.
+type jobHeap struct {
+	jobs []*Job
+	less func(a, b *Job) bool
+}
+
+func (h jobHeap) Len() int           { return len(h.jobs) }
+func (h jobHeap) Less(i, k int) bool { return h.less(h.jobs[i], h.jobs[k]) }
+func (h jobHeap) Swap(i, k int) {
+	h.jobs[i], h.jobs[k] = h.jobs[k], h.jobs[i]
+	h.jobs[i].index, h.jobs[k].index = i, k
+}
+func (h *jobHeap) Push(x any) {
+	j := x.(*Job)
+	j.index = len(h.jobs)
+	h.jobs = append(h.jobs, j)
+}
+func (h *jobHeap) Pop() any {
+	n := len(h.jobs) - 1
+	j := h.jobs[n]
+	h.jobs[n] = nil
+	h.jobs = h.jobs[:n]
+	j.index = -1
+	return j
+}
+
+type idHeap []uint64
+
+func (h idHeap) Len() int           { return len(h) }
+func (h idHeap) Less(i, k int) bool { return h[i] < h[k] }
+func (h idHeap) Swap(i, k int)      { h[i], h[k] = h[k], h[i] }
+func (h *idHeap) Push(x any)        { *h = append(*h, x.(uint64)) }
+func (h *idHeap) Pop() any {
+	n := len(*h) - 1
+	x := (*h)[n]
+	*h = (*h)[:n]
+	return x
+}

@@ -21,11 +21,12 @@ var allowedDeps = map[string][]string{
 	"monitor":        {},
 	"log":            {},
 	"kv/store":       {},
-	"stream":         {"log", "kv/store"},
-	"queue":          {"log", "kv/store"},
-	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream"},
+	"internal/conf":  {},
+	"stream":         {"log", "kv/store", "internal/conf"},
+	"queue":          {"log", "kv/store", "internal/conf"},
+	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream", "queue", "internal/conf"},
 	"clients/go":     {"protocol"},
-	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream"},
+	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream", "queue", "internal/conf"},
 	"bench":          {"clients/go", "protocol"},
 }
 

@@ -743,6 +743,15 @@ func (l *Log) SetLowWater(off uint64) error {
 	return nil
 }
 
+// Released is the low-water mark set by SetLowWater (restored from Meta on
+// Open): every offset below it was released by the log's owner, even where
+// its segment is still on disk. It is at least LowWater.
+func (l *Log) Released() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(l.lowWater, l.segs[0].base)
+}
+
 // LowWater is the first offset still retained.
 func (l *Log) LowWater() uint64 {
 	l.mu.Lock()

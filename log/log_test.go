@@ -677,6 +677,9 @@ func TestLowWaterPersists(t *testing.T) {
 	}
 	l = open(t, dir, Options{Codec: CodecNone, SegmentBytes: 2 << 10, Meta: meta})
 	defer l.Close()
+	if r := l.Released(); r != 60 {
+		t.Fatalf("released after restart = %d, want 60", r)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for l.LowWater() == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond) // retention runs on the writer's tick; no event to wait on

@@ -168,6 +168,31 @@ func (s *State) Enqueue(j *Job, runAt int64) {
 	heap.Push(&s.ready, j)
 }
 
+// Restore puts back a job recovered from disk, in the state j.Where says
+// (with its Attempts, ReadyAt, Deadline, DeadAt, LastError as saved). A key
+// is remembered for dedup if it is still inside the window at now.
+func (s *State) Restore(j *Job, now int64) {
+	j.index = -1
+	s.jobs[j.ID] = j
+	heap.Push(&s.live, j.ID)
+	if j.Key != "" && j.EnqueuedAt > now-int64(s.policy.DedupWindow) {
+		e := dedupEntry{key: j.Key, id: j.ID, at: j.EnqueuedAt}
+		s.dedup[j.Key] = e
+		s.dedupQ = append(s.dedupQ, e)
+	}
+	switch j.Where {
+	case Delayed:
+		heap.Push(&s.delayed, j)
+	case InFlight:
+		heap.Push(&s.inflight, j)
+	case Dead:
+		s.deadN++
+	default:
+		j.Where = Ready
+		heap.Push(&s.ready, j)
+	}
+}
+
 func (s *State) expireDedup(now int64) {
 	cut := now - int64(s.policy.DedupWindow)
 	n := 0

@@ -1,13 +1,12 @@
 package stream
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/flowmesh/flowmesh/internal/conf"
 	commitlog "github.com/flowmesh/flowmesh/log"
 )
 
@@ -31,38 +30,13 @@ var (
 const MaxPartitions = 1024
 
 // MaxNameLen bounds topic and group names.
-const MaxNameLen = 200
+const MaxNameLen = conf.MaxNameLen
 
 // Duration is a time.Duration that reads and writes as "1h30m" in JSON.
-type Duration time.Duration
-
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
-
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return err
-	}
-	v, err := ParseDuration(s)
-	*d = Duration(v)
-	return err
-}
+type Duration = conf.Duration
 
 // ParseDuration reads a Go duration, with "d" for days allowed ("7d").
-func ParseDuration(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		days, err := strconv.ParseUint(n, 10, 16)
-		if err != nil {
-			return 0, fmt.Errorf("bad duration %q", s)
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("bad duration %q", s)
-	}
-	return d, nil
-}
+func ParseDuration(s string) (time.Duration, error) { return conf.ParseDuration(s) }
 
 // Config is a topic's settings. Partitions can grow but not shrink;
 // everything else can change while the topic is in use.
@@ -133,21 +107,8 @@ func (c Config) tuning() commitlog.Tuning {
 	return commitlog.Tuning{Sync: pol, Codec: codec, RetentionBytes: c.RetentionBytes, RetentionAge: time.Duration(c.RetentionAge)}
 }
 
-// ValidName reports whether s can name a topic or a group: 1 to 200 bytes
-// of letters, digits, '.', '_' and '-', not starting with '.'. A topic name
-// is also a directory name, so nothing else is allowed.
-func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > MaxNameLen || s[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
+// ValidName reports whether s can name a topic or a group (conf.ValidName).
+func ValidName(s string) bool { return conf.ValidName(s) }
 
 func checkName(kind, s string) error {
 	if !ValidName(s) {

@@ -137,11 +137,31 @@ func (b *Batch) DeletePrefix(ks Keyspace, prefix []byte) {
 	_ = b.b.DeleteRange(lo, upperBound(lo), nil)
 }
 
+// DeleteRange adds the removal of every key of ks in [from, to) to the
+// batch.
+func (b *Batch) DeleteRange(ks Keyspace, from, to []byte) {
+	_ = b.b.DeleteRange(key(ks, from), key(ks, to), nil)
+}
+
+// Empty reports whether nothing was added.
+func (b *Batch) Empty() bool { return b.b.Empty() }
+
 // Commit applies the batch with the store's sync policy, all or nothing,
 // and releases it.
-func (b *Batch) Commit() error {
+func (b *Batch) Commit() error { return b.commit(b.s.wo) }
+
+// CommitSync applies the batch fsynced (sync) or not, whatever the store's
+// policy: an engine with its own per-object policy decides.
+func (b *Batch) CommitSync(sync bool) error {
+	if sync {
+		return b.commit(pebble.Sync)
+	}
+	return b.commit(pebble.NoSync)
+}
+
+func (b *Batch) commit(wo *pebble.WriteOptions) error {
 	defer b.b.Close()
-	if err := b.b.Commit(b.s.wo); err != nil {
+	if err := b.b.Commit(wo); err != nil {
 		return fmt.Errorf("store: commit batch: %w", err)
 	}
 	return nil

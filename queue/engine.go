@@ -1,0 +1,264 @@
+package queue
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flowmesh/flowmesh/kv/store"
+	commitlog "github.com/flowmesh/flowmesh/log"
+)
+
+// Options configure an Engine.
+type Options struct {
+	Dir           string       // queues live in Dir/<queue>/
+	Store         *store.Store // the node's Pebble DB: configs and job states
+	Defaults      Config       // a new queue's settings unless given others
+	AutoCreate    bool         // an enqueue to an unknown queue creates it
+	FsyncInterval time.Duration
+	SegmentBytes  int64
+	Logger        *slog.Logger
+	Now           func() time.Time
+	Rand          func() float64 // backoff jitter; default math/rand
+	FS            commitlog.FS
+}
+
+// Engine owns every queue of a node.
+type Engine struct {
+	opts   Options
+	mu     sync.RWMutex
+	queues map[string]*Queue
+	closed bool
+}
+
+func configKey(name string) []byte { return []byte("c/" + name) }
+
+// Open loads every queue recorded in the store and recovers it.
+func Open(opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.Float64
+	}
+	if opts.FsyncInterval <= 0 {
+		opts.FsyncInterval = 10 * time.Millisecond
+	}
+	if opts.Store == nil {
+		return nil, errors.New("queue: Options.Store is required")
+	}
+	if err := opts.Defaults.Validate(); err != nil {
+		return nil, fmt.Errorf("queue: defaults: %w", err)
+	}
+	e := &Engine{opts: opts, queues: make(map[string]*Queue)}
+	type rec struct {
+		name string
+		cfg  Config
+	}
+	var recs []rec
+	err := opts.Store.Scan(store.KeyspaceQueue, []byte("c/"), func(k, v []byte) bool {
+		var c Config
+		if err := json.Unmarshal(v, &c); err != nil {
+			opts.Logger.Error("queue: config unreadable; queue skipped", "key", string(k), "err", err)
+			return true
+		}
+		recs = append(recs, rec{string(k[2:]), c})
+		return true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: load queues: %w", err)
+	}
+	if entries, err := os.ReadDir(opts.Dir); err == nil {
+		for _, de := range entries {
+			if strings.HasPrefix(de.Name(), ".deleted-") {
+				go os.RemoveAll(filepath.Join(opts.Dir, de.Name()))
+			}
+		}
+	}
+	for _, r := range recs {
+		q, err := e.openQueue(r.name, r.cfg)
+		if err != nil {
+			e.closeAll()
+			return nil, err
+		}
+		e.queues[r.name] = q
+	}
+	opts.Logger.Info("queue: engine open", "queues", len(e.queues), "dir", opts.Dir)
+	return e, nil
+}
+
+// Defaults returns the engine's default queue settings.
+func (e *Engine) Defaults() Config { return e.opts.Defaults }
+
+// Create makes a queue.
+func (e *Engine) Create(name string, cfg Config) (*Queue, error) {
+	if !ValidName(name) {
+		return nil, fmt.Errorf("%w: queue %q: use 1-200 letters, digits, '.', '_' or '-', not starting with '.'", ErrBadName, name)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	if _, ok := e.queues[name]; ok {
+		return nil, fmt.Errorf("%w: %q", ErrQueueExists, name)
+	}
+	return e.createLocked(name, cfg)
+}
+
+func (e *Engine) createLocked(name string, cfg Config) (*Queue, error) {
+	if err := os.RemoveAll(filepath.Join(e.opts.Dir, name)); err != nil {
+		return nil, fmt.Errorf("queue: create %q: %w", name, err)
+	}
+	// A queue that had this name before may have left state keys behind
+	// if it was deleted in a crash; start clean.
+	b := e.opts.Store.NewBatch()
+	b.DeletePrefix(store.KeyspaceQueue, stateKeyPrefix(name))
+	b.DeletePrefix(store.KeyspaceLog, []byte(logMetaPrefix(name)))
+	cb, _ := json.Marshal(cfg)
+	b.Set(store.KeyspaceQueue, configKey(name), cb)
+	q, err := e.openQueue(name, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.Commit(); err != nil {
+		q.close()
+		return nil, fmt.Errorf("queue: create %q: %w", name, err)
+	}
+	e.queues[name] = q
+	e.opts.Logger.Info("queue: created", "queue", name)
+	return q, nil
+}
+
+// Queue returns the named queue, creating it with the defaults if
+// AutoCreate is on and create is true.
+func (e *Engine) Queue(name string, create bool) (*Queue, error) {
+	e.mu.RLock()
+	q, ok := e.queues[name]
+	closed := e.closed
+	e.mu.RUnlock()
+	if ok {
+		return q, nil
+	}
+	if closed {
+		return nil, ErrClosed
+	}
+	if !create || !e.opts.AutoCreate {
+		return nil, fmt.Errorf("%w: %q", ErrQueueNotFound, name)
+	}
+	if !ValidName(name) {
+		return nil, fmt.Errorf("%w: queue %q", ErrBadName, name)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if q, ok := e.queues[name]; ok {
+		return q, nil
+	}
+	if e.closed {
+		return nil, ErrClosed
+	}
+	return e.createLocked(name, e.opts.Defaults)
+}
+
+// Alter changes a queue's settings.
+func (e *Engine) Alter(name string, change func(*Config) error) (Config, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	q, ok := e.queues[name]
+	if !ok {
+		return Config{}, fmt.Errorf("%w: %q", ErrQueueNotFound, name)
+	}
+	cfg := q.Config()
+	if err := change(&cfg); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	b, _ := json.Marshal(cfg)
+	if err := e.opts.Store.Set(store.KeyspaceQueue, configKey(name), b); err != nil {
+		return Config{}, fmt.Errorf("queue: alter %q: %w", name, err)
+	}
+	q.setConfig(cfg)
+	return cfg, nil
+}
+
+// Delete removes a queue and all its jobs. Waiting reservers get
+// ErrQueueNotFound.
+func (e *Engine) Delete(name string) error {
+	e.mu.Lock()
+	q, ok := e.queues[name]
+	if ok {
+		delete(e.queues, name)
+	}
+	e.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("%w: %q", ErrQueueNotFound, name)
+	}
+	q.shutdown(fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name))
+	b := e.opts.Store.NewBatch()
+	b.Delete(store.KeyspaceQueue, configKey(name))
+	b.DeletePrefix(store.KeyspaceQueue, stateKeyPrefix(name))
+	b.DeletePrefix(store.KeyspaceLog, []byte(logMetaPrefix(name)))
+	err := b.Commit()
+	q.close()
+	trash := filepath.Join(e.opts.Dir, fmt.Sprintf(".deleted-%s-%d", name, time.Now().UnixNano()))
+	if rerr := os.Rename(filepath.Join(e.opts.Dir, name), trash); rerr != nil && !os.IsNotExist(rerr) && err == nil {
+		err = rerr
+	}
+	go os.RemoveAll(trash)
+	if err != nil {
+		return fmt.Errorf("queue: delete %q: %w", name, err)
+	}
+	e.opts.Logger.Info("queue: deleted", "queue", name)
+	return nil
+}
+
+// Queues lists the queue names, sorted.
+func (e *Engine) Queues() []string {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	out := make([]string, 0, len(e.queues))
+	for n := range e.queues {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Close stops every queue and closes its log.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	return e.closeAll()
+}
+
+func (e *Engine) closeAll() error {
+	var errs []error
+	for _, q := range e.queues {
+		q.shutdown(ErrClosed)
+		if err := q.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

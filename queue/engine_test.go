@@ -1,0 +1,249 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flowmesh/flowmesh/kv/store"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// clock is a settable time for the engine.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+type node struct {
+	dir string
+	st  *store.Store
+	e   *Engine
+	clk *clock
+}
+
+func openNode(t *testing.T, dir string, clk *clock) *node {
+	t.Helper()
+	st, err := store.Open(dir+"/meta", store.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig(1<<20, "interval")
+	cfg.MaxAttempts, cfg.Jitter = 3, 0
+	e, err := Open(Options{Dir: dir + "/queues", Store: st, Defaults: cfg, AutoCreate: true, Logger: quiet,
+		Now: clk.Now, Rand: func() float64 { return 0 }, SegmentBytes: 4 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &node{dir: dir, st: st, e: e, clk: clk}
+}
+
+func (n *node) close(t *testing.T) {
+	t.Helper()
+	if err := n.e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n.st.Close()
+}
+
+func enq(t *testing.T, q *Queue, r EnqueueRequest) (uint64, bool) {
+	t.Helper()
+	type res struct {
+		id  uint64
+		dup bool
+		err error
+	}
+	ch := make(chan res, 1)
+	q.Enqueue(&r, func(id uint64, dup bool, err error) { ch <- res{id, dup, err} })
+	x := <-ch
+	if x.err != nil {
+		t.Fatalf("enqueue: %v", x.err)
+	}
+	return x.id, x.dup
+}
+
+func reserve(t *testing.T, q *Queue, max int, wait time.Duration) []Delivery {
+	t.Helper()
+	type res struct {
+		ds  []Delivery
+		err error
+	}
+	ch := make(chan res, 1)
+	q.Reserve(max, wait, 0, func(ds []Delivery, err error) { ch <- res{ds, err} })
+	select {
+	case x := <-ch:
+		if x.err != nil {
+			t.Fatalf("reserve: %v", x.err)
+		}
+		return x.ds
+	case <-time.After(10 * time.Second):
+		t.Fatal("reserve never answered")
+	}
+	return nil
+}
+
+func wait1(f func(func(error))) error {
+	ch := make(chan error, 1)
+	f(func(err error) { ch <- err })
+	return <-ch
+}
+
+func TestEnqueueReserveAckAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, dir, clk)
+	q, err := n.e.Queue("emails.send", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 6; i++ {
+		enq(t, q, EnqueueRequest{Payload: []byte(fmt.Sprintf("job-%d", i)), Header: []byte("NATS/1.0\r\ntrace_id: t\r\n\r\n")})
+	}
+	delayed, _ := enq(t, q, EnqueueRequest{Payload: []byte("later"), Delay: time.Hour})
+	ds := reserve(t, q, 4, 0)
+	if len(ds) != 4 || string(ds[0].Payload) != "job-0" || ds[0].Attempt != 1 || string(ds[0].Header) != "NATS/1.0\r\ntrace_id: t\r\n\r\n" {
+		t.Fatalf("reserved %+v", ds)
+	}
+	// job-0 acked, job-1 nacked (retry in 1s), job-2 failed for good,
+	// job-3 left in flight (its worker "dies").
+	if err := wait1(func(cb func(error)) { q.Ack(ds[0].ID, 1, cb) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait1(func(cb func(error)) { q.Ack(ds[0].ID, 1, cb) }); !errors.Is(err, ErrJobNotFound) {
+		t.Fatalf("second ack: %v", err)
+	}
+	ch := make(chan Where, 1)
+	q.Nack(ds[1].ID, 1, NackOpts{Error: "smtp 451"}, func(w Where, err error) { ch <- w })
+	if w := <-ch; w != Delayed {
+		t.Fatalf("nack -> %v", w)
+	}
+	q.Nack(ds[2].ID, 1, NackOpts{Fail: true, Error: "bad address"}, func(w Where, err error) { ch <- w })
+	if w := <-ch; w != Dead {
+		t.Fatalf("fail -> %v", w)
+	}
+	in := q.Info()
+	if in.Ready != 2 || in.InFlight != 1 || in.Delayed != 2 || in.Dead != 1 {
+		t.Fatalf("info before restart %+v", in)
+	}
+	n.close(t)
+
+	// After a restart everything is where it was; the in-flight job comes
+	// back when its visibility timeout passes, its attempt counted.
+	n = openNode(t, dir, clk)
+	defer n.close(t)
+	q, _ = n.e.Queue("emails.send", false)
+	in = q.Info()
+	if in.Ready != 2 || in.InFlight != 1 || in.Delayed != 2 || in.Dead != 1 || in.Recovery.Jobs != 6 {
+		t.Fatalf("info after restart %+v", in)
+	}
+	if j := q.st.Lookup(ds[1].ID); j.LastError != "smtp 451" || j.Attempts != 1 {
+		t.Fatalf("nacked job after restart %+v", j)
+	}
+	if q.st.Lookup(ds[0].ID) != nil {
+		t.Fatal("acknowledged job came back")
+	}
+	clk.Add(31 * time.Second) // past job-3's visibility and job-1's backoff
+	q.kick()
+	got := reserve(t, q, 10, time.Second)
+	ids := map[uint64]int{}
+	for _, d := range got {
+		ids[d.ID] = d.Attempt
+	}
+	if len(got) != 4 || ids[ds[3].ID] != 2 || ids[ds[1].ID] != 2 {
+		t.Fatalf("after the timeout: %v", ids)
+	}
+	if _, ok := ids[delayed]; ok {
+		t.Fatal("delayed job delivered early")
+	}
+}
+
+func TestLongPollAndDedup(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, t.TempDir(), clk)
+	defer n.close(t)
+	q, _ := n.e.Queue("q", true)
+	got := make(chan []Delivery, 1)
+	q.Reserve(1, time.Minute, 0, func(ds []Delivery, err error) { got <- ds })
+	id, _ := enq(t, q, EnqueueRequest{Payload: []byte("x"), Key: "order-1"})
+	if ds := <-got; len(ds) != 1 || ds[0].ID != id {
+		t.Fatalf("long poll got %+v", ds)
+	}
+	if again, dup := enq(t, q, EnqueueRequest{Payload: []byte("x"), Key: "order-1"}); !dup || again != id {
+		t.Fatalf("second enqueue with the key: %d %v", again, dup)
+	}
+	// A poll whose wait runs out gets nothing.
+	q.Reserve(1, time.Second, 0, func(ds []Delivery, err error) { got <- ds })
+	clk.Add(2 * time.Second)
+	q.kick()
+	if ds := <-got; len(ds) != 0 {
+		t.Fatalf("expired poll got %+v", ds)
+	}
+	var errs []error
+	q.Enqueue(&EnqueueRequest{Payload: make([]byte, 2<<20)}, func(_ uint64, _ bool, err error) { errs = append(errs, err) })
+	q.Enqueue(&EnqueueRequest{Delay: -time.Second}, func(_ uint64, _ bool, err error) { errs = append(errs, err) })
+	if !errors.Is(errs[0], ErrTooLarge) || !errors.Is(errs[1], ErrBadDelay) {
+		t.Fatalf("bad enqueues: %v", errs)
+	}
+}
+
+// TestSpaceReclaimed: as jobs are acknowledged the log releases them and
+// deletes whole segments, and their state keys go; what is left after a
+// restart is only the live jobs.
+func TestSpaceReclaimed(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, dir, clk)
+	q, _ := n.e.Create("work", func() Config { c := n.e.Defaults(); c.DedupWindow = 0; return c }())
+	for i := 0; i < 300; i++ {
+		enq(t, q, EnqueueRequest{Payload: make([]byte, 100)})
+	}
+	for done := 0; done < 290; {
+		for _, d := range reserve(t, q, 50, 0) {
+			if done < 290 {
+				if err := wait1(func(cb func(error)) { q.Ack(d.ID, d.Attempt, cb) }); err != nil {
+					t.Fatal(err)
+				}
+				done++
+			}
+		}
+	}
+	before := q.Info().Bytes
+	deadline := time.Now().Add(5 * time.Second)
+	for q.log.Released() < 290 {
+		if time.Now().After(deadline) {
+			t.Fatalf("released %d after acking 290 jobs", q.log.Released())
+		}
+		clk.Add(200 * time.Millisecond)
+		q.kick()
+		time.Sleep(5 * time.Millisecond) // the release runs on the queue's goroutine; no event to wait on
+	}
+	for deadline := time.Now().Add(5 * time.Second); q.Info().Bytes >= before; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log size %d, was %d: no segment deleted", q.Info().Bytes, before)
+		}
+	}
+	keys := 0
+	n.st.Scan(store.KeyspaceQueue, stateKeyPrefix("work"), func(k, v []byte) bool { keys++; return true })
+	if keys > 10 {
+		t.Fatalf("%d state keys left for 10 live jobs", keys)
+	}
+	n.close(t)
+	n = openNode(t, dir, clk)
+	defer n.close(t)
+	q, _ = n.e.Queue("work", false)
+	if in := q.Info(); in.Recovery.Jobs != 10 || in.InFlight+in.Ready != 10 {
+		t.Fatalf("after restart %+v", in)
+	}
+}

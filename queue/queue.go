@@ -1,0 +1,720 @@
+package queue
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/flowmesh/flowmesh/kv/store"
+	commitlog "github.com/flowmesh/flowmesh/log"
+)
+
+// A queue's durable state, in two places:
+//
+//   - its commit log (Dir/<queue>/) holds every job as enqueued: the
+//     record's offset is the job's ID, its key the idempotency key, its
+//     headers the job header (priority, max attempts, run-at time, then
+//     the producer's NATS/1.0 block) and its value the payload. An enqueue
+//     is acknowledged when its record is durable per the queue's fsync
+//     policy, through the log's group commit.
+//   - Pebble (keyspace Q) holds "s/<queue>\x00<ID, 8 bytes big-endian>" for
+//     every job whose state differs from "ready, never attempted": the
+//     state, attempts, the time that matters for it, the last error; an
+//     acknowledged or purged job is an 'A' marker. State changes are
+//     written in batches by the queue's goroutine (one Pebble commit for
+//     all the acks, nacks and reservations that came meanwhile; fsynced
+//     under fsync=always) before they are acknowledged or delivered.
+//
+// Recovery reads both: the job states from Pebble, then every record of
+// the log from the released mark on. In-flight jobs come back in flight
+// with their deadline, so they are delivered again once it passes, the
+// attempt counted. As the oldest jobs are acknowledged, the queue releases
+// the log below its oldest live job (or the oldest job still inside the
+// dedup window), the log deletes whole segments below it, and the state
+// keys below it are removed: disk use follows the live jobs.
+
+// Queue is one job queue.
+type Queue struct {
+	e    *Engine
+	name string
+	log  *commitlog.Log
+	rdr  *commitlog.Reader // the queue goroutine's
+
+	mu       sync.Mutex
+	cfg      Config
+	st       *State
+	keys     map[string][]func(uint64, bool, error) // enqueues with a key whose append is in flight
+	waiters  []*waiter
+	ops      []op // state changes not yet in Pebble
+	opsCbs   []func(error)
+	released uint64
+	closed   error
+	recovery RecoveryStats
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// RecoveryStats say what opening the queue took.
+type RecoveryStats struct {
+	Jobs     int
+	Duration time.Duration
+}
+
+type op struct {
+	id  uint64
+	val []byte // encoded state; nil: the 'A' marker
+}
+
+type waiter struct {
+	max        int
+	visibility time.Duration
+	deadline   int64 // Unix ns; 0: answer at once
+	cb         func([]Delivery, error)
+}
+
+// Delivery is a reserved job handed to a worker.
+type Delivery struct {
+	ID         uint64
+	Attempt    int
+	Priority   int
+	EnqueuedAt int64
+	Deadline   int64
+	Header     []byte // the producer's NATS/1.0 block, nil if none
+	Payload    []byte
+	LastError  string
+}
+
+func stateKeyPrefix(q string) []byte { return []byte("s/" + q + "\x00") }
+
+func stateKey(q string, id uint64) []byte {
+	return binary.BigEndian.AppendUint64(stateKeyPrefix(q), id)
+}
+
+func logMetaPrefix(q string) string { return "q:" + q + "/" }
+
+// State record: where(1) | uvarint attempts | varint time | uvarint len | last error.
+const ackedMarker = 'A'
+
+func encodeState(j *Job) []byte {
+	b := []byte{byte(j.Where)}
+	b = binary.AppendUvarint(b, uint64(j.Attempts))
+	var t int64
+	switch j.Where {
+	case Delayed:
+		t = j.ReadyAt
+	case InFlight:
+		t = j.Deadline
+	case Dead:
+		t = j.DeadAt
+	}
+	b = binary.AppendVarint(b, t)
+	b = binary.AppendUvarint(b, uint64(len(j.LastError)))
+	return append(b, j.LastError...)
+}
+
+func decodeState(b []byte, j *Job) (acked bool, err error) {
+	if len(b) == 1 && b[0] == ackedMarker {
+		return true, nil
+	}
+	if len(b) < 1 {
+		return false, errors.New("empty state")
+	}
+	j.Where = Where(b[0])
+	b = b[1:]
+	a, n := binary.Uvarint(b)
+	if n <= 0 {
+		return false, errors.New("bad attempts")
+	}
+	j.Attempts, b = int(a), b[n:]
+	t, n := binary.Varint(b)
+	if n <= 0 {
+		return false, errors.New("bad time")
+	}
+	b = b[n:]
+	switch j.Where {
+	case Delayed:
+		j.ReadyAt = t
+	case InFlight:
+		j.Deadline = t
+	case Dead:
+		j.DeadAt = t
+	case Ready:
+	default:
+		return false, fmt.Errorf("bad state %d", j.Where)
+	}
+	l, n := binary.Uvarint(b)
+	if n <= 0 || uint64(len(b)-n) < l {
+		return false, errors.New("bad error text")
+	}
+	j.LastError = string(b[n : n+int(l)])
+	return false, nil
+}
+
+// Job record header: uvarint version(1) | varint priority | uvarint max
+// attempts | varint run-at (Unix ns, 0: at once) | the producer's header block.
+func encodeJobHeader(dst []byte, prio, maxAttempts int, runAt int64, hdr []byte) []byte {
+	dst = append(dst, 1)
+	dst = binary.AppendVarint(dst, int64(prio))
+	dst = binary.AppendUvarint(dst, uint64(maxAttempts))
+	dst = binary.AppendVarint(dst, runAt)
+	return append(dst, hdr...)
+}
+
+func decodeJobHeader(b []byte) (prio, maxAttempts int, runAt int64, hdr []byte, err error) {
+	if len(b) < 1 || b[0] != 1 {
+		return 0, 0, 0, nil, errors.New("queue: bad job record header")
+	}
+	b = b[1:]
+	p, n := binary.Varint(b)
+	if n <= 0 {
+		return 0, 0, 0, nil, errors.New("queue: bad priority in job record")
+	}
+	b = b[n:]
+	m, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, 0, 0, nil, errors.New("queue: bad max attempts in job record")
+	}
+	b = b[n:]
+	r, n := binary.Varint(b)
+	if n <= 0 {
+		return 0, 0, 0, nil, errors.New("queue: bad run-at in job record")
+	}
+	b = b[n:]
+	if len(b) > 0 {
+		hdr = b
+	}
+	return int(p), int(m), r, hdr, nil
+}
+
+func (e *Engine) openQueue(name string, cfg Config) (*Queue, error) {
+	start := time.Now()
+	pol, _ := commitlog.ParseSyncPolicy(cfg.Fsync)
+	l, err := commitlog.Open(filepath.Join(e.opts.Dir, name), commitlog.Options{
+		FS: e.opts.FS, Codec: commitlog.CodecS2, Sync: pol, SyncInterval: e.opts.FsyncInterval,
+		SegmentBytes: e.opts.SegmentBytes, Logger: e.opts.Logger, Now: e.opts.Now,
+		Meta: e.opts.Store.Namespace(store.KeyspaceLog, logMetaPrefix(name)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: open %q: %w", name, err)
+	}
+	q := &Queue{e: e, name: name, log: l, rdr: l.NewReader(), cfg: cfg, st: NewState(cfg.policy(), e.opts.Rand),
+		keys: make(map[string][]func(uint64, bool, error)), wake: make(chan struct{}, 1),
+		stop: make(chan struct{}), done: make(chan struct{})}
+	q.st.SetPaused(cfg.Paused)
+	if err := q.recover(); err != nil {
+		l.Close()
+		return nil, err
+	}
+	q.recovery.Duration = time.Since(start)
+	if q.recovery.Jobs > 0 {
+		e.opts.Logger.Info("queue: recovered", "queue", name, "jobs", q.recovery.Jobs, "took", q.recovery.Duration)
+	}
+	go q.run()
+	return q, nil
+}
+
+// recover rebuilds the state machine from Pebble and the log.
+func (q *Queue) recover() error {
+	q.released = q.log.Released()
+	states := make(map[uint64][]byte)
+	prefix := stateKeyPrefix(q.name)
+	err := q.e.opts.Store.Scan(store.KeyspaceQueue, prefix, func(k, v []byte) bool {
+		if len(k) == len(prefix)+8 {
+			states[binary.BigEndian.Uint64(k[len(prefix):])] = append([]byte(nil), v...)
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("queue: recover %q: %w", q.name, err)
+	}
+	now := q.e.opts.Now().UnixNano()
+	rdr := q.log.NewReader()
+	for off := q.released; off < q.log.HighWater(); {
+		recs, err := rdr.Read(off, 4<<20)
+		if err != nil {
+			return fmt.Errorf("queue: recover %q at job %d: %w", q.name, off, err)
+		}
+		if len(recs) == 0 {
+			break
+		}
+		for _, r := range recs {
+			off = r.Offset + 1
+			j := &Job{ID: r.Offset, EnqueuedAt: r.Timestamp, Key: string(r.Key), Size: len(r.Value)}
+			prio, maxAtt, runAt, _, err := decodeJobHeader(r.Headers)
+			if err != nil {
+				q.e.opts.Logger.Error("queue: unreadable job skipped", "queue", q.name, "id", r.Offset, "err", err)
+				continue
+			}
+			j.Priority, j.MaxAttempts = prio, maxAtt
+			if s, ok := states[r.Offset]; ok {
+				acked, err := decodeState(s, j)
+				if err != nil {
+					q.e.opts.Logger.Error("queue: unreadable job state; job made ready", "queue", q.name, "id", r.Offset, "err", err)
+					j.Where = Ready
+				}
+				if acked {
+					continue
+				}
+			} else if runAt > now {
+				j.Where, j.ReadyAt = Delayed, runAt
+			} else {
+				j.Where = Ready
+			}
+			q.st.Restore(j, now)
+			q.recovery.Jobs++
+		}
+	}
+	return nil
+}
+
+// Name is the queue's name.
+func (q *Queue) Name() string { return q.name }
+
+// Config is the queue's settings.
+func (q *Queue) Config() Config {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.cfg
+}
+
+func (q *Queue) setConfig(c Config) {
+	q.mu.Lock()
+	q.cfg = c
+	q.st.SetPolicy(c.policy())
+	q.st.SetPaused(c.Paused)
+	q.mu.Unlock()
+	pol, _ := commitlog.ParseSyncPolicy(c.Fsync)
+	q.log.Tune(commitlog.Tuning{Sync: pol, Codec: commitlog.CodecS2})
+	q.kick()
+}
+
+func (q *Queue) kick() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// EnqueueRequest is one job to add.
+type EnqueueRequest struct {
+	Payload     []byte
+	Header      []byte // the producer's NATS/1.0 block (trace ids travel here)
+	Delay       time.Duration
+	RunAt       time.Time // if set, instead of Delay
+	Priority    int
+	Key         string // idempotency key
+	MaxAttempts int    // 0: the queue's
+}
+
+// Enqueue adds a job and calls cb with its ID once it is durable per the
+// queue's fsync policy, or with the first job's ID and dup=true if Key was
+// used inside the dedup window. It never blocks on the disk.
+func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err error)) {
+	if r.Delay < 0 {
+		cb(0, false, ErrBadDelay)
+		return
+	}
+	if r.MaxAttempts < 0 {
+		cb(0, false, ErrBadAttempts)
+		return
+	}
+	now := q.e.opts.Now().UnixNano()
+	runAt := int64(0)
+	if !r.RunAt.IsZero() {
+		runAt = r.RunAt.UnixNano()
+	} else if r.Delay > 0 {
+		runAt = now + int64(r.Delay)
+	}
+	q.mu.Lock()
+	if q.closed != nil {
+		err := q.closed
+		q.mu.Unlock()
+		cb(0, false, err)
+		return
+	}
+	if n := len(r.Payload) + len(r.Header) + len(r.Key); n > q.cfg.MaxJobBytes {
+		max := q.cfg.MaxJobBytes
+		q.mu.Unlock()
+		cb(0, false, fmt.Errorf("%w: %d bytes, %q takes at most %d", ErrTooLarge, n, q.name, max))
+		return
+	}
+	if r.Key != "" {
+		if id, ok := q.st.Dedup(r.Key, now); ok {
+			q.st.counts.Deduplicated++
+			q.mu.Unlock()
+			cb(id, true, nil)
+			return
+		}
+		if pending, ok := q.keys[r.Key]; ok {
+			// The first enqueue with this key is still being written: this
+			// one gets its answer.
+			q.keys[r.Key] = append(pending, func(id uint64, _ bool, err error) { cb(id, err == nil, err) })
+			q.mu.Unlock()
+			return
+		}
+		q.keys[r.Key] = nil
+	}
+	q.mu.Unlock()
+	hdr := encodeJobHeader(make([]byte, 0, 16+len(r.Header)), r.Priority, r.MaxAttempts, runAt, r.Header)
+	key, prio, maxAtt, size := r.Key, r.Priority, r.MaxAttempts, len(r.Payload)
+	recs := [1]commitlog.Record{{Key: []byte(r.Key), Headers: hdr, Value: r.Payload}}
+	q.log.Append(recs[:], func(id uint64, err error) {
+		q.mu.Lock()
+		var others []func(uint64, bool, error)
+		if key != "" {
+			others = q.keys[key]
+			delete(q.keys, key)
+		}
+		if err == nil {
+			ts := q.e.opts.Now().UnixNano()
+			q.st.Enqueue(&Job{ID: id, Priority: prio, MaxAttempts: maxAtt, EnqueuedAt: ts, Key: key, Size: size}, runAt)
+		}
+		q.mu.Unlock()
+		if err != nil {
+			err = fmt.Errorf("queue: enqueue to %q: %w", q.name, err)
+		} else {
+			q.kick() // a waiting worker may take it
+		}
+		cb(id, false, err)
+		for _, o := range others {
+			o(id, false, err)
+		}
+	})
+}
+
+// Reserve asks for up to max jobs, waiting up to wait for at least one
+// (long poll); visibility 0 takes the queue's. cb runs on the queue's
+// goroutine once the reservations are durable, with the jobs (none if the
+// wait ran out) or an error.
+func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Delivery, error)) {
+	if max < 1 {
+		cb(nil, fmt.Errorf("%w: reserve of %d jobs", ErrBadConfig, max))
+		return
+	}
+	w := &waiter{max: max, visibility: visibility, cb: cb}
+	if wait > 0 {
+		w.deadline = q.e.opts.Now().Add(wait).UnixNano()
+	}
+	q.mu.Lock()
+	if q.closed != nil {
+		err := q.closed
+		q.mu.Unlock()
+		cb(nil, err)
+		return
+	}
+	q.waiters = append(q.waiters, w)
+	q.mu.Unlock()
+	q.kick()
+}
+
+// Ack completes a reserved job (attempt is the one it was delivered with);
+// cb runs once that is durable.
+func (q *Queue) Ack(id uint64, attempt int, cb func(error)) {
+	q.change(cb, func() ([]op, error) {
+		if err := q.st.Ack(id, attempt); err != nil {
+			return nil, err
+		}
+		return []op{{id: id}}, nil
+	})
+}
+
+// Nack fails a reserved attempt: the job is retried or dead-lettered per
+// o and the queue's policy.
+func (q *Queue) Nack(id uint64, attempt int, o NackOpts, cb func(Where, error)) {
+	var where Where
+	q.change(func(err error) { cb(where, err) }, func() ([]op, error) {
+		w, err := q.st.Nack(id, attempt, q.e.opts.Now().UnixNano(), o)
+		if err != nil {
+			return nil, err
+		}
+		where = w
+		return []op{{id: id, val: encodeState(q.st.Lookup(id))}}, nil
+	})
+}
+
+// Touch extends a reserved job's visibility timeout.
+func (q *Queue) Touch(id uint64, attempt int, ext time.Duration, cb func(error)) {
+	q.change(cb, func() ([]op, error) {
+		if err := q.st.Touch(id, attempt, q.e.opts.Now().UnixNano(), ext); err != nil {
+			return nil, err
+		}
+		return []op{{id: id, val: encodeState(q.st.Lookup(id))}}, nil
+	})
+}
+
+// change applies fn to the state at once (so no later reserve sees the
+// old state) and queues its writes; cb runs when they are durable.
+func (q *Queue) change(cb func(error), fn func() ([]op, error)) {
+	q.mu.Lock()
+	if q.closed != nil {
+		err := q.closed
+		q.mu.Unlock()
+		cb(err)
+		return
+	}
+	ops, err := fn()
+	if err != nil {
+		q.mu.Unlock()
+		cb(err)
+		return
+	}
+	q.ops = append(q.ops, ops...)
+	q.opsCbs = append(q.opsCbs, cb)
+	q.mu.Unlock()
+	q.kick()
+}
+
+// run is the queue's goroutine: it applies time, writes state changes in
+// batches, serves waiting reservers and releases acknowledged log space.
+func (q *Queue) run() {
+	defer close(q.done)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	lastRelease := time.Time{}
+	for {
+		now := q.e.opts.Now()
+		q.mu.Lock()
+		_, expired := q.st.Advance(now.UnixNano())
+		for _, j := range expired {
+			q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
+		}
+		deliveries := q.serveWaiters(now.UnixNano())
+		ops, cbs := q.ops, q.opsCbs
+		q.ops, q.opsCbs = nil, nil
+		q.mu.Unlock()
+
+		err := q.persist(ops)
+		for _, cb := range cbs {
+			cb(err)
+		}
+		q.deliver(deliveries, err)
+		if now.Sub(lastRelease) >= 100*time.Millisecond {
+			q.release(now)
+			lastRelease = now
+		}
+
+		q.mu.Lock()
+		next := int64(0)
+		if t, ok := q.st.NextWake(); ok {
+			next = t
+		}
+		for _, w := range q.waiters {
+			if w.deadline > 0 && (next == 0 || w.deadline < next) {
+				next = w.deadline
+			}
+		}
+		busy := len(q.ops) > 0 || q.readyForWaiters()
+		q.mu.Unlock()
+		if busy {
+			continue
+		}
+		d := time.Hour
+		if next > 0 {
+			d = max(time.Duration(next-q.e.opts.Now().UnixNano()), 0)
+		}
+		timer.Reset(d)
+		select {
+		case <-q.wake:
+		case <-timer.C:
+		case <-q.stop:
+			return
+		}
+	}
+}
+
+// readyForWaiters reports whether a waiter could be served now. q.mu held.
+func (q *Queue) readyForWaiters() bool {
+	return len(q.waiters) > 0 && q.st.ready.Len() > 0 && !q.st.paused
+}
+
+type delivery struct {
+	w    *waiter
+	jobs []*Job
+	err  error
+}
+
+// serveWaiters reserves jobs for waiters in arrival order and answers the
+// ones whose wait ran out. q.mu held.
+func (q *Queue) serveWaiters(now int64) []delivery {
+	var out []delivery
+	keep := q.waiters[:0]
+	for _, w := range q.waiters {
+		jobs := q.st.Reserve(w.max, now, w.visibility)
+		if len(jobs) > 0 {
+			for _, j := range jobs {
+				q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
+			}
+			out = append(out, delivery{w: w, jobs: jobs})
+			continue
+		}
+		if w.deadline <= now {
+			out = append(out, delivery{w: w})
+			continue
+		}
+		keep = append(keep, w)
+	}
+	clear(q.waiters[len(keep):])
+	q.waiters = keep
+	return out
+}
+
+// deliver reads the reserved jobs' payloads and answers their waiters.
+// Queue goroutine only.
+func (q *Queue) deliver(ds []delivery, persistErr error) {
+	var recs []commitlog.Record // the last read: consecutive offsets from recs[0]
+	for _, d := range ds {
+		if persistErr != nil && len(d.jobs) > 0 {
+			// The reservation is not durable: deliver nothing a crash could
+			// forget. The jobs stay reserved and come back when their
+			// visibility timeout passes.
+			d.w.cb(nil, fmt.Errorf("queue: reserve from %q: %w", q.name, persistErr))
+			continue
+		}
+		out := make([]Delivery, 0, len(d.jobs))
+		var err error
+		for _, j := range d.jobs {
+			// Jobs reserved together are mostly neighbours in the log: one
+			// read (one batch decoded) serves a run of them.
+			if len(recs) == 0 || j.ID < recs[0].Offset || j.ID-recs[0].Offset >= uint64(len(recs)) {
+				var rerr error
+				if recs, rerr = q.rdr.Read(j.ID, 64<<10); rerr != nil || len(recs) == 0 || recs[0].Offset != j.ID {
+					err = fmt.Errorf("queue: read job %d of %q: %v", j.ID, q.name, rerr)
+					recs = nil
+					break
+				}
+			}
+			r := recs[j.ID-recs[0].Offset]
+			_, _, _, hdr, _ := decodeJobHeader(r.Headers)
+			out = append(out, Delivery{ID: j.ID, Attempt: j.Attempts, Priority: j.Priority, EnqueuedAt: j.EnqueuedAt,
+				Deadline: j.Deadline, Header: cloneBytes(hdr), Payload: cloneBytes(r.Value), LastError: j.LastError})
+		}
+		d.w.cb(out, err)
+	}
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
+}
+
+// persist writes state changes in one Pebble batch, fsynced under the
+// queue's always policy.
+func (q *Queue) persist(ops []op) error {
+	if len(ops) == 0 {
+		return nil
+	}
+	b := q.e.opts.Store.NewBatch()
+	for _, o := range ops {
+		v := o.val
+		if v == nil {
+			v = []byte{ackedMarker}
+		}
+		b.Set(store.KeyspaceQueue, stateKey(q.name, o.id), v)
+	}
+	if err := b.CommitSync(q.log.Policy() == commitlog.SyncAlways); err != nil {
+		q.e.opts.Logger.Error("queue: job states not written", "queue", q.name, "err", err)
+		return err
+	}
+	return nil
+}
+
+// release lets the log drop what no live job needs: below the oldest job
+// still held, and below the oldest job whose key is still in the dedup
+// window. The mark is saved before the state keys below it are deleted,
+// so a crash between the two leaves keys (harmless), never resurrected
+// jobs.
+func (q *Queue) release(now time.Time) {
+	hw := q.log.HighWater()
+	q.mu.Lock()
+	lw := q.st.LowWater(hw)
+	window := time.Duration(q.cfg.DedupWindow)
+	prev := q.released
+	q.mu.Unlock()
+	if window > 0 && lw > prev {
+		if cut, err := q.log.SeekTime(now.Add(-window).UnixNano()); err == nil && cut < lw {
+			lw = cut
+		}
+	}
+	if lw <= prev {
+		return
+	}
+	if err := q.log.SetLowWater(lw); err != nil {
+		q.e.opts.Logger.Warn("queue: low-water mark not saved", "queue", q.name, "err", err)
+		return
+	}
+	b := q.e.opts.Store.NewBatch()
+	b.DeleteRange(store.KeyspaceQueue, stateKey(q.name, 0), stateKey(q.name, lw))
+	if err := b.Commit(); err != nil {
+		q.e.opts.Logger.Warn("queue: old job states not deleted", "queue", q.name, "err", err)
+	}
+	q.mu.Lock()
+	q.released = lw
+	q.mu.Unlock()
+}
+
+// shutdown stops the goroutine and fails whoever waits.
+func (q *Queue) shutdown(err error) {
+	q.mu.Lock()
+	if q.closed != nil {
+		q.mu.Unlock()
+		return
+	}
+	q.closed = err
+	waiters := q.waiters
+	q.waiters = nil
+	q.mu.Unlock()
+	close(q.stop)
+	<-q.done
+	// Write what was decided before the stop.
+	q.mu.Lock()
+	ops, cbs := q.ops, q.opsCbs
+	q.ops, q.opsCbs = nil, nil
+	q.mu.Unlock()
+	perr := q.persist(ops)
+	for _, cb := range cbs {
+		cb(perr)
+	}
+	for _, w := range waiters {
+		w.cb(nil, err)
+	}
+}
+
+func (q *Queue) close() error {
+	if err := q.log.Close(); err != nil && !errors.Is(err, commitlog.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Info describes a queue.
+type Info struct {
+	Name     string        `json:"name"`
+	Config   Config        `json:"config"`
+	Ready    int           `json:"ready"`
+	Delayed  int           `json:"delayed"`
+	InFlight int           `json:"in_flight"`
+	Dead     int           `json:"dead"`
+	OldestMs int64         `json:"oldest_ready_ms"`
+	Counters Counters      `json:"counters"`
+	Bytes    int64         `json:"bytes"` // on disk, log
+	Recovery RecoveryStats `json:"recovery"`
+}
+
+// Info returns the queue's stats.
+func (q *Queue) Info() Info {
+	now := q.e.opts.Now().UnixNano()
+	q.mu.Lock()
+	st := q.st.Stats(now)
+	in := Info{Name: q.name, Config: q.cfg, Ready: st.Ready, Delayed: st.Delayed, InFlight: st.InFlight, Dead: st.Dead,
+		OldestMs: st.OldestReadyAge.Milliseconds(), Counters: st.Counters, Recovery: q.recovery}
+	q.mu.Unlock()
+	in.Bytes = q.log.Stats().SizeBytes
+	return in
+}

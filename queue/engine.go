@@ -33,10 +33,11 @@ type Options struct {
 
 // Engine owns every queue of a node.
 type Engine struct {
-	opts   Options
-	mu     sync.RWMutex
-	queues map[string]*Queue
-	closed bool
+	opts    Options
+	mu      sync.RWMutex
+	queues  map[string]*Queue
+	closed  bool
+	workers workers
 }
 
 func configKey(name string) []byte { return []byte("c/" + name) }

@@ -247,3 +247,61 @@ func TestSpaceReclaimed(t *testing.T) {
 		t.Fatalf("after restart %+v", in)
 	}
 }
+
+func TestBrowseRedrivePurgeWorkers(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, t.TempDir(), clk)
+	defer n.close(t)
+	q, _ := n.e.Queue("q", true)
+	for i := 0; i < 5; i++ {
+		enq(t, q, EnqueueRequest{Payload: []byte(fmt.Sprint(i))})
+	}
+	w, _ := n.e.RegisterWorker("mailer", []string{"q"}, 4)
+	ds := reserve(t, q, 2, 0)
+	w.Reserved(len(ds))
+	done := make(chan Where, 2)
+	for _, d := range ds {
+		q.Nack(d.ID, d.Attempt, NackOpts{Fail: true, Error: "boom " + string(d.Payload)}, func(wh Where, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			done <- wh
+		})
+		w.Done(false, 3*time.Millisecond)
+	}
+	<-done
+	<-done
+	// Browsing changes nothing and shows payloads and errors.
+	dead, err := q.Browse(Dead, 0, 10)
+	if err != nil || len(dead) != 2 || string(dead[0].Payload) != "0" || dead[0].LastError != "boom 0" || dead[0].State != "dead" {
+		t.Fatalf("browse dead: %+v %v", dead, err)
+	}
+	ready, _ := q.Browse(Ready, 0, 2)
+	if len(ready) != 2 || string(ready[1].Payload) != "3" {
+		t.Fatalf("browse ready page 1: %+v", ready)
+	}
+	ready, _ = q.Browse(Ready, ready[1].ID+1, 2)
+	if len(ready) != 1 || string(ready[0].Payload) != "4" {
+		t.Fatalf("browse ready page 2: %+v", ready)
+	}
+	if in := q.Info(); in.Ready != 3 || in.Dead != 2 {
+		t.Fatalf("browse changed the queue: %+v", in)
+	}
+	moved := make(chan int, 1)
+	q.Redrive(0, true, func(n int, err error) { moved <- n })
+	if m := <-moved; m != 2 || q.Info().Ready != 5 {
+		t.Fatalf("redrive all moved %d; %+v", m, q.Info())
+	}
+	q.Purge(false, func(n int, err error) { moved <- n })
+	if m := <-moved; m != 5 || q.Info().Ready != 0 {
+		t.Fatalf("purge removed %d", m)
+	}
+	ws := n.e.Workers()
+	if len(ws) != 1 || ws[0].State != "idle" || ws[0].Failed != 2 || ws[0].AvgMs != 3 {
+		t.Fatalf("workers %+v", ws)
+	}
+	clk.Add(time.Minute)
+	if ws := n.e.Workers(); ws[0].State != "gone" {
+		t.Fatalf("silent worker is %s", ws[0].State)
+	}
+}

@@ -53,6 +53,7 @@ type Queue struct {
 	released uint64
 	closed   error
 	recovery RecoveryStats
+	hist     histogram // processing time: reserve to ack
 
 	wake chan struct{}
 	stop chan struct{}
@@ -202,7 +203,7 @@ func (e *Engine) openQueue(name string, cfg Config) (*Queue, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: open %q: %w", name, err)
 	}
-	q := &Queue{e: e, name: name, log: l, rdr: l.NewReader(), cfg: cfg, st: NewState(cfg.policy(), e.opts.Rand),
+	q := &Queue{e: e, name: name, log: l, rdr: l.NewReader(), cfg: cfg, st: NewState(cfg.policy(), e.opts.Rand), hist: newHistogram(),
 		keys: make(map[string][]func(uint64, bool, error)), wake: make(chan struct{}, 1),
 		stop: make(chan struct{}), done: make(chan struct{})}
 	q.st.SetPaused(cfg.Paused)
@@ -416,8 +417,15 @@ func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Deliv
 // cb runs once that is durable.
 func (q *Queue) Ack(id uint64, attempt int, cb func(error)) {
 	q.change(cb, func() ([]op, error) {
+		var reservedAt int64
+		if j := q.st.Lookup(id); j != nil {
+			reservedAt = j.ReservedAt
+		}
 		if err := q.st.Ack(id, attempt); err != nil {
 			return nil, err
+		}
+		if reservedAt > 0 {
+			q.hist.observe(time.Duration(q.e.opts.Now().UnixNano() - reservedAt))
 		}
 		return []op{{id: id}}, nil
 	})
@@ -695,16 +703,17 @@ func (q *Queue) close() error {
 
 // Info describes a queue.
 type Info struct {
-	Name     string        `json:"name"`
-	Config   Config        `json:"config"`
-	Ready    int           `json:"ready"`
-	Delayed  int           `json:"delayed"`
-	InFlight int           `json:"in_flight"`
-	Dead     int           `json:"dead"`
-	OldestMs int64         `json:"oldest_ready_ms"`
-	Counters Counters      `json:"counters"`
-	Bytes    int64         `json:"bytes"` // on disk, log
-	Recovery RecoveryStats `json:"recovery"`
+	Name       string        `json:"name"`
+	Config     Config        `json:"config"`
+	Ready      int           `json:"ready"`
+	Delayed    int           `json:"delayed"`
+	InFlight   int           `json:"in_flight"`
+	Dead       int           `json:"dead"`
+	OldestMs   int64         `json:"oldest_ready_ms"`
+	Counters   Counters      `json:"counters"`
+	Bytes      int64         `json:"bytes"` // on disk, log
+	Recovery   RecoveryStats `json:"recovery"`
+	Processing HistogramView `json:"processing"` // reserve to ack
 }
 
 // Info returns the queue's stats.
@@ -713,7 +722,7 @@ func (q *Queue) Info() Info {
 	q.mu.Lock()
 	st := q.st.Stats(now)
 	in := Info{Name: q.name, Config: q.cfg, Ready: st.Ready, Delayed: st.Delayed, InFlight: st.InFlight, Dead: st.Dead,
-		OldestMs: st.OldestReadyAge.Milliseconds(), Counters: st.Counters, Recovery: q.recovery}
+		OldestMs: st.OldestReadyAge.Milliseconds(), Counters: st.Counters, Recovery: q.recovery, Processing: q.hist.view()}
 	q.mu.Unlock()
 	in.Bytes = q.log.Stats().SizeBytes
 	return in

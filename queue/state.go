@@ -66,6 +66,7 @@ type Job struct {
 	ReadyAt     int64 // Delayed: when it becomes ready
 	Deadline    int64 // InFlight: when its visibility timeout passes
 	DeadAt      int64 // Dead: when it was dead-lettered
+	ReservedAt  int64 // InFlight: when this attempt was handed out
 	LastError   string
 	Key         string // idempotency key, if any
 	Size        int    // payload bytes, for stats
@@ -221,7 +222,7 @@ func (s *State) Reserve(max int, now int64, visibility time.Duration) []*Job {
 	var out []*Job
 	for len(out) < max && s.ready.Len() > 0 {
 		j := heap.Pop(&s.ready).(*Job)
-		j.Where, j.Deadline = InFlight, now+int64(visibility)
+		j.Where, j.Deadline, j.ReservedAt = InFlight, now+int64(visibility), now
 		j.Attempts++
 		heap.Push(&s.inflight, j)
 		out = append(out, j)
@@ -485,12 +486,12 @@ func (s *State) Stats(now int64) Stats {
 	return st
 }
 
-// Browse lists up to limit jobs in state w with IDs above after, in ID
+// Browse lists up to limit jobs in state w with IDs from from on, in ID
 // order, changing nothing.
-func (s *State) Browse(w Where, after uint64, limit int) []*Job {
+func (s *State) Browse(w Where, from uint64, limit int) []*Job {
 	var ids []uint64
 	for id, j := range s.jobs {
-		if j.Where == w && id > after {
+		if j.Where == w && id >= from {
 			ids = append(ids, id)
 		}
 	}

@@ -38,6 +38,7 @@ const (
 	CodeNotOwner
 	CodeStorage
 	CodeOutOfSequence
+	CodeNotReserved
 	numCodes
 )
 
@@ -71,10 +72,11 @@ var catalog = [numCodes]CodeInfo{
 	CodeTimeout:            {"Timeout", false, true, "the operation did not finish in time"},
 	CodeExists:             {"Already Exists", false, false, "an object of that name exists already"},
 	CodeOutOfRange:         {"Offset Out Of Range", false, false, "an offset below the low-water mark or past the high-water mark"},
-	CodeTooLarge:           {"Event Too Large", false, false, "an event over the topic's max_event_bytes; nothing was stored"},
+	CodeTooLarge:           {"Too Large", false, false, "an event or job over its topic's or queue's size limit; nothing was stored"},
 	CodeNotOwner:           {"Not Partition Owner", false, true, "a commit for a partition this member does not own (now); rejoin or wait for the rebalance"},
 	CodeStorage:            {"Storage Error", false, true, "the disk failed the write (full, I/O error); nothing was acknowledged"},
 	CodeOutOfSequence:      {"Out Of Sequence", false, false, "an idempotent write whose sequence is older than the producer's dedup window"},
+	CodeNotReserved:        {"Job Not Reserved", false, false, "an ack, nack or touch for a job not in flight under that attempt (its visibility timeout passed and it went back to the queue)"},
 }
 
 // Info returns the catalog entry of c.

@@ -94,9 +94,9 @@ func reserve(t *testing.T, q *Queue, max int, wait time.Duration) []Delivery {
 	return nil
 }
 
-func wait1(f func(func(error))) error {
+func ack(q *Queue, id uint64, attempt int) error {
 	ch := make(chan error, 1)
-	f(func(err error) { ch <- err })
+	q.Ack(id, attempt, func(_ time.Duration, err error) { ch <- err })
 	return <-ch
 }
 
@@ -118,18 +118,18 @@ func TestEnqueueReserveAckAndRestart(t *testing.T) {
 	}
 	// job-0 acked, job-1 nacked (retry in 1s), job-2 failed for good,
 	// job-3 left in flight (its worker "dies").
-	if err := wait1(func(cb func(error)) { q.Ack(ds[0].ID, 1, cb) }); err != nil {
+	if err := ack(q, ds[0].ID, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := wait1(func(cb func(error)) { q.Ack(ds[0].ID, 1, cb) }); !errors.Is(err, ErrJobNotFound) {
+	if err := ack(q, ds[0].ID, 1); !errors.Is(err, ErrJobNotFound) {
 		t.Fatalf("second ack: %v", err)
 	}
 	ch := make(chan Where, 1)
-	q.Nack(ds[1].ID, 1, NackOpts{Error: "smtp 451"}, func(w Where, err error) { ch <- w })
+	q.Nack(ds[1].ID, 1, NackOpts{Error: "smtp 451"}, func(w Where, _ time.Duration, err error) { ch <- w })
 	if w := <-ch; w != Delayed {
 		t.Fatalf("nack -> %v", w)
 	}
-	q.Nack(ds[2].ID, 1, NackOpts{Fail: true, Error: "bad address"}, func(w Where, err error) { ch <- w })
+	q.Nack(ds[2].ID, 1, NackOpts{Fail: true, Error: "bad address"}, func(w Where, _ time.Duration, err error) { ch <- w })
 	if w := <-ch; w != Dead {
 		t.Fatalf("fail -> %v", w)
 	}
@@ -212,7 +212,7 @@ func TestSpaceReclaimed(t *testing.T) {
 	for done := 0; done < 290; {
 		for _, d := range reserve(t, q, 50, 0) {
 			if done < 290 {
-				if err := wait1(func(cb func(error)) { q.Ack(d.ID, d.Attempt, cb) }); err != nil {
+				if err := ack(q, d.ID, d.Attempt); err != nil {
 					t.Fatal(err)
 				}
 				done++
@@ -261,7 +261,7 @@ func TestBrowseRedrivePurgeWorkers(t *testing.T) {
 	w.Reserved(len(ds))
 	done := make(chan Where, 2)
 	for _, d := range ds {
-		q.Nack(d.ID, d.Attempt, NackOpts{Fail: true, Error: "boom " + string(d.Payload)}, func(wh Where, err error) {
+		q.Nack(d.ID, d.Attempt, NackOpts{Fail: true, Error: "boom " + string(d.Payload)}, func(wh Where, _ time.Duration, err error) {
 			if err != nil {
 				t.Error(err)
 			}

@@ -48,7 +48,8 @@ type Queue struct {
 	st       *State
 	keys     map[string][]func(uint64, bool, error) // enqueues with a key whose append is in flight
 	waiters  []*waiter
-	ops      []op // state changes not yet in Pebble
+	ready    []delivery // reservations decided, waiting for their write
+	ops      []op       // state changes not yet in Pebble
 	opsCbs   []func(error)
 	released uint64
 	closed   error
@@ -397,10 +398,8 @@ func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Deliv
 		cb(nil, fmt.Errorf("%w: reserve of %d jobs", ErrBadConfig, max))
 		return
 	}
+	now := q.e.opts.Now()
 	w := &waiter{max: max, visibility: visibility, cb: cb}
-	if wait > 0 {
-		w.deadline = q.e.opts.Now().Add(wait).UnixNano()
-	}
 	q.mu.Lock()
 	if q.closed != nil {
 		err := q.closed
@@ -408,15 +407,37 @@ func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Deliv
 		cb(nil, err)
 		return
 	}
+	// Decide now, so the reservation sees the queue as the commands before
+	// it left it (a pipelined QPAUSE, an ack); only the write and the
+	// delivery wait for the queue's goroutine.
+	q.st.Advance(now.UnixNano())
+	if len(q.waiters) == 0 {
+		if jobs := q.st.Reserve(max, now.UnixNano(), visibility); len(jobs) > 0 {
+			for _, j := range jobs {
+				q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
+			}
+			q.ready = append(q.ready, delivery{w: w, jobs: jobs})
+			q.mu.Unlock()
+			q.kick()
+			return
+		}
+	}
+	if wait <= 0 {
+		q.mu.Unlock()
+		cb(nil, nil)
+		return
+	}
+	w.deadline = now.Add(wait).UnixNano()
 	q.waiters = append(q.waiters, w)
 	q.mu.Unlock()
 	q.kick()
 }
 
 // Ack completes a reserved job (attempt is the one it was delivered with);
-// cb runs once that is durable.
-func (q *Queue) Ack(id uint64, attempt int, cb func(error)) {
-	q.change(cb, func() ([]op, error) {
+// cb runs once that is durable, with how long the job was in flight.
+func (q *Queue) Ack(id uint64, attempt int, cb func(took time.Duration, err error)) {
+	var took time.Duration
+	q.change(func(err error) { cb(took, err) }, func() ([]op, error) {
 		var reservedAt int64
 		if j := q.st.Lookup(id); j != nil {
 			reservedAt = j.ReservedAt
@@ -425,7 +446,8 @@ func (q *Queue) Ack(id uint64, attempt int, cb func(error)) {
 			return nil, err
 		}
 		if reservedAt > 0 {
-			q.hist.observe(time.Duration(q.e.opts.Now().UnixNano() - reservedAt))
+			took = time.Duration(q.e.opts.Now().UnixNano() - reservedAt)
+			q.hist.observe(took)
 		}
 		return []op{{id: id}}, nil
 	})
@@ -433,9 +455,13 @@ func (q *Queue) Ack(id uint64, attempt int, cb func(error)) {
 
 // Nack fails a reserved attempt: the job is retried or dead-lettered per
 // o and the queue's policy.
-func (q *Queue) Nack(id uint64, attempt int, o NackOpts, cb func(Where, error)) {
+func (q *Queue) Nack(id uint64, attempt int, o NackOpts, cb func(Where, time.Duration, error)) {
 	var where Where
-	q.change(func(err error) { cb(where, err) }, func() ([]op, error) {
+	var took time.Duration
+	q.change(func(err error) { cb(where, took, err) }, func() ([]op, error) {
+		if j := q.st.Lookup(id); j != nil && j.ReservedAt > 0 {
+			took = time.Duration(q.e.opts.Now().UnixNano() - j.ReservedAt)
+		}
 		w, err := q.st.Nack(id, attempt, q.e.opts.Now().UnixNano(), o)
 		if err != nil {
 			return nil, err
@@ -491,7 +517,8 @@ func (q *Queue) run() {
 		for _, j := range expired {
 			q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
 		}
-		deliveries := q.serveWaiters(now.UnixNano())
+		deliveries := append(q.ready, q.serveWaiters(now.UnixNano())...)
+		q.ready = nil
 		ops, cbs := q.ops, q.opsCbs
 		q.ops, q.opsCbs = nil, nil
 		q.mu.Unlock()
@@ -516,7 +543,7 @@ func (q *Queue) run() {
 				next = w.deadline
 			}
 		}
-		busy := len(q.ops) > 0 || q.readyForWaiters()
+		busy := len(q.ops) > 0 || len(q.ready) > 0 || q.readyForWaiters()
 		q.mu.Unlock()
 		if busy {
 			continue

@@ -18,6 +18,7 @@ import (
 	"github.com/flowmesh/flowmesh/monitor"
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
+	"github.com/flowmesh/flowmesh/queue"
 	"github.com/flowmesh/flowmesh/server/subject"
 	"github.com/flowmesh/flowmesh/stream"
 )
@@ -49,6 +50,7 @@ type Server struct {
 	mon      *monitor.Server
 	store    *store.Store
 	streams  *stream.Engine
+	queues   *queue.Engine
 	tmpDir   string // in-memory mode: where stream logs live until shutdown
 	info     serverInfo
 	inflight inflight
@@ -76,6 +78,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	s.specs = protocol.CoreServerSpecs()
 	s.info = s.buildInfo()
 	s.registerStream()
+	s.registerQueue()
 	return s, nil
 }
 
@@ -108,7 +111,7 @@ func (s *Server) Start() error {
 		return fmt.Errorf("server: %w", err)
 	}
 	s.store = st
-	streamDir := filepath.Join(s.cfg.DataDir, "streams")
+	logRoot := s.cfg.DataDir
 	if s.cfg.InMemory {
 		// The commit log needs files; in-memory mode keeps them in a
 		// temporary directory removed at shutdown.
@@ -116,9 +119,15 @@ func (s *Server) Start() error {
 			st.Close()
 			return fmt.Errorf("server: %w", err)
 		}
-		streamDir = s.tmpDir
+		logRoot = s.tmpDir
 	}
-	if s.streams, err = stream.Open(s.streamOptions(streamDir)); err != nil {
+	if s.streams, err = stream.Open(s.streamOptions(filepath.Join(logRoot, "streams"))); err != nil {
+		st.Close()
+		s.removeTmp()
+		return fmt.Errorf("server: %w", err)
+	}
+	if s.queues, err = queue.Open(s.queueOptions(filepath.Join(logRoot, "queues"))); err != nil {
+		s.streams.Close()
 		st.Close()
 		s.removeTmp()
 		return fmt.Errorf("server: %w", err)
@@ -136,6 +145,7 @@ func (s *Server) Start() error {
 		Logger:     s.log,
 	}, (*portHandler)(s))
 	if err != nil {
+		s.queues.Close()
 		s.streams.Close()
 		st.Close()
 		s.removeTmp()
@@ -146,6 +156,7 @@ func (s *Server) Start() error {
 		mon, err := monitor.Listen(s.cfg.HTTPAddr, monitorNode{s}, s.log)
 		if err != nil {
 			_ = np.Shutdown(context.Background())
+			s.queues.Close()
 			s.streams.Close()
 			st.Close()
 			s.removeTmp()
@@ -190,6 +201,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, s.mon.Shutdown(ctx))
 	}
 	// Engines close before the store they write to; the store closes last.
+	err = errors.Join(err, s.queues.Close())
 	err = errors.Join(err, s.streams.Close())
 	err = errors.Join(err, s.store.Close())
 	s.removeTmp()

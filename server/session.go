@@ -6,6 +6,7 @@ import (
 
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
+	"github.com/flowmesh/flowmesh/queue"
 )
 
 // session is one client connection's protocol state. It lives on the
@@ -28,6 +29,8 @@ type session struct {
 
 	subs  map[string]*subscription // by sid
 	ssubs map[string]*streamSub    // stream group memberships, by sid
+
+	worker *queue.Worker // set by QWORKER
 
 	// wantsHeaders mirrors headers for publishers on other loops, which
 	// read it when they deliver to this session.
@@ -153,6 +156,9 @@ func (s *session) sendReply(frame []byte) {
 
 func (s *session) close() {
 	s.leaveStreams()
+	if s.worker != nil {
+		s.worker.Leave()
+	}
 	for sid, sub := range s.subs {
 		s.srv.subs.Remove(sub.subject, sub.queue, sub)
 		delete(s.subs, sid)

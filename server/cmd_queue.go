@@ -1,0 +1,516 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flowmesh/flowmesh/protocol"
+	"github.com/flowmesh/flowmesh/queue"
+)
+
+// Queue verbs: thin adapters from frames to the queue engine, on the
+// connection's loop. As for streams, metadata changes (QCREATE, QALTER,
+// QDELETE, QPAUSE, QRESUME) run on the loop so they take effect in order;
+// enqueues complete from the log's writer; reserves, acks, nacks and the
+// rest complete once the queue's goroutine has written the state change;
+// browsing reads the log on its own goroutine.
+//
+// QGET with wait=D holds its reply (and so the replies after it on the
+// same connection) until a job comes or D passes, like Redis' BLPOP: a
+// worker fetches on a connection of its own (the Go SDK does).
+
+func (s *Server) registerQueue() {
+	h := map[protocol.Verb]HandlerFunc{
+		protocol.VerbQCreate: s.qcreate, protocol.VerbQAlter: s.qalter, protocol.VerbQDelete: s.qdelete,
+		protocol.VerbQList: s.qlist, protocol.VerbQInfo: s.qinfo, protocol.VerbQPut: s.qput, protocol.VerbQGet: s.qget,
+		protocol.VerbQAck: s.qack, protocol.VerbQNack: s.qnack, protocol.VerbQTouch: s.qtouch,
+		protocol.VerbQBrowse: s.qbrowse, protocol.VerbQRedrive: s.qredrive, protocol.VerbQPurge: s.qpurge,
+		protocol.VerbQPause: s.qpause, protocol.VerbQResume: s.qresume, protocol.VerbQWorker: s.qworker,
+		protocol.VerbQHb: s.qhb, protocol.VerbQWorkers: s.qworkers,
+	}
+	for _, spec := range protocol.QueueSpecs() {
+		s.Handle(spec, h[spec.ID])
+	}
+}
+
+var queueRedundant = []error{queue.ErrQueueExists, queue.ErrTooLarge, queue.ErrBadConfig, queue.ErrBadName, queue.ErrNotReserved}
+
+// queueErr maps an engine error to its wire error.
+func queueErr(err error) *protocol.Error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	code := protocol.CodeStorage
+	switch {
+	case errors.Is(err, queue.ErrQueueNotFound), errors.Is(err, queue.ErrJobNotFound):
+		code = protocol.CodeNotFound
+	case errors.Is(err, queue.ErrQueueExists):
+		code = protocol.CodeExists
+	case errors.Is(err, queue.ErrTooLarge):
+		code = protocol.CodeTooLarge
+	case errors.Is(err, queue.ErrNotReserved):
+		code = protocol.CodeNotReserved
+	case errors.Is(err, queue.ErrBadConfig), errors.Is(err, queue.ErrBadName), errors.Is(err, queue.ErrBadDelay),
+		errors.Is(err, queue.ErrBadAttempts), errors.Is(err, queue.ErrNotDead):
+		code = protocol.CodeBadArgs
+	case errors.Is(err, queue.ErrClosed):
+		code = protocol.CodeShuttingDown
+	}
+	detail := err.Error()
+	for _, e := range queueRedundant {
+		if errors.Is(err, e) {
+			detail = strings.TrimPrefix(detail, e.Error()+": ")
+		}
+	}
+	return &protocol.Error{Code: code, Detail: strings.TrimPrefix(detail, "queue: ")}
+}
+
+func (s *Server) queueConfig(args [][]byte, base queue.Config) (queue.Config, *protocol.Error) {
+	for _, a := range args {
+		k, v, ok := kv(a)
+		if !ok {
+			return base, badArgs("%q: settings are key=value", a)
+		}
+		if err := base.Set(k, v); err != nil {
+			return base, queueErr(err)
+		}
+	}
+	return base, nil
+}
+
+func (s *Server) qcreate(c *Call) {
+	cfg, perr := s.queueConfig(c.Frame.Args[1:], s.queues.Defaults())
+	if perr != nil {
+		c.Err(perr)
+		return
+	}
+	if _, err := s.queues.Create(string(c.Frame.Args[0]), cfg); err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	c.OK()
+}
+
+func (s *Server) qalter(c *Call) {
+	_, err := s.queues.Alter(string(c.Frame.Args[0]), func(cfg *queue.Config) error {
+		next, perr := s.queueConfig(c.Frame.Args[1:], *cfg)
+		if perr != nil {
+			return perr
+		}
+		*cfg = next
+		return nil
+	})
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	c.OK()
+}
+
+func (s *Server) setPaused(c *Call, paused bool) {
+	_, err := s.queues.Alter(string(c.Frame.Args[0]), func(cfg *queue.Config) error { cfg.Paused = paused; return nil })
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	c.OK()
+}
+
+func (s *Server) qpause(c *Call)  { s.setPaused(c, true) }
+func (s *Server) qresume(c *Call) { s.setPaused(c, false) }
+
+func (s *Server) qdelete(c *Call) {
+	if err := s.queues.Delete(string(c.Frame.Args[0])); err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	c.OK()
+}
+
+func (s *Server) qlist(c *Call) {
+	b, _ := json.Marshal(s.queues.Queues())
+	c.Res(nil, nil, b)
+}
+
+func (s *Server) qinfo(c *Call) {
+	q, err := s.queues.Queue(string(c.Frame.Args[0]), false)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	b, _ := json.Marshal(q.Info())
+	c.Res(nil, nil, b)
+}
+
+// duration reads a duration argument.
+func duration(v, what string) (time.Duration, *protocol.Error) {
+	d, err := queue.ParseDuration(v)
+	if err != nil {
+		return 0, badArgs("%s=%q: %v", what, v, err)
+	}
+	return d, nil
+}
+
+// qput: QPUT <queue> [delay=D] [at=T] [priority=N] [key=K] [max_attempts=N] <#bytes>
+func (s *Server) qput(c *Call) {
+	f := c.Frame
+	r := queue.EnqueueRequest{Payload: f.Payload, Header: f.Header}
+	for _, a := range f.Args[1:] {
+		k, v, ok := kv(a)
+		var perr *protocol.Error
+		switch {
+		case !ok:
+			perr = badArgs("%q: QPUT options are key=value", a)
+		case k == "delay":
+			r.Delay, perr = duration(v, k)
+		case k == "at":
+			ms, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t, terr := time.Parse(time.RFC3339Nano, v)
+				if terr != nil {
+					perr = badArgs("at=%q: want RFC 3339 or Unix milliseconds", v)
+				}
+				r.RunAt = t
+			} else {
+				r.RunAt = time.UnixMilli(ms)
+			}
+		case k == "priority":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < -1000 || n > 1000 {
+				perr = badArgs("priority=%q: want an integer in [-1000, 1000]", v)
+			}
+			r.Priority = n
+		case k == "key":
+			r.Key = v
+		case k == "max_attempts":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1000 {
+				perr = badArgs("max_attempts=%q: want 1 to 1000", v)
+			}
+			r.MaxAttempts = n
+		default:
+			perr = badArgs("unknown QPUT option %q", k)
+		}
+		if perr != nil {
+			c.Err(perr)
+			return
+		}
+	}
+	q, err := s.queues.Queue(string(f.Args[0]), true)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	p := c.Defer()
+	q.Enqueue(&r, func(id uint64, dup bool, err error) {
+		if err != nil {
+			p.Err(queueErr(err))
+			return
+		}
+		if dup {
+			p.OK(strconv.AppendUint(nil, id, 10), []byte("duplicate"))
+			return
+		}
+		p.OK(strconv.AppendUint(nil, id, 10))
+	})
+}
+
+// maxWait bounds a long poll.
+const maxWait = 20 * time.Minute
+
+// qget: QGET <queue> [max=N] [wait=D] [visibility=D] → JOB frames, then +OK <count>
+func (s *Server) qget(c *Call) {
+	f := c.Frame
+	max, wait, vis := 1, time.Duration(0), time.Duration(0)
+	for _, a := range f.Args[1:] {
+		k, v, _ := kv(a)
+		var perr *protocol.Error
+		switch k {
+		case "max":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 10000 {
+				perr = badArgs("max=%q: want 1 to 10000", v)
+			}
+			max = n
+		case "wait":
+			wait, perr = duration(v, k)
+			wait = min(wait, maxWait)
+		case "visibility":
+			vis, perr = duration(v, k)
+		default:
+			perr = badArgs("unknown QGET option %q", a)
+		}
+		if perr != nil {
+			c.Err(perr)
+			return
+		}
+	}
+	q, err := s.queues.Queue(string(f.Args[0]), false)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	name, w := q.Name(), c.s.worker
+	p := c.Defer()
+	q.Reserve(max, wait, vis, func(ds []queue.Delivery, err error) {
+		if err != nil && len(ds) == 0 {
+			p.Err(queueErr(err))
+			return
+		}
+		var b []byte
+		for _, d := range ds {
+			b = protocol.AppendJob(b, name, d.ID, d.Attempt, d.EnqueuedAt, d.Header, d.Payload)
+		}
+		b = protocol.AppendOK(b, strconv.AppendInt(nil, int64(len(ds)), 10))
+		if w != nil && len(ds) > 0 {
+			w.Reserved(len(ds))
+		}
+		p.complete(b)
+	})
+}
+
+// jobArgs reads <queue> <id> <attempt>.
+func (s *Server) jobArgs(c *Call) (*queue.Queue, uint64, int, bool) {
+	a := c.Frame.Args
+	id, att := protocol.ParseUint(a[1]), protocol.ParseUint(a[2])
+	if id < 0 || att < 1 || att > 1<<20 {
+		c.Err(badArgs("want <queue> <id> <attempt>, got %q %q", a[1], a[2]))
+		return nil, 0, 0, false
+	}
+	q, err := s.queues.Queue(string(a[0]), false)
+	if err != nil {
+		c.Err(queueErr(err))
+		return nil, 0, 0, false
+	}
+	return q, uint64(id), int(att), true
+}
+
+func (s *Server) qack(c *Call) {
+	q, id, att, ok := s.jobArgs(c)
+	if !ok {
+		return
+	}
+	w := c.s.worker
+	p := c.Defer()
+	q.Ack(id, att, func(took time.Duration, err error) {
+		if err != nil {
+			p.Err(queueErr(err))
+			return
+		}
+		if w != nil {
+			w.Done(true, took)
+		}
+		p.OK()
+	})
+}
+
+// qnack: QNACK <queue> <id> <attempt> [delay=D|fail] <#bytes>\r\n<error text>
+func (s *Server) qnack(c *Call) {
+	var o queue.NackOpts
+	if len(c.Frame.Args) == 4 {
+		switch k, v, _ := kv(c.Frame.Args[3]); {
+		case string(c.Frame.Args[3]) == "fail":
+			o.Fail = true
+		case k == "delay":
+			d, perr := duration(v, k)
+			if perr != nil {
+				c.Err(perr)
+				return
+			}
+			o.Delay, o.UseDelay = d, true
+		default:
+			c.Err(badArgs("QNACK option %q: want delay=D or fail", c.Frame.Args[3]))
+			return
+		}
+	}
+	o.Error = string(c.Frame.Payload)
+	q, id, att, ok := s.jobArgs(c)
+	if !ok {
+		return
+	}
+	w := c.s.worker
+	p := c.Defer()
+	q.Nack(id, att, o, func(where queue.Where, took time.Duration, err error) {
+		if err != nil {
+			p.Err(queueErr(err))
+			return
+		}
+		if w != nil {
+			w.Done(false, took)
+		}
+		p.OK([]byte(where.String()))
+	})
+}
+
+func (s *Server) qtouch(c *Call) {
+	var ext time.Duration
+	if len(c.Frame.Args) == 4 {
+		k, v, _ := kv(c.Frame.Args[3])
+		if k != "ext" {
+			c.Err(badArgs("QTOUCH option %q: want ext=D", c.Frame.Args[3]))
+			return
+		}
+		var perr *protocol.Error
+		if ext, perr = duration(v, k); perr != nil {
+			c.Err(perr)
+			return
+		}
+	}
+	q, id, att, ok := s.jobArgs(c)
+	if !ok {
+		return
+	}
+	p := c.Defer()
+	q.Touch(id, att, ext, func(err error) {
+		if err != nil {
+			p.Err(queueErr(err))
+			return
+		}
+		p.OK()
+	})
+}
+
+var whereNames = map[string]queue.Where{"ready": queue.Ready, "delayed": queue.Delayed, "in_flight": queue.InFlight, "dead": queue.Dead}
+
+// qbrowse: QBROWSE <queue> <ready|delayed|in_flight|dead> [from=ID] [limit=N] → RES {jobs, next}
+func (s *Server) qbrowse(c *Call) {
+	a := c.Frame.Args
+	where, ok := whereNames[string(a[1])]
+	if !ok {
+		c.Err(badArgs("QBROWSE state %q: want ready, delayed, in_flight or dead", a[1]))
+		return
+	}
+	from, limit := uint64(0), 100
+	for _, arg := range a[2:] {
+		k, v, _ := kv(arg)
+		n := protocol.ParseUint([]byte(v))
+		switch {
+		case k == "from" && n >= 0:
+			from = uint64(n)
+		case k == "limit" && n > 0:
+			limit = int(min(n, 1000))
+		default:
+			c.Err(badArgs("QBROWSE option %q: want from=ID or limit=N", arg))
+			return
+		}
+	}
+	q, err := s.queues.Queue(string(a[0]), false)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	c.async(func(p *Pending) {
+		jobs, err := q.Browse(where, from, limit)
+		if err != nil {
+			p.Err(queueErr(err))
+			return
+		}
+		page := struct {
+			Jobs []queue.JobView `json:"jobs"`
+			Next *uint64         `json:"next,omitempty"` // from= of the next page, if this one was full
+		}{Jobs: jobs}
+		if len(jobs) == limit {
+			next := jobs[len(jobs)-1].ID + 1
+			page.Next = &next
+		}
+		b, _ := json.Marshal(page)
+		p.Res(nil, nil, b)
+	})
+}
+
+// qredrive: QREDRIVE <queue> <id|all>
+func (s *Server) qredrive(c *Call) {
+	arg := c.Frame.Args[1]
+	all := string(arg) == "all"
+	id := protocol.ParseUint(arg)
+	if !all && id < 0 {
+		c.Err(badArgs("QREDRIVE %q: want a job id or all", arg))
+		return
+	}
+	q, err := s.queues.Queue(string(c.Frame.Args[0]), false)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	p := c.Defer()
+	q.Redrive(uint64(max(id, 0)), all, func(n int, err error) {
+		if err != nil {
+			p.Err(queueErr(err))
+			return
+		}
+		p.OK([]byte(strconv.Itoa(n)))
+	})
+}
+
+// qpurge: QPURGE <queue> [dead]
+func (s *Server) qpurge(c *Call) {
+	dead := len(c.Frame.Args) == 2
+	if dead && string(c.Frame.Args[1]) != "dead" {
+		c.Err(badArgs("QPURGE %q: the only option is dead", c.Frame.Args[1]))
+		return
+	}
+	q, err := s.queues.Queue(string(c.Frame.Args[0]), false)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	p := c.Defer()
+	q.Purge(dead, func(n int, err error) {
+		if err != nil {
+			p.Err(queueErr(err))
+			return
+		}
+		p.OK([]byte(strconv.Itoa(n)))
+	})
+}
+
+// qworker: QWORKER <name> <queue[,queue...]> [concurrency=N]: this
+// connection is that worker until it closes.
+func (s *Server) qworker(c *Call) {
+	a := c.Frame.Args
+	conc := 1
+	if len(a) == 3 {
+		k, v, _ := kv(a[2])
+		n, err := strconv.Atoi(v)
+		if k != "concurrency" || err != nil || n < 1 || n > 100000 {
+			c.Err(badArgs("QWORKER option %q: want concurrency=N", a[2]))
+			return
+		}
+		conc = n
+	}
+	w, err := s.queues.RegisterWorker(string(a[0]), strings.Split(string(a[1]), ","), conc)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	if c.s.worker != nil {
+		c.s.worker.Leave()
+	}
+	c.s.worker = w
+	c.OK([]byte(w.ID()))
+}
+
+func (s *Server) qhb(c *Call) {
+	if c.s.worker == nil {
+		c.quiet(badArgs("QHB without QWORKER"))
+		return
+	}
+	c.s.worker.Heartbeat()
+	c.quiet(nil)
+}
+
+func (s *Server) qworkers(c *Call) {
+	b, _ := json.Marshal(s.queues.Workers())
+	c.Res(nil, nil, b)
+}
+
+// queueOptions builds the queue engine's options from the node's config.
+func (s *Server) queueOptions(dir string) queue.Options {
+	d := queue.DefaultConfig(s.cfg.MaxPayload, s.cfg.Fsync)
+	return queue.Options{Dir: dir, Store: s.store, Defaults: d, AutoCreate: true, Logger: s.log,
+		FsyncInterval: time.Duration(s.cfg.FsyncInterval)}
+}

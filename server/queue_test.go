@@ -1,0 +1,89 @@
+package server
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+// TestQueueWire is the nc session of docs/protocol.md's queue section.
+func TestQueueWire(t *testing.T) {
+	s := startServer(t, Config{MaxPayload: 1024})
+	w := dial(t, s)
+	w.send("QCREATE emails.send max_attempts=2 visibility=30s backoff_base=0s\r\n")
+	w.expect("+OK")
+	w.send("QCREATE emails.send\r\n")
+	w.expect("-ERR 'Already Exists: \"emails.send\"'")
+	w.send("QPUT emails.send 5\r\nhello\r\n")
+	w.expect("+OK 0")
+	w.send("HQPUT emails.send key=order-7 priority=5 26 29\r\nNATS/1.0\r\ntrace_id: 7\r\n\r\nabc\r\n")
+	w.expect("+OK 1")
+	w.send("QPUT emails.send key=order-7 3\r\nabc\r\n")
+	w.expect("+OK 1 duplicate")
+	w.send("QPUT emails.send delay=1h 5\r\nlater\r\n")
+	w.expect("+OK 2")
+	w.send("QPUT emails.send delay=-1s 1\r\nx\r\n")
+	w.expectPrefix("-ERR 'Invalid Arguments: delay=")
+	w.send("QGET emails.send max=5\r\n")
+	w.expectPrefix("HJOB emails.send 1 1 ") // priority first
+	w.expect("NATS/1.0", "trace_id: 7", "", "abc")
+	w.expectPrefix("JOB emails.send 0 1 ")
+	w.expect("hello", "+OK 2")
+	w.send("QACK emails.send 1 1\r\nQACK emails.send 1 1\r\nQACK emails.send 0 7\r\n")
+	w.expect("+OK")
+	w.expectPrefix("-ERR 'Not Found: job not found: 1")
+	w.expectPrefix("-ERR 'Job Not Reserved: job 0 is in_flight at attempt 1, not in flight at attempt 7")
+	w.send("QNACK emails.send 0 1 9\r\nsmtp down\r\n")
+	w.expect("+OK ready") // backoff_base=0s: retried at once
+	w.send("QGET emails.send\r\n")
+	w.expectPrefix("JOB emails.send 0 2 ")
+	w.expect("hello", "+OK 1")
+	w.send("QNACK emails.send 0 2 10\r\nstill down\r\n")
+	w.expect("+OK dead") // max_attempts=2
+	w.send("QBROWSE emails.send dead\r\n")
+	var page struct {
+		Jobs []struct {
+			ID        uint64
+			State     string
+			Attempts  int
+			LastError string `json:"last_error"`
+			Payload   []byte
+		}
+	}
+	if err := json.Unmarshal(readRes(t, w), &page); err != nil || len(page.Jobs) != 1 || page.Jobs[0].LastError != "still down" ||
+		string(page.Jobs[0].Payload) != "hello" || page.Jobs[0].Attempts != 2 {
+		t.Fatalf("browse dead: %+v %v", page, err)
+	}
+	w.send("QREDRIVE emails.send all\r\nQINFO emails.send\r\n")
+	w.expect("+OK 1")
+	var info struct {
+		Ready, Delayed, Dead int
+		InFlight             int `json:"in_flight"`
+	}
+	json.Unmarshal(readRes(t, w), &info)
+	if info.Ready != 1 || info.Delayed != 1 || info.Dead != 0 {
+		t.Fatalf("QINFO after redrive: %+v", info)
+	}
+	w.send("QPAUSE emails.send\r\nQGET emails.send\r\nQRESUME emails.send\r\nQGET emails.send wait=1s\r\n")
+	w.expect("+OK", "+OK 0", "+OK")
+	w.expectPrefix("JOB emails.send 0 1 ")
+	w.expect("hello", "+OK 1")
+	w.send("QWORKER mailer emails.send concurrency=4\r\n")
+	w.expectPrefix("+OK mailer-")
+	w.send("QACK emails.send 0 1\r\n")
+	w.expect("+OK") // worker counters move when the ack is durable
+	w.send("QWORKERS\r\n")
+	if b := string(readRes(t, w)); !strings.Contains(b, `"name":"mailer"`) || !strings.Contains(b, `"processed":1`) {
+		t.Fatalf("QWORKERS = %s", b)
+	}
+	w.send("QGET nosuch\r\nQPUT emails.send 2000\r\n")
+	w.expect("-ERR 'Not Found: queue not found: \"nosuch\"'")
+	w.expectPrefix("-ERR 'Maximum Payload Violation")
+	w.expectClosed()
+	w = dial(t, s)
+	w.send("QPURGE emails.send\r\nQDELETE emails.send\r\nQLIST\r\n")
+	w.expect("+OK 1", "+OK")
+	if b := string(readRes(t, w)); b != "[]" {
+		t.Fatalf("QLIST after delete: %s", b)
+	}
+}

@@ -14,7 +14,7 @@ import (
 // and T.PUT answer later from another goroutine after a random delay, as an
 // append waiting on fsync would.
 const (
-	verbFast protocol.Verb = protocol.FirstQueueVerb + 16 + iota // clear of the engines' verbs
+	verbFast protocol.Verb = 200 + iota // clear of the engines' verbs (64-199)
 	verbSlow
 	verbPut
 	verbHPut

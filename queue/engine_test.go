@@ -257,8 +257,11 @@ func TestBrowseRedrivePurgeWorkers(t *testing.T) {
 		enq(t, q, EnqueueRequest{Payload: []byte(fmt.Sprint(i))})
 	}
 	w, _ := n.e.RegisterWorker("mailer", []string{"q"}, 4)
-	ds := reserve(t, q, 2, 0)
-	w.Reserved(len(ds))
+	dch := make(chan []Delivery, 1)
+	clk.Add(3 * time.Millisecond)
+	q.ReserveFor(w, 2, 0, 0, func(ds []Delivery, err error) { dch <- ds })
+	ds := <-dch
+	clk.Add(3 * time.Millisecond)
 	done := make(chan Where, 2)
 	for _, d := range ds {
 		q.Nack(d.ID, d.Attempt, NackOpts{Fail: true, Error: "boom " + string(d.Payload)}, func(wh Where, _ time.Duration, err error) {
@@ -267,7 +270,6 @@ func TestBrowseRedrivePurgeWorkers(t *testing.T) {
 			}
 			done <- wh
 		})
-		w.Done(false, 3*time.Millisecond)
 	}
 	<-done
 	<-done

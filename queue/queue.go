@@ -73,6 +73,7 @@ type op struct {
 }
 
 type waiter struct {
+	holder     *Worker // nil for an anonymous reserver
 	max        int
 	visibility time.Duration
 	deadline   int64 // Unix ns; 0: answer at once
@@ -394,12 +395,18 @@ func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err erro
 // goroutine once the reservations are durable, with the jobs (none if the
 // wait ran out) or an error.
 func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Delivery, error)) {
+	q.ReserveFor(nil, max, wait, visibility, cb)
+}
+
+// ReserveFor is Reserve on behalf of a registered worker, whose counters
+// then follow the jobs it holds (whichever connection acks them).
+func (q *Queue) ReserveFor(wk *Worker, max int, wait, visibility time.Duration, cb func([]Delivery, error)) {
 	if max < 1 {
 		cb(nil, fmt.Errorf("%w: reserve of %d jobs", ErrBadConfig, max))
 		return
 	}
 	now := q.e.opts.Now()
-	w := &waiter{max: max, visibility: visibility, cb: cb}
+	w := &waiter{holder: wk, max: max, visibility: visibility, cb: cb}
 	q.mu.Lock()
 	if q.closed != nil {
 		err := q.closed
@@ -414,8 +421,10 @@ func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Deliv
 	if len(q.waiters) == 0 {
 		if jobs := q.st.Reserve(max, now.UnixNano(), visibility); len(jobs) > 0 {
 			for _, j := range jobs {
+				j.Holder = wk
 				q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
 			}
+			wk.reserved(len(jobs))
 			q.ready = append(q.ready, delivery{w: w, jobs: jobs})
 			q.mu.Unlock()
 			q.kick()
@@ -437,10 +446,17 @@ func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Deliv
 // cb runs once that is durable, with how long the job was in flight.
 func (q *Queue) Ack(id uint64, attempt int, cb func(took time.Duration, err error)) {
 	var took time.Duration
-	q.change(func(err error) { cb(took, err) }, func() ([]op, error) {
+	var wk *Worker
+	q.change(func(err error) {
+		if err == nil {
+			wk.done(true, took)
+		}
+		cb(took, err)
+	}, func() ([]op, error) {
 		var reservedAt int64
 		if j := q.st.Lookup(id); j != nil {
 			reservedAt = j.ReservedAt
+			wk, _ = j.Holder.(*Worker)
 		}
 		if err := q.st.Ack(id, attempt); err != nil {
 			return nil, err
@@ -458,9 +474,17 @@ func (q *Queue) Ack(id uint64, attempt int, cb func(took time.Duration, err erro
 func (q *Queue) Nack(id uint64, attempt int, o NackOpts, cb func(Where, time.Duration, error)) {
 	var where Where
 	var took time.Duration
-	q.change(func(err error) { cb(where, took, err) }, func() ([]op, error) {
-		if j := q.st.Lookup(id); j != nil && j.ReservedAt > 0 {
+	var wk *Worker
+	q.change(func(err error) {
+		if err == nil {
+			wk.done(false, took)
+		}
+		cb(where, took, err)
+	}, func() ([]op, error) {
+		if j := q.st.Lookup(id); j != nil && j.Where == InFlight && j.Attempts == attempt {
 			took = time.Duration(q.e.opts.Now().UnixNano() - j.ReservedAt)
+			wk, _ = j.Holder.(*Worker)
+			j.Holder = nil
 		}
 		w, err := q.st.Nack(id, attempt, q.e.opts.Now().UnixNano(), o)
 		if err != nil {
@@ -516,6 +540,10 @@ func (q *Queue) run() {
 		_, expired := q.st.Advance(now.UnixNano())
 		for _, j := range expired {
 			q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
+			if wk, _ := j.Holder.(*Worker); wk != nil {
+				wk.done(false, time.Duration(now.UnixNano()-j.ReservedAt))
+			}
+			j.Holder = nil
 		}
 		deliveries := append(q.ready, q.serveWaiters(now.UnixNano())...)
 		q.ready = nil
@@ -582,8 +610,10 @@ func (q *Queue) serveWaiters(now int64) []delivery {
 		jobs := q.st.Reserve(w.max, now, w.visibility)
 		if len(jobs) > 0 {
 			for _, j := range jobs {
+				j.Holder = w.holder
 				q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
 			}
+			w.holder.reserved(len(jobs))
 			out = append(out, delivery{w: w, jobs: jobs})
 			continue
 		}

@@ -67,6 +67,7 @@ type Job struct {
 	Deadline    int64 // InFlight: when its visibility timeout passes
 	DeadAt      int64 // Dead: when it was dead-lettered
 	ReservedAt  int64 // InFlight: when this attempt was handed out
+	Holder      any   // InFlight: who holds it (the driver's worker), opaque here
 	LastError   string
 	Key         string // idempotency key, if any
 	Size        int    // payload bytes, for stats

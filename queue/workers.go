@@ -103,8 +103,11 @@ func (w *Worker) Heartbeat() {
 	ws.mu.Unlock()
 }
 
-// Reserved counts n jobs handed to the worker.
-func (w *Worker) Reserved(n int) {
+// reserved counts n jobs handed to the worker (nil: nobody's).
+func (w *Worker) reserved(n int) {
+	if w == nil {
+		return
+	}
 	ws := &w.e.workers
 	ws.mu.Lock()
 	w.inFlight += n
@@ -112,9 +115,12 @@ func (w *Worker) Reserved(n int) {
 	ws.mu.Unlock()
 }
 
-// Done counts one finished job: ok (acked) or failed (nacked), and how
-// long it took.
-func (w *Worker) Done(ok bool, took time.Duration) {
+// done counts one job the worker held that finished: acked (ok), or
+// nacked or timed out, and how long it was held.
+func (w *Worker) done(ok bool, took time.Duration) {
+	if w == nil {
+		return
+	}
 	ws := &w.e.workers
 	ws.mu.Lock()
 	if w.inFlight > 0 {

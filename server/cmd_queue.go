@@ -254,9 +254,9 @@ func (s *Server) qget(c *Call) {
 		c.Err(queueErr(err))
 		return
 	}
-	name, w := q.Name(), c.s.worker
+	name := q.Name()
 	p := c.Defer()
-	q.Reserve(max, wait, vis, func(ds []queue.Delivery, err error) {
+	q.ReserveFor(c.s.worker, max, wait, vis, func(ds []queue.Delivery, err error) {
 		if err != nil && len(ds) == 0 {
 			p.Err(queueErr(err))
 			return
@@ -266,9 +266,6 @@ func (s *Server) qget(c *Call) {
 			b = protocol.AppendJob(b, name, d.ID, d.Attempt, d.EnqueuedAt, d.Header, d.Payload)
 		}
 		b = protocol.AppendOK(b, strconv.AppendInt(nil, int64(len(ds)), 10))
-		if w != nil && len(ds) > 0 {
-			w.Reserved(len(ds))
-		}
 		p.complete(b)
 	})
 }
@@ -294,15 +291,11 @@ func (s *Server) qack(c *Call) {
 	if !ok {
 		return
 	}
-	w := c.s.worker
 	p := c.Defer()
-	q.Ack(id, att, func(took time.Duration, err error) {
+	q.Ack(id, att, func(_ time.Duration, err error) {
 		if err != nil {
 			p.Err(queueErr(err))
 			return
-		}
-		if w != nil {
-			w.Done(true, took)
 		}
 		p.OK()
 	})
@@ -332,15 +325,11 @@ func (s *Server) qnack(c *Call) {
 	if !ok {
 		return
 	}
-	w := c.s.worker
 	p := c.Defer()
-	q.Nack(id, att, o, func(where queue.Where, took time.Duration, err error) {
+	q.Nack(id, att, o, func(where queue.Where, _ time.Duration, err error) {
 		if err != nil {
 			p.Err(queueErr(err))
 			return
-		}
-		if w != nil {
-			w.Done(false, took)
 		}
 		p.OK([]byte(where.String()))
 	})

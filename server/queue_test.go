@@ -64,12 +64,12 @@ func TestQueueWire(t *testing.T) {
 	if info.Ready != 1 || info.Delayed != 1 || info.Dead != 0 {
 		t.Fatalf("QINFO after redrive: %+v", info)
 	}
+	w.send("QWORKER mailer emails.send concurrency=4\r\n")
+	w.expectPrefix("+OK mailer-")
 	w.send("QPAUSE emails.send\r\nQGET emails.send\r\nQRESUME emails.send\r\nQGET emails.send wait=1s\r\n")
 	w.expect("+OK", "+OK 0", "+OK")
 	w.expectPrefix("JOB emails.send 0 1 ")
 	w.expect("hello", "+OK 1")
-	w.send("QWORKER mailer emails.send concurrency=4\r\n")
-	w.expectPrefix("+OK mailer-")
 	w.send("QACK emails.send 0 1\r\n")
 	w.expect("+OK") // worker counters move when the ack is durable
 	w.send("QWORKERS\r\n")

@@ -47,7 +47,9 @@ type Conn struct {
 
 	// Stream is the event-stream API: topics, writes, reads, consumer
 	// groups.
-	Stream   *Streams
+	Stream *Streams
+	// Queue is the job-queue API: enqueue, workers, admin.
+	Queue    *Queues
 	writerWG sync.WaitGroup
 	readerWG sync.WaitGroup
 }
@@ -67,6 +69,7 @@ type call struct {
 	verb   protocol.Verb // VerbOK, VerbRes, VerbPong or VerbErr once answered
 	args   [][]byte
 	events []*Event // an SREAD's events, which come before its +OK
+	jobs   []*Job   // a QGET's jobs, likewise
 	hdr    []byte
 	data   []byte
 	err    error
@@ -87,6 +90,7 @@ func Connect(ctx context.Context, rawURL string, opts ...Option) (*Conn, error) 
 		kick: make(chan struct{}, 1), closedCh: make(chan struct{}), producer: newProducerID(),
 		writeSlots: make(chan struct{}, MaxInflightWrites)}
 	c.Stream = &Streams{c: c}
+	c.Queue = &Queues{c: c}
 	nc, br, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
@@ -273,7 +277,8 @@ func (c *Conn) readFrames(br io.Reader) error {
 	}
 }
 
-var clientTable = protocol.NewTable(append(protocol.ClientSpecs(), protocol.StreamClientSpecs()...)...)
+var clientTable = protocol.NewTable(append(append(protocol.ClientSpecs(), protocol.StreamClientSpecs()...),
+	protocol.QueueClientSpecs()...)...)
 
 func (c *Conn) handleFrame(f *protocol.Frame) {
 	switch f.Verb {
@@ -283,6 +288,8 @@ func (c *Conn) handleFrame(f *protocol.Frame) {
 		c.deliverEvent(f)
 	case protocol.VerbSAssign, protocol.VerbSClosed:
 		c.consumerNotice(f)
+	case protocol.VerbJob, protocol.VerbHJob:
+		c.addJob(f)
 	case protocol.VerbPing:
 		c.write(protocol.AppendPong(nil))
 	case protocol.VerbInfo:
@@ -330,6 +337,21 @@ func (c *Conn) complete(v protocol.Verb, f *protocol.Frame, err error) bool {
 	}
 	close(cl.done)
 	return true
+}
+
+// addJob gives a QGET's job to the call whose reply comes next.
+func (c *Conn) addJob(f *protocol.Frame) {
+	j, err := parseJob(f)
+	if err != nil {
+		c.opts.logger.Warn("flowmesh: dropped a bad job frame", "err", err)
+		return
+	}
+	j.conn = c
+	c.mu.Lock()
+	if len(c.pending) > 0 {
+		c.pending[0].jobs = append(c.pending[0].jobs, j)
+	}
+	c.mu.Unlock()
 }
 
 // addEvent gives an SREAD's event to the call whose reply comes next.

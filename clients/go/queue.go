@@ -1,0 +1,473 @@
+package flowmesh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/flowmesh/flowmesh/protocol"
+)
+
+// Queues is the job-queue API of a Conn (Conn.Queue).
+type Queues struct{ c *Conn }
+
+// Job is a reserved job.
+type Job struct {
+	Queue      string
+	ID         uint64
+	Attempt    int // 1 on the first delivery
+	EnqueuedAt time.Time
+	Header     Header // nil if none
+	Payload    []byte
+
+	conn *Conn // where acks go
+}
+
+func parseJob(f *protocol.Frame) (*Job, error) {
+	a := f.Args // <queue> <id> <attempt> <enqueued-ns>
+	id, att, ts := protocol.ParseUint(a[1]), protocol.ParseUint(a[2]), parseNanos(a[3])
+	if id < 0 || att < 1 || ts < 0 {
+		return nil, fmt.Errorf("flowmesh: bad job frame %q", a)
+	}
+	j := &Job{Queue: string(a[0]), ID: uint64(id), Attempt: int(att), EnqueuedAt: time.Unix(0, ts), Payload: append([]byte{}, f.Payload...)}
+	if f.Header != nil {
+		j.Header, _ = decodeHeader(f.Header)
+	}
+	return j, nil
+}
+
+// EnqueueOption configures Enqueue.
+type EnqueueOption func(*enqueueOpts)
+
+type enqueueOpts struct {
+	delay       time.Duration
+	runAt       time.Time
+	priority    int
+	key         string
+	maxAttempts int
+	header      Header
+}
+
+// Delay makes the job ready after d.
+func Delay(d time.Duration) EnqueueOption { return func(o *enqueueOpts) { o.delay = d } }
+
+// RunAt makes the job ready at t.
+func RunAt(t time.Time) EnqueueOption { return func(o *enqueueOpts) { o.runAt = t } }
+
+// Priority sets the job's priority (-1000 to 1000; higher first).
+func Priority(p int) EnqueueOption { return func(o *enqueueOpts) { o.priority = p } }
+
+// IdempotencyKey makes a second enqueue with the same key, inside the
+// queue's dedup window, return the first job's id and store nothing. With a
+// key, an enqueue whose connection dropped is sent again after the
+// reconnect (safely).
+func IdempotencyKey(k string) EnqueueOption { return func(o *enqueueOpts) { o.key = k } }
+
+// MaxAttempts overrides the queue's max attempts for this job.
+func MaxAttempts(n int) EnqueueOption { return func(o *enqueueOpts) { o.maxAttempts = n } }
+
+// JobHeader attaches headers (trace_id, causation_id, ...) to the job.
+func JobHeader(h Header) EnqueueOption { return func(o *enqueueOpts) { o.header = h } }
+
+// Enqueue adds a job and returns its id once the server has it durable
+// per the queue's fsync policy.
+func (q *Queues) Enqueue(ctx context.Context, queue string, payload []byte, opts ...EnqueueOption) (uint64, error) {
+	var o enqueueOpts
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.delay < 0 {
+		return 0, errors.New("flowmesh: negative delay")
+	}
+	if o.key != "" && !protocol.ValidToken([]byte(o.key), 256) {
+		return 0, ErrBadKey
+	}
+	args := []string{queue}
+	switch {
+	case !o.runAt.IsZero():
+		args = append(args, "at="+strconv.FormatInt(o.runAt.UnixMilli(), 10))
+	case o.delay > 0:
+		args = append(args, "delay="+o.delay.String())
+	}
+	if o.priority != 0 {
+		args = append(args, "priority="+strconv.Itoa(o.priority))
+	}
+	if o.key != "" {
+		args = append(args, "key="+o.key)
+	}
+	if o.maxAttempts > 0 {
+		args = append(args, "max_attempts="+strconv.Itoa(o.maxAttempts))
+	}
+	hdr := o.header.encode()
+	build := func(b []byte) []byte { return protocol.AppendSized(b, "QPUT", args, hdr, payload) }
+	for attempt := 0; ; attempt++ {
+		cl, err := q.c.do(ctx, build)
+		if errors.Is(err, ErrConnectionLost) && o.key != "" && attempt < 10 {
+			continue // the key makes the retry harmless
+		}
+		if err != nil {
+			return 0, err
+		}
+		if len(cl.args) < 1 {
+			return 0, fmt.Errorf("flowmesh: bad QPUT reply %q", cl.args)
+		}
+		return strconv.ParseUint(string(cl.args[0]), 10, 64)
+	}
+}
+
+// Reserve takes up to max jobs, waiting up to wait for at least one. The
+// wait holds this connection's later replies; workers reserve on a
+// connection of their own (Worker does).
+func (q *Queues) Reserve(ctx context.Context, queue string, max int, wait time.Duration) ([]*Job, error) {
+	args := []string{queue, "max=" + strconv.Itoa(max)}
+	if wait > 0 {
+		args = append(args, "wait="+wait.String())
+	}
+	cl, err := q.c.do(ctx, func(b []byte) []byte { return protocol.AppendCommand(b, "QGET", args...) })
+	if err != nil {
+		return nil, err
+	}
+	return cl.jobs, nil
+}
+
+// Ack completes the job.
+func (j *Job) Ack(ctx context.Context) error {
+	_, err := j.conn.do(ctx, func(b []byte) []byte {
+		return protocol.AppendCommand(b, "QACK", j.Queue, itoa(j.ID), strconv.Itoa(j.Attempt))
+	})
+	return err
+}
+
+// Nack fails this attempt with reason: the job is retried per the queue's
+// backoff policy, or dead-lettered when its attempts are spent.
+func (j *Job) Nack(ctx context.Context, reason error) error { return j.nack(ctx, "", reason) }
+
+// Retry fails this attempt and retries the job after d.
+func (j *Job) Retry(ctx context.Context, d time.Duration, reason error) error {
+	return j.nack(ctx, "delay="+d.String(), reason)
+}
+
+// Fail dead-letters the job now, without retrying.
+func (j *Job) Fail(ctx context.Context, reason error) error { return j.nack(ctx, "fail", reason) }
+
+func (j *Job) nack(ctx context.Context, opt string, reason error) error {
+	args := []string{j.Queue, itoa(j.ID), strconv.Itoa(j.Attempt)}
+	if opt != "" {
+		args = append(args, opt)
+	}
+	text := []byte{}
+	if reason != nil {
+		text = []byte(reason.Error())
+	}
+	_, err := j.conn.do(ctx, func(b []byte) []byte { return protocol.AppendSized(b, "QNACK", args, nil, text) })
+	return err
+}
+
+// Touch extends the job's invisibility by ext (0: the queue's timeout).
+func (j *Job) Touch(ctx context.Context, ext time.Duration) error {
+	args := []string{j.Queue, itoa(j.ID), strconv.Itoa(j.Attempt)}
+	if ext > 0 {
+		args = append(args, "ext="+ext.String())
+	}
+	_, err := j.conn.do(ctx, func(b []byte) []byte { return protocol.AppendCommand(b, "QTOUCH", args...) })
+	return err
+}
+
+// PermanentError wraps an error that must not be retried: a worker
+// function returning it dead-letters the job at once.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent marks err as not worth retrying.
+func Permanent(err error) error { return &PermanentError{Err: err} }
+
+// WorkerOption configures Worker.
+type WorkerOption func(*workerOpts)
+
+type workerOpts struct {
+	concurrency int
+	name        string
+	wait        time.Duration
+}
+
+// Concurrency sets how many jobs the worker runs at once. Default 1.
+func Concurrency(n int) WorkerOption { return func(o *workerOpts) { o.concurrency = n } }
+
+// WorkerName sets the name the server shows for the worker. Default "worker".
+func WorkerName(n string) WorkerOption { return func(o *workerOpts) { o.name = n } }
+
+// Worker runs fn for each job of queue, up to Concurrency at once, until
+// ctx ends; then it waits for the jobs running and returns. A nil error
+// acks the job; an error nacks it (retried per the queue's policy;
+// Permanent(err) dead-letters it); a panic is recovered and counts as a
+// failure with its stack as the error. The worker registers with the
+// server (name, queue, concurrency) and heartbeats, and reserves on a
+// connection of its own so its long polls do not hold up the Conn's other
+// replies.
+func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.Context, job *Job) error, opts ...WorkerOption) error {
+	o := workerOpts{concurrency: 1, name: "worker", wait: 5 * time.Second}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.concurrency < 1 {
+		return errors.New("flowmesh: concurrency must be at least 1")
+	}
+	fetch, err := q.c.sibling(ctx)
+	if err != nil {
+		return err
+	}
+	defer fetch.Close()
+	if _, err := fetch.do(ctx, func(b []byte) []byte {
+		return protocol.AppendCommand(b, "QWORKER", o.name, queue, "concurrency="+strconv.Itoa(o.concurrency))
+	}); err != nil {
+		return err
+	}
+	slots := make(chan struct{}, o.concurrency)
+	var running sync.WaitGroup
+	defer running.Wait()
+	hb := time.NewTicker(10 * time.Second)
+	defer hb.Stop()
+	for {
+		// Wait for at least one free slot, then ask for as many jobs as
+		// there are free slots.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		free := 1
+		for free < o.concurrency {
+			select {
+			case slots <- struct{}{}:
+				free++
+				continue
+			default:
+			}
+			break
+		}
+		select {
+		case <-hb.C:
+			_ = fetch.write(protocol.AppendCommand(nil, "QHB"))
+		default:
+		}
+		jobs, err := fetch.Queue.Reserve(ctx, queue, free, o.wait)
+		if err != nil {
+			for i := 0; i < free; i++ {
+				<-slots
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			var fe *Error
+			if errors.As(err, &fe) && fe.Code == protocol.CodeNotFound {
+				return err // the queue is gone
+			}
+			q.c.opts.logger.Warn("flowmesh: worker reserve failed; retrying", "queue", queue, "err", err)
+			select {
+			case <-time.After(500 * time.Millisecond):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		for i := len(jobs); i < free; i++ {
+			<-slots // unused slots
+		}
+		for _, j := range jobs {
+			j.conn = q.c // acks on the main connection: they must not wait behind a long poll
+			running.Add(1)
+			go func() {
+				defer running.Done()
+				defer func() { <-slots }()
+				q.runJob(ctx, j, fn)
+			}()
+		}
+	}
+}
+
+func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error) {
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		return fn(ctx, j)
+	}()
+	// Acks use a context of their own: a worker stopping (ctx done) still
+	// reports the jobs it finished.
+	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var perm *PermanentError
+	switch {
+	case err == nil:
+		err = j.Ack(actx)
+	case errors.As(err, &perm):
+		err = j.Fail(actx, err)
+	default:
+		err = j.Nack(actx, err)
+	}
+	if err != nil {
+		q.c.opts.logger.Warn("flowmesh: job outcome not recorded; the job will come back after its visibility timeout",
+			"queue", j.Queue, "id", j.ID, "err", err)
+	}
+}
+
+// sibling opens another connection to the same server with the same
+// options.
+func (c *Conn) sibling(ctx context.Context) (*Conn, error) {
+	o := c.opts
+	opts := []Option{func(x *options) { *x = o }}
+	return Connect(ctx, "nats://"+c.addr, opts...)
+}
+
+// QueueConfig are a queue's settings; zero fields take the server's
+// defaults.
+type QueueConfig struct {
+	MaxAttempts       int
+	VisibilityTimeout time.Duration
+	BackoffBase       time.Duration
+	BackoffMax        time.Duration
+	DedupWindow       time.Duration
+	Fsync             string
+}
+
+func (qc QueueConfig) args() []string {
+	var a []string
+	if qc.MaxAttempts > 0 {
+		a = append(a, "max_attempts="+strconv.Itoa(qc.MaxAttempts))
+	}
+	for _, d := range []struct {
+		k string
+		v time.Duration
+	}{{"visibility_timeout", qc.VisibilityTimeout}, {"backoff_base", qc.BackoffBase}, {"backoff_max", qc.BackoffMax}, {"dedup_window", qc.DedupWindow}} {
+		if d.v > 0 {
+			a = append(a, d.k+"="+d.v.String())
+		}
+	}
+	if qc.Fsync != "" {
+		a = append(a, "fsync="+qc.Fsync)
+	}
+	return a
+}
+
+func (q *Queues) command(ctx context.Context, verb string, args ...string) (*call, error) {
+	return q.c.do(ctx, func(b []byte) []byte { return protocol.AppendCommand(b, verb, args...) })
+}
+
+// Create creates a queue.
+func (q *Queues) Create(ctx context.Context, name string, cfg QueueConfig) error {
+	_, err := q.command(ctx, "QCREATE", append([]string{name}, cfg.args()...)...)
+	return err
+}
+
+// Delete deletes a queue and its jobs.
+func (q *Queues) Delete(ctx context.Context, name string) error {
+	_, err := q.command(ctx, "QDELETE", name)
+	return err
+}
+
+// Pause stops delivery (enqueues go on); Resume restarts it.
+func (q *Queues) Pause(ctx context.Context, name string) error {
+	_, err := q.command(ctx, "QPAUSE", name)
+	return err
+}
+
+// Resume restarts delivery after Pause.
+func (q *Queues) Resume(ctx context.Context, name string) error {
+	_, err := q.command(ctx, "QRESUME", name)
+	return err
+}
+
+// QueueInfo is a queue's state and counters.
+type QueueInfo struct {
+	Name     string `json:"name"`
+	Ready    int    `json:"ready"`
+	Delayed  int    `json:"delayed"`
+	InFlight int    `json:"in_flight"`
+	Dead     int    `json:"dead"`
+	OldestMs int64  `json:"oldest_ready_ms"`
+	Counters struct {
+		Enqueued, Reserved, Acked, Nacked, Expired, DeadLettered, Redriven, Deduplicated uint64
+	} `json:"counters"`
+}
+
+// Info returns a queue's stats.
+func (q *Queues) Info(ctx context.Context, name string) (*QueueInfo, error) {
+	cl, err := q.command(ctx, "QINFO", name)
+	if err != nil {
+		return nil, err
+	}
+	var in QueueInfo
+	if err := json.Unmarshal(cl.data, &in); err != nil {
+		return nil, fmt.Errorf("flowmesh: bad QINFO reply: %w", err)
+	}
+	return &in, nil
+}
+
+// BrowsedJob is a job as Browse shows it.
+type BrowsedJob struct {
+	ID         uint64 `json:"id"`
+	State      string `json:"state"`
+	Priority   int    `json:"priority"`
+	Attempts   int    `json:"attempts"`
+	EnqueuedAt int64  `json:"enqueued_at"`
+	At         int64  `json:"at"`
+	LastError  string `json:"last_error"`
+	Key        string `json:"key"`
+	Payload    []byte `json:"payload"`
+}
+
+// Browse lists jobs in a state ("ready", "delayed", "in_flight", "dead")
+// from id from on, changing nothing; next is where the next page starts
+// (0 with no more pages).
+func (q *Queues) Browse(ctx context.Context, name, state string, from uint64, limit int) (jobs []BrowsedJob, next uint64, err error) {
+	cl, err := q.command(ctx, "QBROWSE", name, state, "from="+itoa(from), "limit="+strconv.Itoa(limit))
+	if err != nil {
+		return nil, 0, err
+	}
+	var page struct {
+		Jobs []BrowsedJob `json:"jobs"`
+		Next *uint64      `json:"next"`
+	}
+	if err := json.Unmarshal(cl.data, &page); err != nil {
+		return nil, 0, fmt.Errorf("flowmesh: bad QBROWSE reply: %w", err)
+	}
+	if page.Next != nil {
+		next = *page.Next
+	}
+	return page.Jobs, next, nil
+}
+
+// Redrive moves a dead-lettered job (or all, with all) back to the queue.
+func (q *Queues) Redrive(ctx context.Context, name string, id uint64, all bool) (int, error) {
+	arg := itoa(id)
+	if all {
+		arg = "all"
+	}
+	cl, err := q.command(ctx, "QREDRIVE", name, arg)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(cl.args[0]))
+}
+
+// Purge drops the ready and delayed jobs, or the dead-lettered ones.
+func (q *Queues) Purge(ctx context.Context, name string, dead bool) (int, error) {
+	args := []string{name}
+	if dead {
+		args = append(args, "dead")
+	}
+	cl, err := q.command(ctx, "QPURGE", args...)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(cl.args[0]))
+}

@@ -1,0 +1,158 @@
+package flowmesh_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	flowmesh "github.com/flowmesh/flowmesh/clients/go"
+)
+
+// TestWorker: jobs enqueued with headers, priorities and delays are
+// processed by a worker with concurrency; a failing job is retried with
+// backoff and dead-lettered when its attempts are spent; a panic counts as
+// a failure; a permanent error dead-letters at once; redrive brings a dead
+// job back.
+func TestWorker(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := fm.Queue.Create(ctx, "emails.send", flowmesh.QueueConfig{MaxAttempts: 2, BackoffBase: time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	h := flowmesh.Header{}
+	h.Set("trace_id", "abc")
+	const n = 50
+	for i := 0; i < n; i++ {
+		if _, err := fm.Queue.Enqueue(ctx, "emails.send", []byte(fmt.Sprintf("ok-%d", i)), flowmesh.JobHeader(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fm.Queue.Enqueue(ctx, "emails.send", []byte("flaky"))
+	fm.Queue.Enqueue(ctx, "emails.send", []byte("panic"))
+	fm.Queue.Enqueue(ctx, "emails.send", []byte("permanent"))
+	later, _ := fm.Queue.Enqueue(ctx, "emails.send", []byte("later"), flowmesh.Delay(300*time.Millisecond))
+	if id, _ := fm.Queue.Enqueue(ctx, "emails.send", []byte("x"), flowmesh.IdempotencyKey("k1")); id == 0 {
+		t.Fatal("no id")
+	}
+	if _, err := fm.Queue.Enqueue(ctx, "emails.send", []byte("x"), flowmesh.Delay(-time.Second)); err == nil {
+		t.Fatal("negative delay accepted")
+	}
+
+	var mu sync.Mutex
+	done := map[string]int{}
+	attempts := map[string]int{}
+	var laterAt time.Time
+	start := time.Now()
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	werr := make(chan error, 1)
+	go func() {
+		werr <- fm.Queue.Worker(wctx, "emails.send", func(ctx context.Context, job *flowmesh.Job) error {
+			p := string(job.Payload)
+			mu.Lock()
+			attempts[p]++
+			mu.Unlock()
+			switch p {
+			case "flaky":
+				return errors.New("smtp 451")
+			case "panic":
+				panic("boom")
+			case "permanent":
+				return flowmesh.Permanent(errors.New("no such mailbox"))
+			case "later":
+				mu.Lock()
+				laterAt = time.Now()
+				mu.Unlock()
+			}
+			if p != "x" && p != "later" && job.Header.Get("trace_id") != "abc" {
+				return fmt.Errorf("header lost: %v", job.Header)
+			}
+			mu.Lock()
+			done[p]++
+			mu.Unlock()
+			return nil
+		}, flowmesh.Concurrency(8), flowmesh.WorkerName("mailer"))
+	}()
+	for {
+		in, err := fm.Queue.Info(ctx, "emails.send")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in.Ready == 0 && in.Delayed == 0 && in.InFlight == 0 && in.Dead == 3 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("queue never settled: %+v", in)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	stop()
+	if err := <-werr; err != nil {
+		t.Fatalf("worker: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(done) != n+2 { // ok-*, later, x
+		t.Fatalf("completed %d distinct jobs, want %d", len(done), n+2)
+	}
+	for p, c := range done {
+		if c != 1 {
+			t.Fatalf("%s completed %d times", p, c)
+		}
+	}
+	if attempts["flaky"] != 2 || attempts["panic"] != 2 || attempts["permanent"] != 1 {
+		t.Fatalf("attempts %v", attempts)
+	}
+	if laterAt.Sub(start) < 300*time.Millisecond {
+		t.Fatalf("delayed job ran after %v", laterAt.Sub(start))
+	}
+	dead, _, err := fm.Queue.Browse(ctx, "emails.send", "dead", 0, 10)
+	if err != nil || len(dead) != 3 {
+		t.Fatalf("dead letters: %+v %v", dead, err)
+	}
+	reasons := map[string]string{}
+	for _, d := range dead {
+		reasons[string(d.Payload)] = d.LastError
+	}
+	if reasons["flaky"] != "smtp 451" || reasons["permanent"] != "no such mailbox" || len(reasons["panic"]) < 10 {
+		t.Fatalf("dead-letter reasons %v", reasons)
+	}
+	if n, err := fm.Queue.Redrive(ctx, "emails.send", 0, true); err != nil || n != 3 {
+		t.Fatalf("redrive: %d %v", n, err)
+	}
+	_ = later
+}
+
+// TestReserveAckErrors: the low-level calls and their errors.
+func TestReserveAckErrors(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	fm.Queue.Enqueue(ctx, "q", []byte("a"))
+	jobs, err := fm.Queue.Reserve(ctx, "q", 5, 0)
+	if err != nil || len(jobs) != 1 || string(jobs[0].Payload) != "a" || jobs[0].Attempt != 1 {
+		t.Fatalf("reserve: %+v %v", jobs, err)
+	}
+	if err := jobs[0].Touch(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs[0].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var fe *flowmesh.Error
+	if err := jobs[0].Ack(ctx); !errors.As(err, &fe) {
+		t.Fatalf("second ack: %v", err)
+	}
+	if _, err := fm.Queue.Reserve(ctx, "nosuch", 1, 0); !errors.As(err, &fe) {
+		t.Fatalf("reserve from an unknown queue: %v", err)
+	}
+	if jobs, err := fm.Queue.Reserve(ctx, "q", 1, 50*time.Millisecond); err != nil || len(jobs) != 0 {
+		t.Fatalf("long poll of an empty queue: %v %v", jobs, err)
+	}
+}

@@ -259,7 +259,7 @@ func TestBrowseRedrivePurgeWorkers(t *testing.T) {
 	w, _ := n.e.RegisterWorker("mailer", []string{"q"}, 4)
 	dch := make(chan []Delivery, 1)
 	clk.Add(3 * time.Millisecond)
-	q.ReserveFor(w, 2, 0, 0, func(ds []Delivery, err error) { dch <- ds })
+	q.ReserveFor(w, nil, 2, 0, 0, func(ds []Delivery, err error) { dch <- ds })
 	ds := <-dch
 	clk.Add(3 * time.Millisecond)
 	done := make(chan Where, 2)

@@ -73,7 +73,8 @@ type op struct {
 }
 
 type waiter struct {
-	holder     *Worker // nil for an anonymous reserver
+	holder     *Worker     // nil for an anonymous reserver
+	gone       func() bool // the reserver went away (its connection closed); nil: never
 	max        int
 	visibility time.Duration
 	deadline   int64 // Unix ns; 0: answer at once
@@ -395,18 +396,20 @@ func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err erro
 // goroutine once the reservations are durable, with the jobs (none if the
 // wait ran out) or an error.
 func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Delivery, error)) {
-	q.ReserveFor(nil, max, wait, visibility, cb)
+	q.ReserveFor(nil, nil, max, wait, visibility, cb)
 }
 
-// ReserveFor is Reserve on behalf of a registered worker, whose counters
-// then follow the jobs it holds (whichever connection acks them).
-func (q *Queue) ReserveFor(wk *Worker, max int, wait, visibility time.Duration, cb func([]Delivery, error)) {
+// ReserveFor is Reserve on behalf of a registered worker (nil: none),
+// whose counters then follow the jobs it holds, whichever connection acks
+// them. gone, if set, says the reserver has left: a waiting reserve whose
+// connection closed must not take jobs nobody will process.
+func (q *Queue) ReserveFor(wk *Worker, gone func() bool, max int, wait, visibility time.Duration, cb func([]Delivery, error)) {
 	if max < 1 {
 		cb(nil, fmt.Errorf("%w: reserve of %d jobs", ErrBadConfig, max))
 		return
 	}
 	now := q.e.opts.Now()
-	w := &waiter{holder: wk, max: max, visibility: visibility, cb: cb}
+	w := &waiter{holder: wk, gone: gone, max: max, visibility: visibility, cb: cb}
 	q.mu.Lock()
 	if q.closed != nil {
 		err := q.closed
@@ -607,6 +610,10 @@ func (q *Queue) serveWaiters(now int64) []delivery {
 	var out []delivery
 	keep := q.waiters[:0]
 	for _, w := range q.waiters {
+		if w.gone != nil && w.gone() {
+			out = append(out, delivery{w: w, err: ErrClosed})
+			continue
+		}
 		jobs := q.st.Reserve(w.max, now, w.visibility)
 		if len(jobs) > 0 {
 			for _, j := range jobs {
@@ -633,6 +640,10 @@ func (q *Queue) serveWaiters(now int64) []delivery {
 func (q *Queue) deliver(ds []delivery, persistErr error) {
 	var recs []commitlog.Record // the last read: consecutive offsets from recs[0]
 	for _, d := range ds {
+		if d.err != nil {
+			d.w.cb(nil, d.err)
+			continue
+		}
 		if persistErr != nil && len(d.jobs) > 0 {
 			// The reservation is not durable: deliver nothing a crash could
 			// forget. The jobs stay reserved and come back when their

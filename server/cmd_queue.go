@@ -256,7 +256,8 @@ func (s *Server) qget(c *Call) {
 	}
 	name := q.Name()
 	p := c.Defer()
-	q.ReserveFor(c.s.worker, max, wait, vis, func(ds []queue.Delivery, err error) {
+	sess := c.s
+	q.ReserveFor(c.s.worker, sess.gone.Load, max, wait, vis, func(ds []queue.Delivery, err error) {
 		if err != nil && len(ds) == 0 {
 			p.Err(queueErr(err))
 			return

@@ -31,6 +31,7 @@ type session struct {
 	ssubs map[string]*streamSub    // stream group memberships, by sid
 
 	worker *queue.Worker // set by QWORKER
+	gone   atomic.Bool   // the connection closed (read by engines' goroutines)
 
 	// wantsHeaders mirrors headers for publishers on other loops, which
 	// read it when they deliver to this session.
@@ -155,6 +156,7 @@ func (s *session) sendReply(frame []byte) {
 }
 
 func (s *session) close() {
+	s.gone.Store(true)
 	s.leaveStreams()
 	if s.worker != nil {
 		s.worker.Leave()

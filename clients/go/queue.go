@@ -204,7 +204,8 @@ func Concurrency(n int) WorkerOption { return func(o *workerOpts) { o.concurrenc
 func WorkerName(n string) WorkerOption { return func(o *workerOpts) { o.name = n } }
 
 // Worker runs fn for each job of queue, up to Concurrency at once, until
-// ctx ends; then it waits for the jobs running and returns. A nil error
+// ctx ends; then it finishes the jobs it holds (up to a second's poll) and
+// returns. A nil error
 // acks the job; an error nacks it (retried per the queue's policy;
 // Permanent(err) dead-letters it); a panic is recovered and counts as a
 // failure with its stack as the error. The worker registers with the
@@ -212,7 +213,7 @@ func WorkerName(n string) WorkerOption { return func(o *workerOpts) { o.name = n
 // connection of its own so its long polls do not hold up the Conn's other
 // replies.
 func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.Context, job *Job) error, opts ...WorkerOption) error {
-	o := workerOpts{concurrency: 1, name: "worker", wait: 5 * time.Second}
+	o := workerOpts{concurrency: 1, name: "worker", wait: time.Second}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -257,7 +258,12 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 			_ = fetch.write(protocol.AppendCommand(nil, "QHB"))
 		default:
 		}
-		jobs, err := fetch.Queue.Reserve(ctx, queue, free, o.wait)
+		// The poll is not cut short by ctx: jobs the server reserved for
+		// it would otherwise sit invisible until their timeout. It waits
+		// at most o.wait, so stopping takes at most that long.
+		pctx, pcancel := context.WithTimeout(context.Background(), o.wait+30*time.Second)
+		jobs, err := fetch.Queue.Reserve(pctx, queue, free, o.wait)
+		pcancel()
 		if err != nil {
 			for i := 0; i < free; i++ {
 				<-slots

@@ -63,8 +63,8 @@ type Queue struct {
 
 // RecoveryStats say what opening the queue took.
 type RecoveryStats struct {
-	Jobs     int
-	Duration time.Duration
+	Jobs     int           `json:"jobs"`
+	Duration time.Duration `json:"duration_ns"`
 }
 
 type op struct {

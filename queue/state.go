@@ -100,7 +100,14 @@ type dedupEntry struct {
 
 // Counters are a queue's lifetime event counts.
 type Counters struct {
-	Enqueued, Reserved, Acked, Nacked, Expired, DeadLettered, Redriven, Deduplicated uint64
+	Enqueued     uint64 `json:"enqueued"`
+	Reserved     uint64 `json:"reserved"`
+	Acked        uint64 `json:"acked"`
+	Nacked       uint64 `json:"nacked"`
+	Expired      uint64 `json:"expired"` // visibility timeouts
+	DeadLettered uint64 `json:"dead_lettered"`
+	Redriven     uint64 `json:"redriven"`
+	Deduplicated uint64 `json:"deduplicated"`
 }
 
 // NewState makes an empty queue. rnd returns numbers in [0, 1) for the

@@ -401,7 +401,14 @@ type QueueInfo struct {
 	Dead     int    `json:"dead"`
 	OldestMs int64  `json:"oldest_ready_ms"`
 	Counters struct {
-		Enqueued, Reserved, Acked, Nacked, Expired, DeadLettered, Redriven, Deduplicated uint64
+		Enqueued     uint64 `json:"enqueued"`
+		Reserved     uint64 `json:"reserved"`
+		Acked        uint64 `json:"acked"`
+		Nacked       uint64 `json:"nacked"`
+		Expired      uint64 `json:"expired"`
+		DeadLettered uint64 `json:"dead_lettered"`
+		Redriven     uint64 `json:"redriven"`
+		Deduplicated uint64 `json:"deduplicated"`
 	} `json:"counters"`
 }
 

@@ -7,6 +7,7 @@ require (
 	github.com/klauspost/compress v1.20.3
 	github.com/nats-io/nats.go v1.55.0
 	github.com/panjf2000/gnet/v2 v2.10.0
+	github.com/rabbitmq/amqp091-go v1.10.0
 	golang.org/x/sys v0.48.0
 )
 

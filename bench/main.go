@@ -28,6 +28,9 @@ type config struct {
 	streamMsgs  int
 	catchUp     int
 	streamRate  int
+	rabbitBin   string
+	jobs        int
+	delayed     int
 	out         io.Writer
 }
 
@@ -47,6 +50,9 @@ func main() {
 	flag.IntVar(&cfg.streamMsgs, "stream-msgs", 200_000, "events in the stream write run")
 	flag.IntVar(&cfg.catchUp, "catch-up", 1_000_000, "retained events in the catch-up read run")
 	flag.IntVar(&cfg.streamRate, "stream-rate", 2_000, "events per second in the stream latency run")
+	flag.StringVar(&cfg.rabbitBin, "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server for the queues workload")
+	flag.IntVar(&cfg.jobs, "jobs", 100_000, "jobs in the queue throughput run")
+	flag.IntVar(&cfg.delayed, "delayed", 100_000, "delayed jobs waiting in the delayed-job run")
 	flag.Parse()
 	cfg.out = os.Stdout
 	for _, s := range strings.Split(sizes, ",") {
@@ -99,6 +105,8 @@ func run(cfg config, workloads []string) error {
 			err = benchNatsCLI(cfg)
 		case "streams":
 			err = benchStreams(cfg)
+		case "queues":
+			err = benchQueues(cfg)
 		default:
 			err = fmt.Errorf("unknown workload %q", w)
 		}
@@ -137,12 +145,16 @@ func startNATS(cfg config) (*target, error) {
 }
 
 func start(name string, cmd *exec.Cmd, port int) (*target, error) {
+	return startWithin(name, cmd, port, 10*time.Second)
+}
+
+func startWithin(name string, cmd *exec.Cmd, port int, within time.Duration) (*target, error) {
 	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard // both log to stderr; the figures are the output
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {

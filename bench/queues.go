@@ -1,0 +1,298 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	flowmesh "github.com/flowmesh/flowmesh/clients/go"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Job queues against RabbitMQ (Debian's rabbitmq-server), both durable:
+// FlowMesh with fsync=always (an enqueue is acknowledged after its fsync),
+// RabbitMQ with a durable queue, persistent messages and publisher confirms
+// (a confirm comes after the message is fsynced), manual acks.
+
+func startRabbit(cfg config) (*target, func(), error) {
+	dir, err := os.MkdirTemp(cfg.dataDir, "rabbit-")
+	if err != nil {
+		return nil, nil, err
+	}
+	port := freePort()
+	cmd := exec.Command(cfg.rabbitBin)
+	cmd.Env = append(os.Environ(),
+		fmt.Sprintf("RABBITMQ_NODE_PORT=%d", port),
+		fmt.Sprintf("RABBITMQ_NODENAME=bench%d@localhost", port),
+		fmt.Sprintf("RABBITMQ_DIST_PORT=%d", freePort()),
+		"RABBITMQ_MNESIA_BASE="+dir+"/mnesia", "RABBITMQ_LOG_BASE="+dir+"/log",
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+dir+"/plugins")
+	t, err := startWithin("rabbitmq", cmd, port, 60*time.Second)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	t.url = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port)
+	return t, func() { os.RemoveAll(dir) }, nil
+}
+
+func benchQueues(cfg config) error {
+	fmt.Fprintf(cfg.out, "## Job queues vs RabbitMQ (%s)\n\n", cfg.rabbitBin)
+	fmt.Fprintln(cfg.out, "| workload | FlowMesh | RabbitMQ | ratio |")
+	fmt.Fprintln(cfg.out, "|---|---|---|---|")
+	var fms, rms []float64
+	for run := 0; run < max(cfg.runs, 1); run++ {
+		t, cleanup, err := durable(cfg, true, true)
+		if err != nil {
+			return err
+		}
+		r, err := flowmeshJobs(t, cfg.jobs, 100)
+		t.stop()
+		cleanup()
+		if err != nil {
+			return fmt.Errorf("flowmesh: %w", err)
+		}
+		fms = append(fms, r)
+		t, cleanup, err = startRabbit(cfg)
+		if err != nil {
+			return err
+		}
+		r, err = rabbitJobs(t, cfg.jobs, 100)
+		t.stop()
+		cleanup()
+		if err != nil {
+			return fmt.Errorf("rabbitmq: %w", err)
+		}
+		rms = append(rms, r)
+	}
+	slices.Sort(fms)
+	slices.Sort(rms)
+	fm, rm := fms[len(fms)/2], rms[len(rms)/2]
+	fmt.Fprintf(cfg.out, "| enqueue → reserve → ack, %d × 100 B jobs, 16 producers, 8 workers × 8 in flight, durable | %.0f jobs/s | %.0f jobs/s | %s |\n",
+		cfg.jobs, fm, rm, ratio(fm, rm))
+	t, cleanup, err := durable(cfg, true, false)
+	if err != nil {
+		return err
+	}
+	lat, err := delayedLateness(t, cfg.delayed)
+	t.stop()
+	cleanup()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cfg.out, "| delayed jobs: lateness past their time with %d delayed jobs waiting, p50 / p99 / max | %v / %v / %v | (no native delays) | — |\n\n",
+		cfg.delayed, percentile(lat, 50), percentile(lat, 99), lat[len(lat)-1])
+	return nil
+}
+
+// flowmeshJobs enqueues n jobs from 16 producers while 8 workers process
+// them, and returns jobs/s from the first enqueue to the last ack.
+func flowmeshJobs(t *target, n, size int) (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	fm, err := flowmesh.Connect(ctx, t.url)
+	if err != nil {
+		return 0, err
+	}
+	defer fm.Close()
+	if err := fm.Queue.Create(ctx, "bench", flowmesh.QueueConfig{Fsync: "always"}); err != nil {
+		return 0, err
+	}
+	var done atomic.Int64
+	all := make(chan struct{})
+	start := time.Now()
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := flowmesh.Connect(ctx, t.url)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.Queue.Worker(wctx, "bench", func(context.Context, *flowmesh.Job) error {
+				if done.Add(1) == int64(n) {
+					close(all)
+				}
+				return nil
+			}, flowmesh.Concurrency(8))
+		}()
+	}
+	payload := make([]byte, size)
+	var next atomic.Int64
+	errs := make(chan error, 16)
+	for p := 0; p < 16; p++ {
+		go func() {
+			c, err := flowmesh.Connect(ctx, t.url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			for next.Add(1) <= int64(n) {
+				if _, err := c.Queue.Enqueue(ctx, "bench", payload); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case <-all:
+	case err := <-errs:
+		return 0, err
+	case <-ctx.Done():
+		return 0, fmt.Errorf("processed %d of %d", done.Load(), n)
+	}
+	el := time.Since(start)
+	stop()
+	wg.Wait()
+	return float64(n) / el.Seconds(), nil
+}
+
+func rabbitJobs(t *target, n, size int) (float64, error) {
+	conn, err := amqp.Dial(t.url)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := ch.QueueDeclare("bench", true, false, false, false, nil); err != nil {
+		return 0, err
+	}
+	var done atomic.Int64
+	all := make(chan struct{})
+	start := time.Now()
+	for w := 0; w < 8; w++ {
+		c, err := conn.Channel()
+		if err != nil {
+			return 0, err
+		}
+		c.Qos(8, 0, false)
+		msgs, err := c.Consume("bench", "", false, false, false, false, nil)
+		if err != nil {
+			return 0, err
+		}
+		go func() {
+			for m := range msgs {
+				m.Ack(false)
+				if done.Add(1) == int64(n) {
+					close(all)
+				}
+			}
+		}()
+	}
+	payload := make([]byte, size)
+	var next atomic.Int64
+	errs := make(chan error, 16)
+	for p := 0; p < 16; p++ {
+		go func() {
+			pc, err := amqp.Dial(t.url)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer pc.Close()
+			c, err := pc.Channel()
+			if err != nil {
+				errs <- err
+				return
+			}
+			if err := c.Confirm(false); err != nil {
+				errs <- err
+				return
+			}
+			// One publish at a time, waiting for its confirm: the same as a
+			// FlowMesh producer waiting for its enqueue's reply.
+			for next.Add(1) <= int64(n) {
+				dc, err := c.PublishWithDeferredConfirmWithContext(context.Background(), "", "bench", false, false,
+					amqp.Publishing{DeliveryMode: amqp.Persistent, Body: payload})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if ok := dc.Wait(); !ok {
+					errs <- fmt.Errorf("publish nacked")
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case <-all:
+	case err := <-errs:
+		return 0, err
+	case <-time.After(10 * time.Minute):
+		return 0, fmt.Errorf("processed %d of %d", done.Load(), n)
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
+}
+
+// delayedLateness enqueues n jobs delayed to random times within the next
+// 5 s, plus probes due at known times, and measures how late each probe is
+// delivered to a waiting worker.
+func delayedLateness(t *target, n int) ([]time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	fm, err := flowmesh.Connect(ctx, t.url)
+	if err != nil {
+		return nil, err
+	}
+	defer fm.Close()
+	fm.Queue.Create(ctx, "delayed", flowmesh.QueueConfig{})
+	// The background load: n jobs due in an hour (waiting in the delayed
+	// heap the whole time).
+	var wg sync.WaitGroup
+	var next atomic.Int64
+	for p := 0; p < 16; p++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for next.Add(1) <= int64(n) {
+				fm.Queue.Enqueue(ctx, "delayed", []byte("bg"), flowmesh.Delay(time.Hour))
+			}
+		}()
+	}
+	wg.Wait()
+	const probes = 500
+	lat := make(chan time.Duration, probes)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go fm.Queue.Worker(wctx, "delayed", func(_ context.Context, j *flowmesh.Job) error {
+		due := int64(binary.LittleEndian.Uint64(j.Payload))
+		lat <- time.Duration(time.Now().UnixNano() - due)
+		return nil
+	}, flowmesh.Concurrency(16))
+	base := time.Now().Add(time.Second)
+	for i := 0; i < probes; i++ {
+		due := base.Add(time.Duration(i) * 4 * time.Millisecond)
+		b := make([]byte, 8)
+		binary.LittleEndian.PutUint64(b, uint64(due.UnixNano()))
+		if _, err := fm.Queue.Enqueue(ctx, "delayed", b, flowmesh.RunAt(due)); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]time.Duration, 0, probes)
+	for len(out) < probes {
+		select {
+		case l := <-lat:
+			out = append(out, l)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%d of %d probes delivered", len(out), probes)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}

@@ -97,6 +97,12 @@ func (q *Queue) Purge(dead bool, cb func(int, error)) {
 		} else {
 			ids = q.st.Purge()
 		}
+		for _, id := range ids {
+			if f, ok := q.fresh[id]; ok {
+				delete(q.fresh, id)
+				q.freshBytes -= len(f.payload) + len(f.hdr)
+			}
+		}
 		ops := make([]op, len(ids))
 		for i, id := range ids {
 			ops[i] = op{id: id} // the 'A' marker: gone for good

@@ -125,18 +125,22 @@ func (e *Engine) createLocked(name string, cfg Config) (*Queue, error) {
 	if err := os.RemoveAll(filepath.Join(e.opts.Dir, name)); err != nil {
 		return nil, fmt.Errorf("queue: create %q: %w", name, err)
 	}
-	// A queue that had this name before may have left state keys behind
-	// if it was deleted in a crash; start clean.
+	// A queue that had this name before may have left keys behind if its
+	// delete failed half-way; they go before the new log opens (its
+	// low-water mark is one of them).
 	b := e.opts.Store.NewBatch()
 	b.DeletePrefix(store.KeyspaceQueue, stateKeyPrefix(name))
 	b.DeletePrefix(store.KeyspaceLog, []byte(logMetaPrefix(name)))
-	cb, _ := json.Marshal(cfg)
-	b.Set(store.KeyspaceQueue, configKey(name), cb)
+	if err := b.Commit(); err != nil {
+		return nil, fmt.Errorf("queue: create %q: %w", name, err)
+	}
 	q, err := e.openQueue(name, cfg)
 	if err != nil {
 		return nil, err
 	}
-	if err := b.Commit(); err != nil {
+	cb, _ := json.Marshal(cfg)
+	if err := e.opts.Store.Set(store.KeyspaceQueue, configKey(name), cb); err != nil {
+		q.shutdown(ErrClosed)
 		q.close()
 		return nil, fmt.Errorf("queue: create %q: %w", name, err)
 	}

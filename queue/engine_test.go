@@ -318,3 +318,37 @@ func segmentBytes() int64 {
 	}
 	return 4 << 10
 }
+
+// TestRecreate: a queue deleted and created again starts empty, and its
+// jobs survive a restart (nothing of the old queue's state leaks in).
+func TestRecreate(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, dir, clk)
+	q, _ := n.e.Queue("again", true)
+	for i := 0; i < 5; i++ {
+		enq(t, q, EnqueueRequest{Payload: []byte("old")})
+	}
+	for _, d := range reserve(t, q, 5, 0) {
+		ack(q, d.ID, d.Attempt)
+	}
+	if err := n.e.Delete("again"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.e.Delete("again"); !errors.Is(err, ErrQueueNotFound) {
+		t.Fatal("second delete succeeded")
+	}
+	q, _ = n.e.Queue("again", true)
+	if in := q.Info(); in.Ready != 0 {
+		t.Fatalf("re-created queue not empty: %+v", in)
+	}
+	id, _ := enq(t, q, EnqueueRequest{Payload: []byte("new")})
+	n.close(t)
+	n = openNode(t, dir, clk)
+	defer n.close(t)
+	q, _ = n.e.Queue("again", false)
+	ds := reserve(t, q, 5, 0)
+	if len(ds) != 1 || ds[0].ID != id || string(ds[0].Payload) != "new" {
+		t.Fatalf("after restart: %+v", ds)
+	}
+}

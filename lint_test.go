@@ -22,11 +22,12 @@ var allowedDeps = map[string][]string{
 	"log":            {},
 	"kv/store":       {},
 	"internal/conf":  {},
-	"stream":         {"log", "kv/store", "internal/conf"},
-	"queue":          {"log", "kv/store", "internal/conf"},
-	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream", "queue", "internal/conf"},
+	"internal/dirs":  {},
+	"stream":         {"log", "kv/store", "internal/conf", "internal/dirs"},
+	"queue":          {"log", "kv/store", "internal/conf", "internal/dirs"},
+	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs"},
 	"clients/go":     {"protocol"},
-	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream", "queue", "internal/conf"},
+	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs"},
 	"bench":          {"clients/go", "protocol"},
 }
 

@@ -9,10 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/flowmesh/flowmesh/internal/dirs"
 	"github.com/flowmesh/flowmesh/kv/store"
 	commitlog "github.com/flowmesh/flowmesh/log"
 )
@@ -80,13 +80,7 @@ func Open(opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("queue: load queues: %w", err)
 	}
-	if entries, err := os.ReadDir(opts.Dir); err == nil {
-		for _, de := range entries {
-			if strings.HasPrefix(de.Name(), ".deleted-") {
-				go os.RemoveAll(filepath.Join(opts.Dir, de.Name()))
-			}
-		}
-	}
+	dirs.Sweep(opts.Dir) // what deletes cut short by a crash left behind
 	for _, r := range recs {
 		q, err := e.openQueue(r.name, r.cfg)
 		if err != nil {
@@ -221,11 +215,9 @@ func (e *Engine) Delete(name string) error {
 	b.DeletePrefix(store.KeyspaceLog, []byte(logMetaPrefix(name)))
 	err := b.Commit()
 	q.close()
-	trash := filepath.Join(e.opts.Dir, fmt.Sprintf(".deleted-%s-%d", name, time.Now().UnixNano()))
-	if rerr := os.Rename(filepath.Join(e.opts.Dir, name), trash); rerr != nil && !os.IsNotExist(rerr) && err == nil {
+	if rerr := dirs.Discard(e.opts.Dir, name); rerr != nil && err == nil {
 		err = rerr
 	}
-	go os.RemoveAll(trash)
 	if err != nil {
 		return fmt.Errorf("queue: delete %q: %w", name, err)
 	}

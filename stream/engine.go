@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/flowmesh/flowmesh/internal/dirs"
 	"github.com/flowmesh/flowmesh/kv/store"
 	commitlog "github.com/flowmesh/flowmesh/log"
 )
@@ -90,14 +90,7 @@ func Open(opts Options) (*Engine, error) {
 		}
 		e.topics[name] = t
 	}
-	// Topics deleted just before a crash or shutdown leave trash behind.
-	if entries, err := os.ReadDir(opts.Dir); err == nil {
-		for _, de := range entries {
-			if strings.HasPrefix(de.Name(), ".deleted-") {
-				go os.RemoveAll(filepath.Join(opts.Dir, de.Name()))
-			}
-		}
-	}
+	dirs.Sweep(opts.Dir) // what deletes cut short by a crash left behind
 	go e.background()
 	opts.Logger.Info("stream: engine open", "topics", len(e.topics), "dir", opts.Dir)
 	return e, nil
@@ -268,13 +261,9 @@ func (e *Engine) Delete(name string) error {
 	b.DeletePrefix(store.KeyspaceLog, []byte(name+"/"))
 	err := b.Commit()
 	t.close()
-	// Rename now (fast, and a new topic of the same name starts clean),
-	// remove in the background (a large topic takes a while).
-	trash := filepath.Join(e.opts.Dir, fmt.Sprintf(".deleted-%s-%d", name, time.Now().UnixNano()))
-	if rerr := os.Rename(filepath.Join(e.opts.Dir, name), trash); rerr != nil && !os.IsNotExist(rerr) && err == nil {
+	if rerr := dirs.Discard(e.opts.Dir, name); rerr != nil && err == nil {
 		err = rerr
 	}
-	go os.RemoveAll(trash)
 	if err != nil {
 		return fmt.Errorf("stream: delete %q: %w", name, err)
 	}

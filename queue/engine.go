@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -229,12 +230,7 @@ func (e *Engine) Delete(name string) error {
 func (e *Engine) Queues() []string {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	out := make([]string, 0, len(e.queues))
-	for n := range e.queues {
-		out = append(out, n)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(e.queues))
 }
 
 // Close stops every queue and closes its log.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -275,12 +276,7 @@ func (e *Engine) Delete(name string) error {
 func (e *Engine) Topics() []string {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	names := make([]string, 0, len(e.topics))
-	for n := range e.topics {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
+	return slices.Sorted(maps.Keys(e.topics))
 }
 
 // Close stops every group, saves the producer tables and closes the logs.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -230,7 +229,12 @@ func (e *Engine) Delete(name string) error {
 func (e *Engine) Queues() []string {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	return slices.Sorted(maps.Keys(e.queues))
+	out := make([]string, 0, len(e.queues))
+	for n := range e.queues {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Close stops every queue and closes its log.

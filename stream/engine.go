@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -276,7 +275,12 @@ func (e *Engine) Delete(name string) error {
 func (e *Engine) Topics() []string {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	return slices.Sorted(maps.Keys(e.topics))
+	names := make([]string, 0, len(e.topics))
+	for n := range e.topics {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // Close stops every group, saves the producer tables and closes the logs.

@@ -2,7 +2,6 @@ package server
 
 import (
 	"encoding/json"
-	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -36,38 +35,22 @@ func (s *Server) registerQueue() {
 	}
 }
 
-var queueRedundant = []error{queue.ErrQueueExists, queue.ErrTooLarge, queue.ErrBadConfig, queue.ErrBadName, queue.ErrNotReserved}
-
-// queueErr maps an engine error to its wire error.
-func queueErr(err error) *protocol.Error {
-	var pe *protocol.Error
-	if errors.As(err, &pe) {
-		return pe
-	}
-	code := protocol.CodeStorage
-	switch {
-	case errors.Is(err, queue.ErrQueueNotFound), errors.Is(err, queue.ErrJobNotFound):
-		code = protocol.CodeNotFound
-	case errors.Is(err, queue.ErrQueueExists):
-		code = protocol.CodeExists
-	case errors.Is(err, queue.ErrTooLarge):
-		code = protocol.CodeTooLarge
-	case errors.Is(err, queue.ErrNotReserved):
-		code = protocol.CodeNotReserved
-	case errors.Is(err, queue.ErrBadConfig), errors.Is(err, queue.ErrBadName), errors.Is(err, queue.ErrBadDelay),
-		errors.Is(err, queue.ErrBadAttempts), errors.Is(err, queue.ErrNotDead):
-		code = protocol.CodeBadArgs
-	case errors.Is(err, queue.ErrClosed):
-		code = protocol.CodeShuttingDown
-	}
-	detail := err.Error()
-	for _, e := range queueRedundant {
-		if errors.Is(err, e) {
-			detail = strings.TrimPrefix(detail, e.Error()+": ")
-		}
-	}
-	return &protocol.Error{Code: code, Detail: strings.TrimPrefix(detail, "queue: ")}
+var queueErrors = []errCode{
+	{queue.ErrQueueNotFound, protocol.CodeNotFound, false},
+	{queue.ErrJobNotFound, protocol.CodeNotFound, false},
+	{queue.ErrQueueExists, protocol.CodeExists, true},
+	{queue.ErrTooLarge, protocol.CodeTooLarge, true},
+	{queue.ErrNotReserved, protocol.CodeNotReserved, true},
+	{queue.ErrBadConfig, protocol.CodeBadArgs, true},
+	{queue.ErrBadName, protocol.CodeBadArgs, true},
+	{queue.ErrBadDelay, protocol.CodeBadArgs, false},
+	{queue.ErrBadAttempts, protocol.CodeBadArgs, false},
+	{queue.ErrNotDead, protocol.CodeBadArgs, false},
+	{queue.ErrClosed, protocol.CodeShuttingDown, false},
 }
+
+// queueErr maps a queue engine error to its wire error.
+func queueErr(err error) *protocol.Error { return engineErr(err, queueErrors, "queue: ") }
 
 func (s *Server) queueConfig(args [][]byte, base queue.Config) (queue.Config, *protocol.Error) {
 	for _, a := range args {
@@ -146,6 +129,15 @@ func (s *Server) qinfo(c *Call) {
 	c.Res(nil, nil, b)
 }
 
+// intArg reads key=v as an integer in [lo, hi].
+func intArg(key, v string, lo, hi int) (int, *protocol.Error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, badArgs("%s=%q: want an integer in [%d, %d]", key, v, lo, hi)
+	}
+	return n, nil
+}
+
 // duration reads a duration argument.
 func duration(v, what string) (time.Duration, *protocol.Error) {
 	d, err := queue.ParseDuration(v)
@@ -179,19 +171,11 @@ func (s *Server) qput(c *Call) {
 				r.RunAt = time.UnixMilli(ms)
 			}
 		case k == "priority":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < -1000 || n > 1000 {
-				perr = badArgs("priority=%q: want an integer in [-1000, 1000]", v)
-			}
-			r.Priority = n
+			r.Priority, perr = intArg(k, v, -1000, 1000)
 		case k == "key":
 			r.Key = v
 		case k == "max_attempts":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 1000 {
-				perr = badArgs("max_attempts=%q: want 1 to 1000", v)
-			}
-			r.MaxAttempts = n
+			r.MaxAttempts, perr = intArg(k, v, 1, 1000)
 		default:
 			perr = badArgs("unknown QPUT option %q", k)
 		}
@@ -231,11 +215,7 @@ func (s *Server) qget(c *Call) {
 		var perr *protocol.Error
 		switch k {
 		case "max":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 10000 {
-				perr = badArgs("max=%q: want 1 to 10000", v)
-			}
-			max = n
+			max, perr = intArg(k, v, 1, 10000)
 		case "wait":
 			wait, perr = duration(v, k)
 			wait = min(wait, maxWait)

@@ -44,52 +44,56 @@ func (s *Server) registerStream() {
 	}
 }
 
-// streamErr maps an engine error to its wire error.
-func streamErr(err error) *protocol.Error {
-	code := protocol.CodeInternal
-	var sentinel error
-	for _, e := range redundantSentinels {
-		if errors.Is(err, e) {
-			sentinel = e
+// errCode maps one engine sentinel error to its wire code. titled: the
+// wire title already says what the sentinel's text says, so the detail
+// drops that text and keeps the rest.
+type errCode struct {
+	err    error
+	code   protocol.Code
+	titled bool
+}
+
+// engineErr maps an engine error through its engine's table. A
+// *protocol.Error (a bad setting found by the server's own parsing) passes
+// through; an error in no table is the disk's: a failed write (full, I/O
+// error), of which nothing was acknowledged.
+func engineErr(err error, table []errCode, prefix string) *protocol.Error {
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return pe
+	}
+	detail := err.Error()
+	code := protocol.CodeStorage
+	for _, e := range table {
+		if errors.Is(err, e.err) {
+			if e.titled {
+				detail = strings.TrimPrefix(detail, e.err.Error()+": ")
+			}
+			code = e.code
 			break
 		}
 	}
-	switch {
-	case errors.Is(err, stream.ErrTopicNotFound), errors.Is(err, stream.ErrPartitionNotFound),
-		errors.Is(err, stream.ErrGroupNotFound):
-		code = protocol.CodeNotFound
-	case errors.Is(err, stream.ErrTopicExists):
-		code = protocol.CodeExists
-	case errors.Is(err, stream.ErrOutOfRange):
-		code = protocol.CodeOutOfRange
-	case errors.Is(err, stream.ErrTooLarge):
-		code = protocol.CodeTooLarge
-	case errors.Is(err, stream.ErrNotOwner), errors.Is(err, stream.ErrMemberGone):
-		code = protocol.CodeNotOwner
-	case errors.Is(err, stream.ErrOutOfSequence):
-		code = protocol.CodeOutOfSequence
-	case errors.Is(err, stream.ErrBadConfig), errors.Is(err, stream.ErrBadName), errors.Is(err, stream.ErrGroupActive):
-		code = protocol.CodeBadArgs
-	case errors.Is(err, stream.ErrClosed):
-		code = protocol.CodeShuttingDown
-	default:
-		var pe *protocol.Error
-		if errors.As(err, &pe) {
-			return pe
-		}
-		code = protocol.CodeStorage // the log failed the write: disk full, I/O error
-	}
-	// Where the title says what the sentinel says, the detail keeps only
-	// the rest.
-	detail := err.Error()
-	if sentinel != nil {
-		detail = strings.TrimPrefix(detail, sentinel.Error()+": ")
-	}
-	return &protocol.Error{Code: code, Detail: strings.TrimPrefix(detail, "stream: ")}
+	return &protocol.Error{Code: code, Detail: strings.TrimPrefix(detail, prefix)}
 }
 
-var redundantSentinels = []error{stream.ErrTopicExists, stream.ErrOutOfRange, stream.ErrTooLarge,
-	stream.ErrOutOfSequence, stream.ErrBadConfig, stream.ErrBadName}
+var streamErrors = []errCode{
+	{stream.ErrTopicNotFound, protocol.CodeNotFound, false},
+	{stream.ErrPartitionNotFound, protocol.CodeNotFound, false},
+	{stream.ErrGroupNotFound, protocol.CodeNotFound, false},
+	{stream.ErrTopicExists, protocol.CodeExists, true},
+	{stream.ErrOutOfRange, protocol.CodeOutOfRange, true},
+	{stream.ErrTooLarge, protocol.CodeTooLarge, true},
+	{stream.ErrNotOwner, protocol.CodeNotOwner, false},
+	{stream.ErrMemberGone, protocol.CodeNotOwner, false},
+	{stream.ErrOutOfSequence, protocol.CodeOutOfSequence, true},
+	{stream.ErrBadConfig, protocol.CodeBadArgs, true},
+	{stream.ErrBadName, protocol.CodeBadArgs, true},
+	{stream.ErrGroupActive, protocol.CodeBadArgs, false},
+	{stream.ErrClosed, protocol.CodeShuttingDown, false},
+}
+
+// streamErr maps a stream engine error to its wire error.
+func streamErr(err error) *protocol.Error { return engineErr(err, streamErrors, "stream: ") }
 
 // async runs fn off the loop and answers the call with its result.
 func (c *Call) async(fn func(p *Pending)) {

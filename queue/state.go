@@ -141,9 +141,6 @@ func (s *State) Policy() Policy { return s.policy }
 // SetPaused stops (or resumes) Reserve handing out jobs.
 func (s *State) SetPaused(p bool) { s.paused = p }
 
-// Paused reports whether delivery is paused.
-func (s *State) Paused() bool { return s.paused }
-
 // Lookup returns the job with id, or nil.
 func (s *State) Lookup(id uint64) *Job { return s.jobs[id] }
 

@@ -327,10 +327,29 @@ func (s *Server) IsReady() bool {
 
 // Varz is the node's state for the monitor's /varz.
 func (s *Server) Varz() any {
-	return struct {
+	v := struct {
 		Name    string `json:"server_name"`
 		Version string `json:"version"`
 		Addr    string `json:"addr"`
+		Fsync   string `json:"fsync"` // the node's default policy; each topic and queue shows its own
 		Stats
-	}{s.cfg.Name, Version, s.cfg.Addr, s.Stats()}
+		Topics []stream.TopicInfo `json:"topics"`
+		Queues []queue.Info       `json:"queues"`
+	}{Name: s.cfg.Name, Version: Version, Addr: s.cfg.Addr, Fsync: s.cfg.Fsync, Stats: s.Stats(),
+		Topics: []stream.TopicInfo{}, Queues: []queue.Info{}}
+	if s.streams != nil {
+		for _, name := range s.streams.Topics() {
+			if t, err := s.streams.Topic(name, false); err == nil {
+				v.Topics = append(v.Topics, t.Info())
+			}
+		}
+	}
+	if s.queues != nil {
+		for _, name := range s.queues.Queues() {
+			if q, err := s.queues.Queue(name, false); err == nil {
+				v.Queues = append(v.Queues, q.Info())
+			}
+		}
+	}
+	return v
 }

@@ -264,3 +264,31 @@ func TestStreamMemberVanishes(t *testing.T) {
 	c.send("SACK 7\r\nPING\r\n")
 	c.expect("PONG") // acks for a closed membership are dropped, not answered
 }
+
+// TestVarzShowsPolicies: the fsync policy in force is visible per topic
+// and queue on the monitoring port's /varz, beside the node's default.
+func TestVarzShowsPolicies(t *testing.T) {
+	s := startServer(t, Config{Fsync: "interval"})
+	w := dial(t, s)
+	w.send("TCREATE t1 fsync=always\r\nQCREATE q1 fsync=none\r\n")
+	w.expect("+OK 4", "+OK")
+	b, _ := json.Marshal(s.Varz())
+	var v struct {
+		Fsync  string
+		Topics []struct {
+			Name   string
+			Config struct{ Fsync string }
+		}
+		Queues []struct {
+			Name   string
+			Config struct{ Fsync string }
+		}
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Fsync != "interval" || len(v.Topics) != 1 || v.Topics[0].Config.Fsync != "always" ||
+		len(v.Queues) != 1 || v.Queues[0].Config.Fsync != "none" {
+		t.Fatalf("varz: %s", b)
+	}
+}

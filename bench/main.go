@@ -31,6 +31,7 @@ type config struct {
 	rabbitBin   string
 	jobs        int
 	delayed     int
+	cpuProfile  string // prefix of CPU profiles of FlowMesh's durable runs; "" for none
 	out         io.Writer
 }
 
@@ -53,6 +54,7 @@ func main() {
 	flag.StringVar(&cfg.rabbitBin, "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server for the queues workload")
 	flag.IntVar(&cfg.jobs, "jobs", 100_000, "jobs in the queue throughput run")
 	flag.IntVar(&cfg.delayed, "delayed", 100_000, "delayed jobs waiting in the delayed-job run")
+	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of each durable FlowMesh run to `prefix`N.pprof")
 	flag.Parse()
 	cfg.out = os.Stdout
 	for _, s := range strings.Split(sizes, ",") {

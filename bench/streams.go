@@ -30,6 +30,9 @@ const streamTopic = "bench"
 // default fsync policy, nats-server with JetStream and, if always, its
 // sync_interval set to always (nats-server 2.10+; Debian's 2.9 has no such
 // setting).
+// profiles counts the CPU profiles written (-cpuprofile).
+var profiles int
+
 func durable(cfg config, flowmesh bool, always bool) (*target, func(), error) {
 	dir, err := os.MkdirTemp(cfg.dataDir, "stream-bench-")
 	if err != nil {
@@ -43,8 +46,13 @@ func durable(cfg config, flowmesh bool, always bool) (*target, func(), error) {
 		if always {
 			fsync = "always"
 		}
-		cmd := exec.Command(cfg.flowmeshBin, "server", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
-			"--http-addr", "off", "--data-dir", dir, "--fsync", fsync, "--log-level", "warn")
+		args := []string{"server", "--addr", fmt.Sprintf("127.0.0.1:%d", port),
+			"--http-addr", "off", "--data-dir", dir, "--fsync", fsync, "--log-level", "warn"}
+		if cfg.cpuProfile != "" {
+			profiles++
+			args = append(args, "--cpuprofile", fmt.Sprintf("%s%d.pprof", cfg.cpuProfile, profiles))
+		}
+		cmd := exec.Command(cfg.flowmeshBin, args...)
 		t, err = start("flowmesh", cmd, port)
 	} else {
 		conf := fmt.Sprintf("port: %d\nhost: 127.0.0.1\njetstream {\n  store_dir: %q\n", port, dir)

@@ -77,15 +77,84 @@ func JobHeader(h Header) EnqueueOption { return func(o *enqueueOpts) { o.header 
 // Enqueue adds a job and returns its id once the server has it durable
 // per the queue's fsync policy.
 func (q *Queues) Enqueue(ctx context.Context, queue string, payload []byte, opts ...EnqueueOption) (uint64, error) {
+	p, err := q.newPut(queue, payload, opts)
+	if err != nil {
+		return 0, err
+	}
+	p.cl, p.err = q.c.send(p.build)
+	return q.finishPut(ctx, p)
+}
+
+// EnqueueJob is one job of EnqueueBatch.
+type EnqueueJob struct {
+	Payload []byte
+	Options []EnqueueOption
+}
+
+// EnqueueBatch enqueues jobs together: they are pipelined on the
+// connection (up to MaxInflightWrites at a time), so the server appends
+// them in few log batches and one fsync covers many, which is how a
+// producer gets throughput under fsync=always. It returns the jobs' ids in
+// order. The jobs are independent: one failing does not undo the others;
+// the error names the first that failed, and its id is 0.
+func (q *Queues) EnqueueBatch(ctx context.Context, queue string, jobs []EnqueueJob) ([]uint64, error) {
+	ids := make([]uint64, len(jobs))
+	var first error
+	puts := make([]*put, 0, min(len(jobs), MaxInflightWrites))
+	done := 0
+	// finish waits for the puts started so far; like WriteBatch, a batch
+	// never waits for a slot while it holds some.
+	finish := func() {
+		for _, p := range puts {
+			id, err := q.finishPut(ctx, p)
+			<-q.c.writeSlots
+			if err != nil && first == nil {
+				first = fmt.Errorf("flowmesh: job %d of the batch: %w", done, err)
+			}
+			ids[done] = id
+			done++
+		}
+		puts = puts[:0]
+	}
+	for i, j := range jobs {
+		p, err := q.newPut(queue, j.Payload, j.Options)
+		if err != nil {
+			finish()
+			return ids, fmt.Errorf("flowmesh: job %d of the batch: %w", i, err)
+		}
+		select {
+		case q.c.writeSlots <- struct{}{}:
+		default:
+			finish()
+			if err := q.c.takeWriteSlot(ctx); err != nil {
+				return ids, err
+			}
+		}
+		p.cl, p.err = q.c.send(p.build)
+		puts = append(puts, p)
+	}
+	finish()
+	return ids, first
+}
+
+// put is one QPUT on its way.
+type put struct {
+	build func([]byte) []byte
+	keyed bool // an idempotency key makes a resend after a reconnect safe
+	cl    *call
+	err   error
+}
+
+func (q *Queues) newPut(queue string, payload []byte, opts []EnqueueOption) (*put, error) {
 	var o enqueueOpts
 	for _, opt := range opts {
 		opt(&o)
 	}
 	if o.delay < 0 {
-		return 0, errors.New("flowmesh: negative delay")
+		return nil, errors.New("flowmesh: negative delay")
 	}
 	if o.key != "" && !protocol.ValidToken([]byte(o.key), 256) {
-		return 0, ErrBadKey
+		return nil, ErrBadKey
 	}
 	args := []string{queue}
 	switch {
@@ -104,19 +173,31 @@ func (q *Queues) Enqueue(ctx context.Context, queue string, payload []byte, opts
 		args = append(args, "max_attempts="+strconv.Itoa(o.maxAttempts))
 	}
 	hdr := o.header.encode()
-	build := func(b []byte) []byte { return protocol.AppendSized(b, "QPUT", args, hdr, payload) }
+	if max := q.c.MaxPayload(); max > 0 && len(hdr)+len(payload) > max {
+		return nil, ErrMaxPayload // the server would close the connection
+	}
+	return &put{build: func(b []byte) []byte { return protocol.AppendSized(b, "QPUT", args, hdr, payload) }, keyed: o.key != ""}, nil
+}
+
+// finishPut waits for p's reply; a keyed put whose connection dropped is
+// sent again.
+func (q *Queues) finishPut(ctx context.Context, p *put) (uint64, error) {
 	for attempt := 0; ; attempt++ {
-		cl, err := q.c.do(ctx, build)
-		if errors.Is(err, ErrConnectionLost) && o.key != "" && attempt < 10 {
-			continue // the key makes the retry harmless
+		if p.err != nil {
+			return 0, p.err
+		}
+		err := q.c.wait(ctx, p.cl)
+		if errors.Is(err, ErrConnectionLost) && p.keyed && attempt < 10 {
+			p.cl, p.err = q.c.send(p.build)
+			continue
 		}
 		if err != nil {
 			return 0, err
 		}
-		if len(cl.args) < 1 {
-			return 0, fmt.Errorf("flowmesh: bad QPUT reply %q", cl.args)
+		if len(p.cl.args) < 1 {
+			return 0, fmt.Errorf("flowmesh: bad QPUT reply %q", p.cl.args)
 		}
-		return strconv.ParseUint(string(cl.args[0]), 10, 64)
+		return strconv.ParseUint(string(p.cl.args[0]), 10, 64)
 	}
 }
 
@@ -343,6 +424,7 @@ type QueueConfig struct {
 	BackoffMax        time.Duration
 	DedupWindow       time.Duration
 	Fsync             string
+	MaxJobBytes       int // payload, header and key of one job
 }
 
 func (qc QueueConfig) args() []string {
@@ -360,6 +442,9 @@ func (qc QueueConfig) args() []string {
 	}
 	if qc.Fsync != "" {
 		a = append(a, "fsync="+qc.Fsync)
+	}
+	if qc.MaxJobBytes > 0 {
+		a = append(a, "max_job_bytes="+strconv.Itoa(qc.MaxJobBytes))
 	}
 	return a
 }

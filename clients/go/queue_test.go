@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,5 +155,74 @@ func TestReserveAckErrors(t *testing.T) {
 	}
 	if jobs, err := fm.Queue.Reserve(ctx, "q", 1, 50*time.Millisecond); err != nil || len(jobs) != 0 {
 		t.Fatalf("long poll of an empty queue: %v %v", jobs, err)
+	}
+}
+
+// TestEnqueueBatch: a batch larger than the in-flight limit keeps its
+// order and ids; keyed jobs deduplicate inside the batch; a job the
+// server refuses fails alone and is named.
+func TestEnqueueBatch(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if err := fm.Queue.Create(ctx, "batch", flowmesh.QueueConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	n := flowmesh.MaxInflightWrites*2 + 7
+	jobs := make([]flowmesh.EnqueueJob, n)
+	for i := range jobs {
+		jobs[i].Payload = []byte(fmt.Sprintf("job-%d", i))
+	}
+	jobs[5].Options = []flowmesh.EnqueueOption{flowmesh.IdempotencyKey("same")}
+	jobs[6].Options = []flowmesh.EnqueueOption{flowmesh.IdempotencyKey("same")}
+	ids, err := fm.Queue.EnqueueBatch(ctx, "batch", jobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids[5] != ids[6] {
+		t.Fatalf("same key, ids %d and %d", ids[5], ids[6])
+	}
+	for i := 1; i < n; i++ {
+		if i != 6 && ids[i] <= ids[i-1] {
+			t.Fatalf("ids out of order at %d: %d after %d", i, ids[i], ids[i-1])
+		}
+	}
+	info, err := fm.Queue.Info(ctx, "batch")
+	if err != nil || info.Ready != n-1 {
+		t.Fatalf("ready %d, want %d (%v)", info.Ready, n-1, err)
+	}
+	got, err := fm.Queue.Reserve(ctx, "batch", 3, 0)
+	if err != nil || len(got) != 3 || string(got[2].Payload) != "job-2" {
+		t.Fatalf("reserve after the batch: %v %v", got, err)
+	}
+
+	// Over the queue's max_job_bytes: the server refuses that job alone.
+	if err := fm.Queue.Create(ctx, "small", flowmesh.QueueConfig{MaxJobBytes: 10}); err != nil {
+		t.Fatal(err)
+	}
+	bad := []flowmesh.EnqueueJob{{Payload: []byte("a")}, {Payload: make([]byte, 11)}, {Payload: []byte("c")}}
+	ids, err = fm.Queue.EnqueueBatch(ctx, "small", bad)
+	var fe *flowmesh.Error
+	if !errors.As(err, &fe) || ids[2] != ids[0]+1 {
+		t.Fatalf("batch with an oversize job: ids %v, err %v", ids, err)
+	}
+	if info, err := fm.Queue.Info(ctx, "small"); err != nil || info.Ready != 2 {
+		t.Fatalf("small: %+v %v", info, err)
+	}
+	if !strings.Contains(err.Error(), "job 1 of the batch") || !strings.Contains(err.Error(), "Too Large") {
+		t.Fatalf("error does not name the job and the cause: %v", err)
+	}
+	// Over the connection's max_payload: refused before it is sent (the
+	// server would close the connection), the jobs before it are in.
+	bad[1].Payload = make([]byte, fm.MaxPayload()+1)
+	ids, err = fm.Queue.EnqueueBatch(ctx, "batch", bad)
+	if !errors.Is(err, flowmesh.ErrMaxPayload) || ids[0] == 0 || ids[1] != 0 {
+		t.Fatalf("batch with a job over max_payload: ids %v, err %v", ids, err)
+	}
+	if _, err := fm.Queue.Enqueue(ctx, "batch", bad[1].Payload); !errors.Is(err, flowmesh.ErrMaxPayload) {
+		t.Fatalf("enqueue over max_payload: %v", err)
+	}
+	if err := fm.Flush(ctx); err != nil {
+		t.Fatalf("connection broken by a refused job: %v", err)
 	}
 }

@@ -179,6 +179,9 @@ func (s *Streams) startWrite(topic string, r Record, partition int) (*writeCall,
 	}
 	args = append(args, "producer="+c.producer, "")
 	hdr := r.Header.encode()
+	if max := c.MaxPayload(); max > 0 && len(hdr)+len(r.Value) > max {
+		return nil, ErrMaxPayload // the server would close the connection
+	}
 	w := &writeCall{}
 	// build runs under c.mu as the command enters the output buffer, so
 	// sequence numbers reach the server in order even when many goroutines

@@ -65,6 +65,12 @@ func TestStreamWriteReadDescribe(t *testing.T) {
 	if _, err := fm.Stream.Write(ctx, "orders.events", []byte("x"), flowmesh.ToPartition(7)); !errors.As(err, &fe) || fe.Code != protocol.CodeNotFound {
 		t.Fatalf("missing partition: %v", err)
 	}
+	if _, err := fm.Stream.Write(ctx, "orders.events", make([]byte, fm.MaxPayload()+1)); !errors.Is(err, flowmesh.ErrMaxPayload) {
+		t.Fatalf("event over max_payload: %v", err)
+	}
+	if err := fm.Flush(ctx); err != nil {
+		t.Fatalf("connection broken by a refused event: %v", err)
+	}
 	if err := fm.Stream.DeleteTopic(ctx, "orders.events"); err != nil {
 		t.Fatal(err)
 	}

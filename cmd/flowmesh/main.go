@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -75,6 +76,7 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 		maxConns    = fs.Int("max-connections", 0, "most client connections (default 65536)")
 		loops       = fs.Int("loops", 0, "event loops (default: one per CPU)")
 		fsync       = fs.String("fsync", "", "default fsync policy: always, interval or none (default interval)")
+		cpuProfile  = fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (for the bench harness)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -114,6 +116,17 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 		return enc.Encode(cfg)
 	}
 	logger := newLogger(cfg.LogLevel, stderr)
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("cpu profile %s: %w", *cpuProfile, err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if !cfg.InMemory {
 		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return fmt.Errorf("data dir: %w", err)

@@ -46,36 +46,18 @@ func benchQueues(cfg config) error {
 	fmt.Fprintf(cfg.out, "## Job queues vs RabbitMQ (%s)\n\n", cfg.rabbitBin)
 	fmt.Fprintln(cfg.out, "| workload | FlowMesh | RabbitMQ | ratio |")
 	fmt.Fprintln(cfg.out, "|---|---|---|---|")
-	var fms, rms []float64
-	for run := 0; run < max(cfg.runs, 1); run++ {
-		t, cleanup, err := durable(cfg, true, true)
+	for _, batch := range []int{1, 100} {
+		fm, rm, err := medianJobs(cfg, batch)
 		if err != nil {
 			return err
 		}
-		r, err := flowmeshJobs(t, cfg.jobs, 100)
-		t.stop()
-		cleanup()
-		if err != nil {
-			return fmt.Errorf("flowmesh: %w", err)
+		producers := "16 producers each waiting for every enqueue (publish confirm)"
+		if batch > 1 {
+			producers = fmt.Sprintf("16 producers sending %d at a time, then waiting for their replies (confirms)", batch)
 		}
-		fms = append(fms, r)
-		t, cleanup, err = startRabbit(cfg)
-		if err != nil {
-			return err
-		}
-		r, err = rabbitJobs(t, cfg.jobs, 100)
-		t.stop()
-		cleanup()
-		if err != nil {
-			return fmt.Errorf("rabbitmq: %w", err)
-		}
-		rms = append(rms, r)
+		fmt.Fprintf(cfg.out, "| enqueue → reserve → ack, %d × 100 B jobs, %s, 8 workers × 8 in flight, durable | %.0f jobs/s | %.0f jobs/s | %s |\n",
+			cfg.jobs, producers, fm, rm, ratio(fm, rm))
 	}
-	slices.Sort(fms)
-	slices.Sort(rms)
-	fm, rm := fms[len(fms)/2], rms[len(rms)/2]
-	fmt.Fprintf(cfg.out, "| enqueue → reserve → ack, %d × 100 B jobs, 16 producers, 8 workers × 8 in flight, durable | %.0f jobs/s | %.0f jobs/s | %s |\n",
-		cfg.jobs, fm, rm, ratio(fm, rm))
 	t, cleanup, err := durable(cfg, true, false)
 	if err != nil {
 		return err
@@ -91,9 +73,44 @@ func benchQueues(cfg config) error {
 	return nil
 }
 
+// medianJobs runs the job throughput workload on both brokers cfg.runs
+// times, each on a fresh process and data dir, and returns the medians.
+func medianJobs(cfg config, batch int) (fm, rm float64, err error) {
+	var fms, rms []float64
+	for run := 0; run < max(cfg.runs, 1); run++ {
+		t, cleanup, err := durable(cfg, true, true)
+		if err != nil {
+			return 0, 0, err
+		}
+		r, err := flowmeshJobs(t, cfg.jobs, 100, batch)
+		t.stop()
+		cleanup()
+		if err != nil {
+			return 0, 0, fmt.Errorf("flowmesh: %w", err)
+		}
+		fms = append(fms, r)
+		t, cleanup, err = startRabbit(cfg)
+		if err != nil {
+			return 0, 0, err
+		}
+		r, err = rabbitJobs(t, cfg.jobs, 100, batch)
+		t.stop()
+		cleanup()
+		if err != nil {
+			return 0, 0, fmt.Errorf("rabbitmq: %w", err)
+		}
+		rms = append(rms, r)
+	}
+	slices.Sort(fms)
+	slices.Sort(rms)
+	return fms[len(fms)/2], rms[len(rms)/2], nil
+}
+
 // flowmeshJobs enqueues n jobs from 16 producers while 8 workers process
 // them, and returns jobs/s from the first enqueue to the last ack.
-func flowmeshJobs(t *target, n, size int) (float64, error) {
+// With batch > 1, each producer enqueues batch jobs at a time
+// (EnqueueBatch: pipelined, sharing fsyncs) and waits for their replies.
+func flowmeshJobs(t *target, n, size, batch int) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	fm, err := flowmesh.Connect(ctx, t.url)
@@ -138,14 +155,29 @@ func flowmeshJobs(t *target, n, size int) (float64, error) {
 				return
 			}
 			defer c.Close()
-			for next.Add(1) <= int64(n) {
-				if _, err := c.Queue.Enqueue(ctx, "bench", payload); err != nil {
+			jobs := make([]flowmesh.EnqueueJob, 0, batch)
+			for {
+				jobs = jobs[:0]
+				for len(jobs) < batch && next.Add(1) <= int64(n) {
+					jobs = append(jobs, flowmesh.EnqueueJob{Payload: payload})
+				}
+				if len(jobs) == 0 {
+					return
+				}
+				var err error
+				if batch == 1 {
+					_, err = c.Queue.Enqueue(ctx, "bench", payload)
+				} else {
+					_, err = c.Queue.EnqueueBatch(ctx, "bench", jobs)
+				}
+				if err != nil {
 					errs <- err
 					return
 				}
 			}
 		}()
 	}
+
 	select {
 	case <-all:
 	case err := <-errs:
@@ -159,7 +191,7 @@ func flowmeshJobs(t *target, n, size int) (float64, error) {
 	return float64(n) / el.Seconds(), nil
 }
 
-func rabbitJobs(t *target, n, size int) (float64, error) {
+func rabbitJobs(t *target, n, size, batch int) (float64, error) {
 	conn, err := amqp.Dial(t.url)
 	if err != nil {
 		return 0, err
@@ -214,18 +246,28 @@ func rabbitJobs(t *target, n, size int) (float64, error) {
 				errs <- err
 				return
 			}
-			// One publish at a time, waiting for its confirm: the same as a
-			// FlowMesh producer waiting for its enqueue's reply.
-			for next.Add(1) <= int64(n) {
-				dc, err := c.PublishWithDeferredConfirmWithContext(context.Background(), "", "bench", false, false,
-					amqp.Publishing{DeliveryMode: amqp.Persistent, Body: payload})
-				if err != nil {
-					errs <- err
+			// batch publishes, then their confirms: the same as a FlowMesh
+			// producer waiting for its enqueues' replies.
+			dcs := make([]*amqp.DeferredConfirmation, 0, batch)
+			for {
+				dcs = dcs[:0]
+				for len(dcs) < batch && next.Add(1) <= int64(n) {
+					dc, err := c.PublishWithDeferredConfirmWithContext(context.Background(), "", "bench", false, false,
+						amqp.Publishing{DeliveryMode: amqp.Persistent, Body: payload})
+					if err != nil {
+						errs <- err
+						return
+					}
+					dcs = append(dcs, dc)
+				}
+				if len(dcs) == 0 {
 					return
 				}
-				if ok := dc.Wait(); !ok {
-					errs <- fmt.Errorf("publish nacked")
-					return
+				for _, dc := range dcs {
+					if ok := dc.Wait(); !ok {
+						errs <- fmt.Errorf("publish nacked")
+						return
+					}
 				}
 			}
 		}()

@@ -311,75 +311,96 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 	}); err != nil {
 		return err
 	}
-	slots := make(chan struct{}, o.concurrency)
+	// avail counts the slots neither running a job nor promised to a QGET
+	// on its way. Every free slot is asked for at once, in a QGET of its
+	// own if one is already out: reservations are pipelined, so a slot
+	// that frees while a QGET waits for the server's write does not wait
+	// for that round trip to end before it is asked for.
+	avail := o.concurrency
+	freed := make(chan struct{}, o.concurrency)
+	type get struct {
+		cl *call
+		n  int
+	}
+	var gets []get // replies come in this order
 	var running sync.WaitGroup
 	defer running.Wait()
 	hb := time.NewTicker(10 * time.Second)
 	defer hb.Stop()
+	var retry <-chan time.Time // set while backing off after a failed QGET
+	var giveUp <-chan time.Time
+	args := []string{queue, "", "wait=" + o.wait.String()}
 	for {
-		// Wait for at least one free slot, then ask for as many jobs as
-		// there are free slots.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
+		stopping := ctx.Err() != nil
+		if stopping && len(gets) == 0 {
 			return nil
 		}
-		free := 1
-		for free < o.concurrency {
-			select {
-			case slots <- struct{}{}:
-				free++
-				continue
-			default:
+		if avail > 0 && !stopping && retry == nil {
+			args[1] = "max=" + strconv.Itoa(avail)
+			cl, err := fetch.send(func(b []byte) []byte { return protocol.AppendCommand(b, "QGET", args...) })
+			if err != nil {
+				return err // the fetch connection was closed
 			}
-			break
+			gets = append(gets, get{cl, avail})
+			avail = 0
+		}
+		var head <-chan struct{}
+		if len(gets) > 0 {
+			head = gets[0].cl.done
+		}
+		var done <-chan struct{}
+		if !stopping {
+			done = ctx.Done()
+		} else if giveUp == nil {
+			// Once stopping, the QGETs out are still waited for (each
+			// waits at most o.wait on the server): jobs reserved for them
+			// would otherwise sit invisible until their visibility timeout.
+			giveUp = time.After(o.wait + 30*time.Second)
 		}
 		select {
+		case <-giveUp:
+			return nil
+		case <-freed:
+			avail++
+		case <-retry:
+			retry = nil
 		case <-hb.C:
 			_ = fetch.write(protocol.AppendCommand(nil, "QHB"))
-		default:
-		}
-		// The poll is not cut short by ctx: jobs the server reserved for
-		// it would otherwise sit invisible until their timeout. It waits
-		// at most o.wait, so stopping takes at most that long.
-		pctx, pcancel := context.WithTimeout(context.Background(), o.wait+30*time.Second)
-		jobs, err := fetch.Queue.Reserve(pctx, queue, free, o.wait)
-		pcancel()
-		if err != nil {
-			for i := 0; i < free; i++ {
-				<-slots
+		case <-done:
+		case <-head:
+			g := gets[0]
+			gets = gets[1:]
+			if err := g.cl.err; err != nil {
+				avail += g.n
+				var fe *Error
+				if errors.As(err, &fe) && fe.Code == protocol.CodeNotFound {
+					return err // the queue is gone
+				}
+				if errors.Is(err, ErrClosed) {
+					return err
+				}
+				q.c.opts.logger.Warn("flowmesh: worker reserve failed; retrying", "queue", queue, "err", err)
+				retry = time.After(500 * time.Millisecond)
+				continue
 			}
-			if ctx.Err() != nil {
-				return nil
+			avail += g.n - len(g.cl.jobs)
+			for _, j := range g.cl.jobs {
+				j.conn = q.c // acks on the main connection: they must not wait behind a long poll
+				running.Add(1)
+				go func() {
+					defer running.Done()
+					q.runJob(ctx, j, fn, func() { freed <- struct{}{} })
+				}()
 			}
-			var fe *Error
-			if errors.As(err, &fe) && fe.Code == protocol.CodeNotFound {
-				return err // the queue is gone
-			}
-			q.c.opts.logger.Warn("flowmesh: worker reserve failed; retrying", "queue", queue, "err", err)
-			select {
-			case <-time.After(500 * time.Millisecond):
-			case <-ctx.Done():
-				return nil
-			}
-			continue
-		}
-		for i := len(jobs); i < free; i++ {
-			<-slots // unused slots
-		}
-		for _, j := range jobs {
-			j.conn = q.c // acks on the main connection: they must not wait behind a long poll
-			running.Add(1)
-			go func() {
-				defer running.Done()
-				defer func() { <-slots }()
-				q.runJob(ctx, j, fn)
-			}()
 		}
 	}
 }
 
-func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error) {
+// runJob runs fn on j and reports the outcome. free runs as soon as fn
+// returns, before the outcome's reply: the slot takes its next job while
+// the ack is being made durable, so the ack and the next reservation share
+// the server's next write instead of following each other.
+func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, free func()) {
 	err := func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -388,6 +409,7 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 		}()
 		return fn(ctx, j)
 	}()
+	free()
 	// Acks use a context of their own: a worker stopping (ctx done) still
 	// reports the jobs it finished.
 	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -23,15 +23,16 @@ type JobView struct {
 }
 
 // Browse lists up to limit jobs in state w with IDs from from on, with
-// their payloads, changing nothing (the next page starts after the last
-// ID). It reads the log on the calling goroutine.
-func (q *Queue) Browse(w Where, from uint64, limit int) ([]JobView, error) {
+// their payloads, changing nothing. If more is set, the next page starts
+// at next (a page can be short: one call looks at a bounded number of
+// jobs). It reads the log on the calling goroutine.
+func (q *Queue) Browse(w Where, from uint64, limit int) (views []JobView, next uint64, more bool, err error) {
 	if limit < 1 {
 		limit = 1
 	}
 	q.mu.Lock()
-	jobs := q.st.Browse(w, from, limit)
-	views := make([]JobView, len(jobs))
+	jobs, next, more := q.st.Browse(w, from, limit)
+	views = make([]JobView, len(jobs))
 	for i, j := range jobs {
 		v := JobView{ID: j.ID, State: j.Where.String(), Priority: j.Priority, Attempts: j.Attempts, EnqueuedAt: j.EnqueuedAt,
 			LastError: j.LastError, Key: j.Key}
@@ -52,7 +53,7 @@ func (q *Queue) Browse(w Where, from uint64, limit int) ([]JobView, error) {
 		if len(recs) == 0 || id < recs[0].Offset || id-recs[0].Offset >= uint64(len(recs)) {
 			var err error
 			if recs, err = q.log.Read(id, 64<<10, nil); err != nil || len(recs) == 0 || recs[0].Offset != id {
-				return views[:i], fmt.Errorf("queue: read job %d of %q: %v", id, q.name, err)
+				return views[:i], id, true, fmt.Errorf("queue: read job %d of %q: %v", id, q.name, err)
 			}
 		}
 		r := recs[id-recs[0].Offset]
@@ -62,7 +63,7 @@ func (q *Queue) Browse(w Where, from uint64, limit int) ([]JobView, error) {
 			views[i].Payload = []byte{}
 		}
 	}
-	return views, nil
+	return views, next, more, nil
 }
 
 // Redrive moves dead-lettered jobs back to the queue (all of them when

@@ -275,16 +275,16 @@ func TestBrowseRedrivePurgeWorkers(t *testing.T) {
 	<-done
 	<-done
 	// Browsing changes nothing and shows payloads and errors.
-	dead, err := q.Browse(Dead, 0, 10)
-	if err != nil || len(dead) != 2 || string(dead[0].Payload) != "0" || dead[0].LastError != "boom 0" || dead[0].State != "dead" {
+	dead, _, more, err := q.Browse(Dead, 0, 10)
+	if err != nil || more || len(dead) != 2 || string(dead[0].Payload) != "0" || dead[0].LastError != "boom 0" || dead[0].State != "dead" {
 		t.Fatalf("browse dead: %+v %v", dead, err)
 	}
-	ready, _ := q.Browse(Ready, 0, 2)
-	if len(ready) != 2 || string(ready[1].Payload) != "3" {
-		t.Fatalf("browse ready page 1: %+v", ready)
+	ready, next, more, _ := q.Browse(Ready, 0, 2)
+	if len(ready) != 2 || string(ready[1].Payload) != "3" || !more || next != ready[1].ID+1 {
+		t.Fatalf("browse ready page 1: %+v next %d %v", ready, next, more)
 	}
-	ready, _ = q.Browse(Ready, ready[1].ID+1, 2)
-	if len(ready) != 1 || string(ready[0].Payload) != "4" {
+	ready, _, more, _ = q.Browse(Ready, next, 2)
+	if len(ready) != 1 || string(ready[0].Payload) != "4" || more {
 		t.Fatalf("browse ready page 2: %+v", ready)
 	}
 	if in := q.Info(); in.Ready != 3 || in.Dead != 2 {

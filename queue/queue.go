@@ -55,6 +55,7 @@ type Queue struct {
 	closed   error
 	recovery RecoveryStats
 	hist     histogram // processing time: reserve to ack
+	rates    rates
 
 	// fresh holds the payloads of jobs enqueued and not yet delivered, up
 	// to freshMax bytes: most jobs are reserved soon after they are
@@ -565,6 +566,7 @@ func (q *Queue) run() {
 		now := q.e.opts.Now()
 		q.mu.Lock()
 		_, expired := q.st.Advance(now.UnixNano())
+		q.rates.sample(now.UnixNano(), q.st.counts)
 		for _, j := range expired {
 			q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
 			if wk, _ := j.Holder.(*Worker); wk != nil {
@@ -821,6 +823,7 @@ type Info struct {
 	Bytes      int64         `json:"bytes"` // on disk, log
 	Recovery   RecoveryStats `json:"recovery"`
 	Processing HistogramView `json:"processing"` // reserve to ack
+	Rates      Rates         `json:"rates"`      // per second, last 10 s
 }
 
 // Info returns the queue's stats.
@@ -829,7 +832,9 @@ func (q *Queue) Info() Info {
 	q.mu.Lock()
 	st := q.st.Stats(now)
 	in := Info{Name: q.name, Config: q.cfg, Ready: st.Ready, Delayed: st.Delayed, InFlight: st.InFlight, Dead: st.Dead,
-		OldestMs: st.OldestReadyAge.Milliseconds(), Counters: st.Counters, Recovery: q.recovery, Processing: q.hist.view()}
+		OldestMs: st.OldestReadyAge.Milliseconds(), Counters: st.Counters, Recovery: q.recovery, Processing: q.hist.view(),
+		Rates: q.rates.perSecond(now, st.Counters)}
+	q.rates.sample(now, st.Counters)
 	q.mu.Unlock()
 	in.Bytes = q.log.Stats().SizeBytes
 	return in

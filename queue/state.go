@@ -87,7 +87,7 @@ type State struct {
 	deadN    int
 	dedup    map[string]dedupEntry
 	dedupQ   []dedupEntry // by time, for expiry
-	live     idHeap       // IDs of jobs still held, for the low-water mark
+	order    idIndex      // IDs of jobs held, ascending: the low-water mark and browsing
 	paused   bool
 	counts   Counters
 }
@@ -158,7 +158,7 @@ func (s *State) Dedup(key string, now int64) (uint64, bool) {
 func (s *State) Enqueue(j *Job, runAt int64) {
 	j.index = -1
 	s.jobs[j.ID] = j
-	heap.Push(&s.live, j.ID)
+	s.order.add(j.ID)
 	if j.Key != "" {
 		e := dedupEntry{key: j.Key, id: j.ID, at: j.EnqueuedAt}
 		s.dedup[j.Key] = e
@@ -180,7 +180,7 @@ func (s *State) Enqueue(j *Job, runAt int64) {
 func (s *State) Restore(j *Job, now int64) {
 	j.index = -1
 	s.jobs[j.ID] = j
-	heap.Push(&s.live, j.ID)
+	s.order.add(j.ID)
 	if j.Key != "" && j.EnqueuedAt > now-int64(s.policy.DedupWindow) {
 		e := dedupEntry{key: j.Key, id: j.ID, at: j.EnqueuedAt}
 		s.dedup[j.Key] = e
@@ -459,12 +459,9 @@ func (s *State) collect(w Where) []uint64 {
 // acknowledged or purged, so its log space can go), or next if it holds
 // none.
 func (s *State) LowWater(next uint64) uint64 {
-	for s.live.Len() > 0 {
-		id := s.live[0]
-		if _, ok := s.jobs[id]; ok {
-			return id
-		}
-		heap.Pop(&s.live)
+	s.order.compact(s.jobs)
+	if len(s.order.ids) > 0 {
+		return s.order.ids[0]
 	}
 	return next
 }
@@ -493,22 +490,69 @@ func (s *State) Stats(now int64) Stats {
 
 // Browse lists up to limit jobs in state w with IDs from from on, in ID
 // order, changing nothing.
-func (s *State) Browse(w Where, from uint64, limit int) []*Job {
-	var ids []uint64
-	for id, j := range s.jobs {
-		if j.Where == w && id >= from {
-			ids = append(ids, id)
+func (s *State) Browse(w Where, from uint64, limit int) (jobs []*Job, next uint64, more bool) {
+	ids := s.order.ids
+	i, _ := slices.BinarySearch(ids, from)
+	// A page looks at a bounded number of IDs, so browsing a rare state
+	// among a million jobs never holds the queue for long: a short page
+	// with more set says where to go on.
+	budget := browseScan + 4*limit
+	for ; i < len(ids) && budget > 0; i, budget = i+1, budget-1 {
+		if j := s.jobs[ids[i]]; j != nil && j.Where == w {
+			jobs = append(jobs, j)
+			if len(jobs) == limit {
+				i++
+				break
+			}
 		}
 	}
-	slices.Sort(ids)
-	if len(ids) > limit {
-		ids = ids[:limit]
+	if i < len(ids) {
+		return jobs, ids[i], true
 	}
-	out := make([]*Job, len(ids))
-	for i, id := range ids {
-		out[i] = s.jobs[id]
+	return jobs, 0, false
+}
+
+// browseScan is how many IDs one Browse call looks at, beyond four per
+// job asked for.
+const browseScan = 20000
+
+// idIndex holds IDs in ascending order. IDs are added in ascending order
+// (they are log offsets, added as the log assigns them) and removed
+// lazily: an ID whose job is gone stays until compact, which runs when
+// more than half the entries are dead.
+type idIndex struct {
+	ids []uint64
+}
+
+func (x *idIndex) add(id uint64) {
+	if n := len(x.ids); n == 0 || x.ids[n-1] < id {
+		x.ids = append(x.ids, id)
+		return
 	}
-	return out
+	if i, found := slices.BinarySearch(x.ids, id); !found {
+		x.ids = slices.Insert(x.ids, i, id)
+	}
+}
+
+// compact drops the IDs no longer in jobs: the leading ones always (the
+// low-water mark needs the first to be live), the rest when they are more
+// than half.
+func (x *idIndex) compact(jobs map[uint64]*Job) {
+	i := 0
+	for i < len(x.ids) && jobs[x.ids[i]] == nil {
+		i++
+	}
+	x.ids = x.ids[i:]
+	if len(x.ids) > 2*len(jobs)+1024 {
+		keep := x.ids[:0]
+		for _, id := range x.ids {
+			if jobs[id] != nil {
+				keep = append(keep, id)
+			}
+		}
+		clear(x.ids[len(keep):])
+		x.ids = slices.Clip(keep)
+	}
 }
 
 // jobHeap is a heap of jobs that keeps each job's index, so a job can be
@@ -536,17 +580,4 @@ func (h *jobHeap) Pop() any {
 	h.jobs = h.jobs[:n]
 	j.index = -1
 	return j
-}
-
-type idHeap []uint64
-
-func (h idHeap) Len() int           { return len(h) }
-func (h idHeap) Less(i, k int) bool { return h[i] < h[k] }
-func (h idHeap) Swap(i, k int)      { h[i], h[k] = h[k], h[i] }
-func (h *idHeap) Push(x any)        { *h = append(*h, x.(uint64)) }
-func (h *idHeap) Pop() any {
-	n := len(*h) - 1
-	x := (*h)[n]
-	*h = (*h)[:n]
-	return x
 }

@@ -190,8 +190,60 @@ func TestDedupLowWaterPausePurge(t *testing.T) {
 	if lw := s.LowWater(4); lw != 4 {
 		t.Fatalf("low water of an empty queue: %d", lw)
 	}
-	if b := s.Browse(Ready, 0, 10); len(b) != 0 {
+	if b, _, more := s.Browse(Ready, 0, 10); len(b) != 0 || more {
 		t.Fatalf("browse after purge: %v", ids(b))
+	}
+}
+
+// TestBrowsePages: pages come in ID order from any from, skip jobs in
+// other states and gone jobs, and one call looks at a bounded number of
+// IDs, saying where to go on.
+func TestBrowsePages(t *testing.T) {
+	s := newState()
+	n := uint64(browseScan + 100)
+	for id := uint64(0); id < n; id++ {
+		s.Enqueue(&Job{ID: id, EnqueuedAt: 1}, 0)
+	}
+	// The last job is the only dead one; the first ten are acknowledged.
+	last := s.Reserve(int(n), 2, 0)
+	for _, j := range last[:10] {
+		if err := s.Ack(j.ID, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, j := range last[10 : len(last)-1] {
+		if _, err := s.Nack(j.ID, 1, 3, NackOpts{UseDelay: true}); err != nil { // ready again now
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Nack(n-1, 1, 3, NackOpts{Fail: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Browsing the dead: the first call stops after its budget.
+	var dead []uint64
+	from, calls := uint64(0), 0
+	for {
+		calls++
+		jobs, next, more := s.Browse(Dead, from, 10)
+		dead = append(dead, ids(jobs)...)
+		if !more {
+			break
+		}
+		if next <= from {
+			t.Fatalf("next %d after from %d", next, from)
+		}
+		from = next
+	}
+	if len(dead) != 1 || dead[0] != n-1 || calls < 2 {
+		t.Fatalf("dead %v after %d calls", dead, calls)
+	}
+	// Ready pages from the middle, acknowledged jobs skipped.
+	jobs, next, more := s.Browse(Ready, 5, 3)
+	if got := ids(jobs); len(got) != 3 || got[0] != 10 || got[2] != 12 || !more || next != 13 {
+		t.Fatalf("ready page: %v next %d more %v", got, next, more)
+	}
+	if lw := s.LowWater(n); lw != 10 {
+		t.Fatalf("low water %d, want 10", lw)
 	}
 }
 

@@ -374,17 +374,16 @@ func (s *Server) qbrowse(c *Call) {
 		return
 	}
 	c.async(func(p *Pending) {
-		jobs, err := q.Browse(where, from, limit)
+		jobs, next, more, err := q.Browse(where, from, limit)
 		if err != nil {
 			p.Err(queueErr(err))
 			return
 		}
 		page := struct {
 			Jobs []queue.JobView `json:"jobs"`
-			Next *uint64         `json:"next,omitempty"` // from= of the next page, if this one was full
+			Next *uint64         `json:"next,omitempty"` // from= of the next page; absent at the end
 		}{Jobs: jobs}
-		if len(jobs) == limit {
-			next := jobs[len(jobs)-1].ID + 1
+		if more {
 			page.Next = &next
 		}
 		b, _ := json.Marshal(page)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -276,6 +277,7 @@ type workerOpts struct {
 	concurrency int
 	name        string
 	wait        time.Duration
+	touch       time.Duration // 0: a third of the queue's visibility timeout; <0: never
 }
 
 // Concurrency sets how many jobs the worker runs at once. Default 1.
@@ -283,6 +285,20 @@ func Concurrency(n int) WorkerOption { return func(o *workerOpts) { o.concurrenc
 
 // WorkerName sets the name the server shows for the worker. Default "worker".
 func WorkerName(n string) WorkerOption { return func(o *workerOpts) { o.name = n } }
+
+// TouchEvery sets how often the worker extends the visibility timeout of a
+// job whose handler is still running (QTOUCH, by the queue's visibility
+// timeout), so a long job is not delivered to another worker meanwhile.
+// Default: a third of the queue's visibility timeout, read when the worker
+// starts; 0 or less turns it off.
+func TouchEvery(d time.Duration) WorkerOption {
+	return func(o *workerOpts) {
+		o.touch = d
+		if d <= 0 {
+			o.touch = -1
+		}
+	}
+}
 
 // Worker runs fn for each job of queue, up to Concurrency at once, until
 // ctx ends; then it finishes the jobs it holds (up to a second's poll) and
@@ -310,6 +326,14 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 		return protocol.AppendCommand(b, "QWORKER", o.name, queue, "concurrency="+strconv.Itoa(o.concurrency))
 	}); err != nil {
 		return err
+	}
+	if o.touch == 0 {
+		o.touch = time.Second
+		if in, err := q.Info(ctx, queue); err == nil && in.Config.VisibilityTimeout != "" {
+			if v, err := time.ParseDuration(in.Config.VisibilityTimeout); err == nil && v > 0 {
+				o.touch = v / 3
+			}
+		}
 	}
 	// avail counts the slots neither running a job nor promised to a QGET
 	// on its way. Every free slot is asked for at once, in a QGET of its
@@ -389,7 +413,7 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 				running.Add(1)
 				go func() {
 					defer running.Done()
-					q.runJob(ctx, j, fn, func() { freed <- struct{}{} })
+					q.runJob(ctx, j, fn, o.touch, func() { freed <- struct{}{} })
 				}()
 			}
 		}
@@ -400,7 +424,11 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 // returns, before the outcome's reply: the slot takes its next job while
 // the ack is being made durable, so the ack and the next reservation share
 // the server's next write instead of following each other.
-func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, free func()) {
+func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, touch time.Duration, free func()) {
+	stop := func() {}
+	if touch > 0 {
+		stop = j.keepAlive(touch, q.c.opts.logger)
+	}
 	err := func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -409,6 +437,7 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 		}()
 		return fn(ctx, j)
 	}()
+	stop() // before the outcome is sent: a touch after it would only fail
 	free()
 	// Acks use a context of their own: a worker stopping (ctx done) still
 	// reports the jobs it finished.
@@ -426,6 +455,36 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 	if err != nil {
 		q.c.opts.logger.Warn("flowmesh: job outcome not recorded; the job will come back after its visibility timeout",
 			"queue", j.Queue, "id", j.ID, "err", err)
+	}
+}
+
+// keepAlive touches j every d until stop is called; stop waits for a touch
+// under way.
+func (j *Job) keepAlive(d time.Duration, log *slog.Logger) (stop func()) {
+	var mu sync.Mutex
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // t is set before the first touch reads it
+	defer mu.Unlock()
+	t = time.AfterFunc(d, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), d)
+		err := j.Touch(ctx, 0)
+		cancel()
+		if err != nil {
+			log.Warn("flowmesh: job not touched; it may be delivered again", "queue", j.Queue, "id", j.ID, "err", err)
+		}
+		t.Reset(d)
+	})
+	return func() {
+		t.Stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
 	}
 }
 
@@ -501,12 +560,22 @@ func (q *Queues) Resume(ctx context.Context, name string) error {
 
 // QueueInfo is a queue's state and counters.
 type QueueInfo struct {
-	Name     string `json:"name"`
-	Ready    int    `json:"ready"`
-	Delayed  int    `json:"delayed"`
-	InFlight int    `json:"in_flight"`
-	Dead     int    `json:"dead"`
-	OldestMs int64  `json:"oldest_ready_ms"`
+	Name   string `json:"name"`
+	Config struct {
+		MaxAttempts       int    `json:"max_attempts"`
+		VisibilityTimeout string `json:"visibility_timeout"` // a Go duration
+		BackoffBase       string `json:"backoff_base"`
+		BackoffMax        string `json:"backoff_max"`
+		DedupWindow       string `json:"dedup_window"`
+		Fsync             string `json:"fsync"`
+		MaxJobBytes       int    `json:"max_job_bytes"`
+		Paused            bool   `json:"paused"`
+	} `json:"config"`
+	Ready    int   `json:"ready"`
+	Delayed  int   `json:"delayed"`
+	InFlight int   `json:"in_flight"`
+	Dead     int   `json:"dead"`
+	OldestMs int64 `json:"oldest_ready_ms"`
 	Counters struct {
 		Enqueued     uint64 `json:"enqueued"`
 		Reserved     uint64 `json:"reserved"`
@@ -517,6 +586,22 @@ type QueueInfo struct {
 		Redriven     uint64 `json:"redriven"`
 		Deduplicated uint64 `json:"deduplicated"`
 	} `json:"counters"`
+	// Rates are per second over the last 10 s.
+	Rates struct {
+		Enqueued     float64 `json:"enqueued"`
+		Acked        float64 `json:"acked"`
+		Nacked       float64 `json:"nacked"`
+		Expired      float64 `json:"expired"`
+		DeadLettered float64 `json:"dead_lettered"`
+	} `json:"rates"`
+	// Processing is the reserve-to-ack time distribution: Counts[i] jobs
+	// took at most BoundsMs[i] (the last count has no bound).
+	Processing struct {
+		BoundsMs []float64 `json:"bounds_ms"`
+		Counts   []uint64  `json:"counts"`
+		SumMs    float64   `json:"sum_ms"`
+		Count    uint64    `json:"count"`
+	} `json:"processing"`
 }
 
 // Info returns a queue's stats.
@@ -547,7 +632,9 @@ type BrowsedJob struct {
 
 // Browse lists jobs in a state ("ready", "delayed", "in_flight", "dead")
 // from id from on, changing nothing; next is where the next page starts
-// (0 with no more pages).
+// (0 with no more pages). A page can hold fewer than limit jobs and still
+// have a next: one call looks at a bounded number of jobs, so browsing a
+// rare state of a large queue takes several calls.
 func (q *Queues) Browse(ctx context.Context, name, state string, from uint64, limit int) (jobs []BrowsedJob, next uint64, err error) {
 	cl, err := q.command(ctx, "QBROWSE", name, state, "from="+itoa(from), "limit="+strconv.Itoa(limit))
 	if err != nil {

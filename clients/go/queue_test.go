@@ -85,6 +85,10 @@ func TestWorker(t *testing.T) {
 			t.Fatal(err)
 		}
 		if in.Ready == 0 && in.Delayed == 0 && in.InFlight == 0 && in.Dead == 3 {
+			// Everything happened within the last seconds: the rates see it.
+			if in.Rates.Enqueued <= 0 || in.Rates.Acked <= 0 || in.Rates.DeadLettered <= 0 || in.Processing.Count == 0 {
+				t.Fatalf("rates and processing times missing: %+v", in)
+			}
 			break
 		}
 		select {
@@ -224,5 +228,56 @@ func TestEnqueueBatch(t *testing.T) {
 	}
 	if err := fm.Flush(ctx); err != nil {
 		t.Fatalf("connection broken by a refused job: %v", err)
+	}
+}
+
+// TestWorkerTouchesLongJobs: a handler running past the visibility
+// timeout keeps its job (the worker touches it), so the job is not
+// delivered again; with touching off, it is.
+func TestWorkerTouchesLongJobs(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	for _, tc := range []struct {
+		queue   string
+		opts    []flowmesh.WorkerOption
+		expired bool
+	}{
+		{"touched", nil, false},
+		{"untouched", []flowmesh.WorkerOption{flowmesh.TouchEvery(0), flowmesh.Concurrency(2)}, true},
+	} {
+		if err := fm.Queue.Create(ctx, tc.queue, flowmesh.QueueConfig{VisibilityTimeout: 300 * time.Millisecond}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fm.Queue.Enqueue(ctx, tc.queue, []byte("long")); err != nil {
+			t.Fatal(err)
+		}
+		wctx, stop := context.WithCancel(ctx)
+		var mu sync.Mutex
+		attempts := 0
+		done := make(chan struct{})
+		var once sync.Once
+		go fm.Queue.Worker(wctx, tc.queue, func(ctx context.Context, j *flowmesh.Job) error {
+			mu.Lock()
+			attempts++
+			mu.Unlock()
+			if j.Attempt == 1 {
+				time.Sleep(time.Second) // the long job: over three visibility timeouts
+			}
+			once.Do(func() { close(done) })
+			return nil
+		}, tc.opts...)
+		<-done
+		in, err := fm.Queue.Info(ctx, tc.queue)
+		stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		got := attempts
+		mu.Unlock()
+		if tc.expired != (in.Counters.Expired > 0) || (!tc.expired && got != 1) {
+			t.Fatalf("%s: %d deliveries, counters %+v", tc.queue, got, in.Counters)
+		}
 	}
 }

@@ -21,13 +21,15 @@ var allowedDeps = map[string][]string{
 	"monitor":        {},
 	"log":            {},
 	"kv/store":       {},
+	"kv":             {"kv/store"},
+	"protocol/resp":  {},
 	"internal/conf":  {},
 	"internal/dirs":  {},
 	"stream":         {"log", "kv/store", "internal/conf", "internal/dirs"},
 	"queue":          {"log", "kv/store", "internal/conf", "internal/dirs"},
-	"server":         {"protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs"},
+	"server":         {"protocol", "protocol/resp", "server/subject", "netpoll", "monitor", "kv", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs"},
 	"clients/go":     {"protocol"},
-	"cmd/flowmesh":   {"server", "protocol", "server/subject", "netpoll", "monitor", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs"},
+	"cmd/flowmesh":   {"server", "protocol", "protocol/resp", "server/subject", "netpoll", "monitor", "kv", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs"},
 	"bench":          {"clients/go", "protocol"},
 }
 

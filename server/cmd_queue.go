@@ -54,7 +54,7 @@ func queueErr(err error) *protocol.Error { return engineErr(err, queueErrors, "q
 
 func (s *Server) queueConfig(args [][]byte, base queue.Config) (queue.Config, *protocol.Error) {
 	for _, a := range args {
-		k, v, ok := kv(a)
+		k, v, ok := optArg(a)
 		if !ok {
 			return base, badArgs("%q: settings are key=value", a)
 		}
@@ -152,7 +152,7 @@ func (s *Server) qput(c *Call) {
 	f := c.Frame
 	r := queue.EnqueueRequest{Payload: f.Payload, Header: f.Header}
 	for _, a := range f.Args[1:] {
-		k, v, ok := kv(a)
+		k, v, ok := optArg(a)
 		var perr *protocol.Error
 		switch {
 		case !ok:
@@ -211,7 +211,7 @@ func (s *Server) qget(c *Call) {
 	f := c.Frame
 	max, wait, vis := 1, time.Duration(0), time.Duration(0)
 	for _, a := range f.Args[1:] {
-		k, v, _ := kv(a)
+		k, v, _ := optArg(a)
 		var perr *protocol.Error
 		switch k {
 		case "max":
@@ -286,7 +286,7 @@ func (s *Server) qack(c *Call) {
 func (s *Server) qnack(c *Call) {
 	var o queue.NackOpts
 	if len(c.Frame.Args) == 4 {
-		switch k, v, _ := kv(c.Frame.Args[3]); {
+		switch k, v, _ := optArg(c.Frame.Args[3]); {
 		case string(c.Frame.Args[3]) == "fail":
 			o.Fail = true
 		case k == "delay":
@@ -319,7 +319,7 @@ func (s *Server) qnack(c *Call) {
 func (s *Server) qtouch(c *Call) {
 	var ext time.Duration
 	if len(c.Frame.Args) == 4 {
-		k, v, _ := kv(c.Frame.Args[3])
+		k, v, _ := optArg(c.Frame.Args[3])
 		if k != "ext" {
 			c.Err(badArgs("QTOUCH option %q: want ext=D", c.Frame.Args[3]))
 			return
@@ -356,7 +356,7 @@ func (s *Server) qbrowse(c *Call) {
 	}
 	from, limit := uint64(0), 100
 	for _, arg := range a[2:] {
-		k, v, _ := kv(arg)
+		k, v, _ := optArg(arg)
 		n := protocol.ParseUint([]byte(v))
 		switch {
 		case k == "from" && n >= 0:
@@ -443,7 +443,7 @@ func (s *Server) qworker(c *Call) {
 	a := c.Frame.Args
 	conc := 1
 	if len(a) == 3 {
-		k, v, _ := kv(a[2])
+		k, v, _ := optArg(a[2])
 		n, err := strconv.Atoi(v)
 		if k != "concurrency" || err != nil || n < 1 || n > 100000 {
 			c.Err(badArgs("QWORKER option %q: want concurrency=N", a[2]))

@@ -106,7 +106,7 @@ func badArgs(format string, args ...any) *protocol.Error {
 }
 
 // kv splits a k=v argument.
-func kv(a []byte) (string, string, bool) {
+func optArg(a []byte) (string, string, bool) {
 	k, v, ok := strings.Cut(string(a), "=")
 	return k, v, ok && k != ""
 }
@@ -121,7 +121,7 @@ func parseInt(a []byte, what string) (int, *protocol.Error) {
 
 func (s *Server) topicConfig(args [][]byte, base stream.Config) (stream.Config, *protocol.Error) {
 	for _, a := range args {
-		k, v, ok := kv(a)
+		k, v, ok := optArg(a)
 		if !ok {
 			return base, badArgs("%q: settings are key=value", a)
 		}
@@ -193,7 +193,7 @@ func (s *Server) swrite(c *Call) {
 	f := c.Frame
 	w := stream.Write{Partition: -1, Header: f.Header, Value: f.Payload}
 	for _, a := range f.Args[1:] {
-		k, v, ok := kv(a)
+		k, v, ok := optArg(a)
 		if !ok {
 			c.Err(badArgs("%q: SWRITE options are key=, partition=, producer=, seq=", a))
 			return
@@ -260,7 +260,7 @@ func (s *Server) sread(c *Call) {
 	}
 	max, maxBytes := 100, 1<<20
 	for _, a := range f.Args[3:] {
-		k, v, _ := kv(a)
+		k, v, _ := optArg(a)
 		n, perr := parseInt([]byte(v), k)
 		switch {
 		case perr != nil:
@@ -390,7 +390,7 @@ func (s *Server) ssub(c *Call) {
 	}
 	var o stream.JoinOptions
 	for _, a := range f.Args[3:] {
-		k, v, ok := kv(a)
+		k, v, ok := optArg(a)
 		var err error
 		switch {
 		case !ok:

@@ -17,6 +17,9 @@ type Config struct {
 	Name string `json:"name,omitempty"`
 	// Addr is the FlowMesh/NATS protocol port. Default "127.0.0.1:4222".
 	Addr string `json:"addr,omitempty"`
+	// RESPAddr is the Redis-compatible port; "" or "off" (the default)
+	// disables it.
+	RESPAddr string `json:"resp_addr,omitempty"`
 	// HTTPAddr is the monitoring port (metrics, REST, UI). Default
 	// "127.0.0.1:8222"; "off" disables it.
 	HTTPAddr string `json:"http_addr,omitempty"`

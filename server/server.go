@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flowmesh/flowmesh/kv"
 	"github.com/flowmesh/flowmesh/kv/store"
 	"github.com/flowmesh/flowmesh/monitor"
 	"github.com/flowmesh/flowmesh/netpoll"
@@ -39,24 +40,27 @@ type HandlerFunc func(c *Call)
 
 // Server is one FlowMesh node: the protocol port and the engines behind it.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	limits   protocol.Limits
-	specs    []protocol.Spec
-	handlers map[protocol.Verb]HandlerFunc
-	table    *protocol.Table
-	subs     *subject.List[*subscription]
-	np       *netpoll.Server
-	mon      *monitor.Server
-	store    *store.Store
-	streams  *stream.Engine
-	queues   *queue.Engine
-	tmpDir   string // in-memory mode: where stream logs live until shutdown
-	info     serverInfo
-	inflight inflight
-	ready    chan struct{}
-	started  atomic.Bool
-	stopped  atomic.Bool
+	cfg        Config
+	log        *slog.Logger
+	limits     protocol.Limits
+	specs      []protocol.Spec
+	handlers   map[protocol.Verb]HandlerFunc
+	table      *protocol.Table
+	subs       *subject.List[*subscription]
+	np         *netpoll.Server
+	mon        *monitor.Server
+	store      *store.Store
+	streams    *stream.Engine
+	queues     *queue.Engine
+	kv         *kv.Engine
+	resp       *netpoll.Server           // the Redis-compatible port, nil when off
+	respCounts map[string]*atomic.Uint64 // commands run on it, by name
+	tmpDir     string                    // in-memory mode: where stream logs live until shutdown
+	info       serverInfo
+	inflight   inflight
+	ready      chan struct{}
+	started    atomic.Bool
+	stopped    atomic.Bool
 
 	msgsIn, msgsOut, protoErrors atomic.Uint64
 	errLogged                    atomic.Int64 // unix second of the last client-error log line
@@ -105,33 +109,43 @@ func (s *Server) Start() error {
 	if s.started.Swap(true) {
 		return errors.New("server: already started")
 	}
+	// undo closes what was opened, newest first, if a later step fails.
+	var undo []func()
+	fail := func(err error) error {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return fmt.Errorf("server: %w", err)
+	}
 	st, err := store.Open(filepath.Join(s.cfg.DataDir, "meta"), store.Options{InMemory: s.cfg.InMemory,
 		Sync: s.cfg.Fsync == "always", Logger: s.log})
 	if err != nil {
-		return fmt.Errorf("server: %w", err)
+		return fail(err)
 	}
 	s.store = st
+	undo = append(undo, func() { st.Close() })
 	logRoot := s.cfg.DataDir
 	if s.cfg.InMemory {
 		// The commit log needs files; in-memory mode keeps them in a
 		// temporary directory removed at shutdown.
 		if s.tmpDir, err = os.MkdirTemp("", "flowmesh-mem-"); err != nil {
-			st.Close()
-			return fmt.Errorf("server: %w", err)
+			return fail(err)
 		}
 		logRoot = s.tmpDir
+		undo = append(undo, s.removeTmp)
 	}
 	if s.streams, err = stream.Open(s.streamOptions(filepath.Join(logRoot, "streams"))); err != nil {
-		st.Close()
-		s.removeTmp()
-		return fmt.Errorf("server: %w", err)
+		return fail(err)
 	}
+	undo = append(undo, func() { s.streams.Close() })
 	if s.queues, err = queue.Open(s.queueOptions(filepath.Join(logRoot, "queues"))); err != nil {
-		s.streams.Close()
-		st.Close()
-		s.removeTmp()
-		return fmt.Errorf("server: %w", err)
+		return fail(err)
 	}
+	undo = append(undo, func() { s.queues.Close() })
+	if s.kv, err = kv.Open(s.kvOptions()); err != nil {
+		return fail(err)
+	}
+	undo = append(undo, s.kv.Close)
 	s.table = protocol.NewTable(s.specs...)
 	ping, pong := protocol.AppendPing(nil), protocol.AppendError(nil, &protocol.Error{Code: protocol.CodeStaleConnection})
 	np, err := netpoll.Listen(netpoll.Config{
@@ -145,22 +159,20 @@ func (s *Server) Start() error {
 		Logger:     s.log,
 	}, (*portHandler)(s))
 	if err != nil {
-		s.queues.Close()
-		s.streams.Close()
-		st.Close()
-		s.removeTmp()
-		return fmt.Errorf("server: %w", err)
+		return fail(err)
 	}
 	s.np = np
+	undo = append(undo, func() { _ = np.Shutdown(context.Background()) })
+	if s.cfg.RESPAddr != "" && s.cfg.RESPAddr != "off" {
+		if s.resp, err = s.listenRESP(); err != nil {
+			return fail(err)
+		}
+		undo = append(undo, func() { _ = s.resp.Shutdown(context.Background()) })
+	}
 	if s.cfg.HTTPAddr != "off" {
 		mon, err := monitor.Listen(s.cfg.HTTPAddr, monitorNode{s}, s.log)
 		if err != nil {
-			_ = np.Shutdown(context.Background())
-			s.queues.Close()
-			s.streams.Close()
-			st.Close()
-			s.removeTmp()
-			return fmt.Errorf("server: %w", err)
+			return fail(err)
 		}
 		s.mon = mon
 	}
@@ -197,10 +209,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.log.Warn("server: shutdown deadline passed with commands in flight")
 	}
 	err := s.np.Shutdown(ctx)
+	if s.resp != nil {
+		err = errors.Join(err, s.resp.Shutdown(ctx))
+	}
 	if s.mon != nil {
 		err = errors.Join(err, s.mon.Shutdown(ctx))
 	}
 	// Engines close before the store they write to; the store closes last.
+	s.kv.Close()
 	err = errors.Join(err, s.queues.Close())
 	err = errors.Join(err, s.streams.Close())
 	err = errors.Join(err, s.store.Close())
@@ -214,6 +230,17 @@ func (s *Server) removeTmp() {
 		os.RemoveAll(s.tmpDir)
 	}
 }
+
+// RESPAddr is the Redis-compatible port's address, nil when it is off.
+func (s *Server) RESPAddr() net.Addr {
+	if s.resp == nil {
+		return nil
+	}
+	return s.resp.Addr()
+}
+
+// KV is the KV engine (nil before Start).
+func (s *Server) KV() *kv.Engine { return s.kv }
 
 // Streams is the stream engine (nil before Start).
 func (s *Server) Streams() *stream.Engine { return s.streams }

@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -69,6 +71,7 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 		checkConfig = fs.Bool("check-config", false, "validate the configuration, print it and exit")
 		addr        = fs.String("addr", "", "protocol port `host:port` (default 127.0.0.1:4222)")
 		httpAddr    = fs.String("http-addr", "", "monitoring port `host:port`, or off (default 127.0.0.1:8222)")
+		respAddr    = fs.String("resp-addr", "", "Redis-compatible port `host:port` (default off)")
 		dataDir     = fs.String("data-dir", "", "data directory (default ./flowmesh-data)")
 		inMemory    = fs.Bool("in-memory", false, "keep nothing on disk")
 		logLevel    = fs.String("log-level", "", "debug, info, warn or error")
@@ -98,6 +101,7 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	override(set, "addr", &cfg.Addr, *addr)
 	override(set, "http-addr", &cfg.HTTPAddr, *httpAddr)
+	override(set, "resp-addr", &cfg.RESPAddr, *respAddr)
 	override(set, "data-dir", &cfg.DataDir, *dataDir)
 	override(set, "log-level", &cfg.LogLevel, *logLevel)
 	override(set, "fsync", &cfg.Fsync, *fsync)
@@ -179,13 +183,18 @@ func banner(w io.Writer, srv *server.Server, cfg server.Config) {
 	if a := srv.HTTPAddr(); a != nil {
 		httpAddr = "http://" + a.String()
 	}
+	respAddr := "off (--resp-addr to serve Redis clients)"
+	if a := srv.RESPAddr(); a != nil {
+		respAddr = "redis://" + a.String() + "     (try: redis-cli -p " + strconv.Itoa(int(a.(*net.TCPAddr).AddrPort().Port())) + ")"
+	}
 	fmt.Fprintf(w, `
   FlowMesh %s (dev mode)
   protocol   nats://%s     (try: nc %s)
+  redis      %s
   monitor    %s
   data       %s
 
-`, server.Version, srv.Addr(), hostPort(srv.Addr().String()), httpAddr, data)
+`, server.Version, srv.Addr(), hostPort(srv.Addr().String()), respAddr, httpAddr, data)
 }
 
 func hostPort(a string) string {

@@ -115,6 +115,51 @@ func (s *Store) Scan(ks Keyspace, prefix []byte, fn func(k, v []byte) bool) erro
 	return it.Close()
 }
 
+// Iterate calls fn for the keys of ks in [lo, hi) (hi nil: to the end of
+// ks), ascending, or descending if reverse, until fn returns false. Slices
+// passed to fn are valid only during the call. The iteration sees one
+// point in time.
+func (s *Store) Iterate(ks Keyspace, lo, hi []byte, reverse bool, fn func(k, v []byte) bool) error {
+	o := &pebble.IterOptions{LowerBound: key(ks, lo), UpperBound: key(ks, hi)}
+	if hi == nil {
+		o.UpperBound = []byte{byte(ks) + 1}
+	}
+	it, err := s.db.NewIter(o)
+	if err != nil {
+		return fmt.Errorf("store: iterate: %w", err)
+	}
+	step, ok := it.Next, it.First()
+	if reverse {
+		step, ok = it.Prev, it.Last()
+	}
+	for ; ok; ok = step() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("store: iterate: %w", err)
+		}
+		if !fn(it.Key()[1:], v) {
+			break
+		}
+	}
+	return it.Close()
+}
+
+// SyncWAL makes every write committed so far durable (one fsync of
+// Pebble's WAL): the interval policy's periodic sync.
+func (s *Store) SyncWAL() error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	_ = b.LogData([]byte("sync"), nil)
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store: sync: %w", err)
+	}
+	return nil
+}
+
+// Syncs reports whether every write is fsynced (the always policy).
+func (s *Store) Syncs() bool { return s.wo == pebble.Sync }
+
 // Batch is a set of writes applied atomically by Commit. Not safe for
 // concurrent use.
 type Batch struct {

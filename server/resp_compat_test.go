@@ -378,7 +378,6 @@ func readReply(br *bufio.Reader) (any, error) {
 	return nil, fmt.Errorf("unknown reply type %q", line)
 }
 
-
 func normalize(mode string, v any) any {
 	str := func(x any) string { return fmt.Sprintf("%q", x) }
 	switch mode {

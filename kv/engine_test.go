@@ -1,0 +1,277 @@
+package kv
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flowmesh/flowmesh/kv/store"
+)
+
+type clock struct{ ms atomic.Int64 }
+
+func (c *clock) now() time.Time { return time.UnixMilli(c.ms.Load()) }
+
+func open(t *testing.T, dir string, c *clock) (*Engine, *store.Store) {
+	t.Helper()
+	st, err := store.Open(dir, store.Options{InMemory: dir == ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(Options{Store: st, Now: c.now, ReapInterval: time.Hour, ReapBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(); st.Close() })
+	return e, st
+}
+
+func must[T any](t *testing.T) func(T, error) T {
+	return func(v T, err error) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func bs(ss ...string) [][]byte {
+	out := make([][]byte, len(ss))
+	for i, s := range ss {
+		out[i] = []byte(s)
+	}
+	return out
+}
+
+// TestTTL: an expired key is never returned, whatever its type; the
+// reaper deletes it through the expiry index (a bounded batch per call)
+// and counts it; a write over an expired collection starts from nothing.
+func TestTTL(t *testing.T) {
+	c := &clock{}
+	c.ms.Store(1_000_000)
+	e, _ := open(t, "", c)
+	now := c.ms.Load()
+	must[SetResult](t)(e.Set([]byte("s"), []byte("v"), SetOpts{ExpireAt: now + 1000}))
+	must[int](t)(e.HSet([]byte("h"), bs("old", "1"), false))
+	must[bool](t)(e.Expire([]byte("h"), now+1000, ExpireOpts{}))
+	must[int](t)(e.SAdd([]byte("set"), bs("a")))
+	must[bool](t)(e.Expire([]byte("set"), now+1000, ExpireOpts{}))
+	must[SetResult](t)(e.Set([]byte("keep"), []byte("v"), SetOpts{}))
+	for i := 0; i < 4; i++ {
+		must[SetResult](t)(e.Set([]byte(fmt.Sprint("tmp", i)), []byte("v"), SetOpts{ExpireAt: now + 2000}))
+	}
+	if ttl := must[int64](t)(e.TTL([]byte("s"))); ttl != 1000 {
+		t.Fatalf("ttl %d", ttl)
+	}
+	c.ms.Add(1000) // s, h and set expire now
+	if _, ok, _ := e.Get([]byte("s")); ok {
+		t.Fatal("expired string returned")
+	}
+	if n := must[int](t)(e.Exists(bs("s", "h", "set", "keep"))); n != 1 {
+		t.Fatalf("exists = %d", n)
+	}
+	if ttl := must[int64](t)(e.TTL([]byte("h"))); ttl != -2 {
+		t.Fatalf("ttl of an expired key = %d", ttl)
+	}
+	// HSET over the expired hash: the old field is not there.
+	must[int](t)(e.HSet([]byte("h"), bs("new", "2"), false))
+	if all := must[[][]byte](t)(e.HGetAll([]byte("h"), true, true)); len(all) != 2 || string(all[0]) != "new" {
+		t.Fatalf("hash after re-create: %q", all)
+	}
+	if ttl := must[int64](t)(e.TTL([]byte("h"))); ttl != -1 {
+		t.Fatalf("re-created hash kept the old ttl: %d", ttl)
+	}
+	keysBefore := e.DBSize()
+	// Re-creating h deleted its expiry entry (and counted the expiry);
+	// the reaper finds s and set.
+	if n := must[int](t)(e.Reap()); n != 2 {
+		t.Fatalf("reap handled %d", n)
+	}
+	if n := must[int](t)(e.Reap()); n != 0 {
+		t.Fatalf("second reap handled %d", n)
+	}
+	if st := e.Stats(); st.Expired != 3 || e.DBSize() != keysBefore-2 {
+		t.Fatalf("after reaping: %+v, keys %d (before %d)", st, e.DBSize(), keysBefore)
+	}
+	c.ms.Add(1000)
+	for n := 1; n > 0; {
+		n = must[int](t)(e.Reap())
+	}
+	if e.DBSize() != 2 || e.Stats().Expired != 7 { // four tmp keys, at most 3 per Reap
+		t.Fatalf("keys %d, expired %d", e.DBSize(), e.Stats().Expired)
+	}
+	// A time in the past deletes at once.
+	must[bool](t)(e.Expire([]byte("keep"), c.ms.Load()-1, ExpireOpts{}))
+	if n := must[int](t)(e.Exists(bs("keep"))); n != 0 {
+		t.Fatal("EXPIRE in the past kept the key")
+	}
+}
+
+// TestCollections: type errors, member counts, deleting the last member
+// deletes the key, RENAME moves members, DEL drops all of them.
+func TestCollections(t *testing.T) {
+	e, st := open(t, "", &clock{})
+	must[int](t)(e.SAdd([]byte("s"), bs("a", "b", "a")))
+	if n := must[int64](t)(e.SCard([]byte("s"))); n != 2 {
+		t.Fatalf("scard %d", n)
+	}
+	if _, err := e.HSet([]byte("s"), bs("f", "v"), false); err != ErrWrongType {
+		t.Fatalf("HSET on a set: %v", err)
+	}
+	if _, err := e.IncrBy([]byte("s"), 1); err != ErrWrongType {
+		t.Fatalf("INCR on a set: %v", err)
+	}
+	must[int](t)(e.SRem([]byte("s"), bs("a", "b")))
+	if tp := must[Type](t)(e.TypeOf([]byte("s"))); tp != TypeNone {
+		t.Fatalf("empty set still a %v", tp)
+	}
+	items := []ScoredMember{{[]byte("x"), 3}, {[]byte("y"), -1}, {[]byte("z"), 3}}
+	must[int](t)(func() (int, error) { n, _, _, err := e.ZAdd([]byte("z"), ZAddOpts{}, items); return n, err }())
+	must[bool](t)(e.Rename([]byte("z"), []byte("z2"), false))
+	got := must[[]ScoredMember](t)(e.ZRange([]byte("z2"), RangeOpts{By: "index", Start: 0, Stop: -1}))
+	if len(got) != 3 || string(got[0].Member) != "y" || string(got[2].Member) != "z" {
+		t.Fatalf("renamed zset: %v", got)
+	}
+	if r, _, _ := e.ZRank([]byte("z2"), []byte("z"), false); r != 2 {
+		t.Fatalf("rank %d", r)
+	}
+	must[int](t)(e.Del(bs("z2")))
+	left := 0
+	st.Iterate(store.KeyspaceKV, nil, nil, false, func(k, _ []byte) bool { left++; return true })
+	if left != 0 || e.DBSize() != 0 {
+		t.Fatalf("%d records and %d keys left after DEL", left, e.DBSize())
+	}
+	// MSETNX is all or nothing.
+	must[SetResult](t)(e.Set([]byte("b"), []byte("1"), SetOpts{}))
+	if ok := must[bool](t)(e.MSet(bs("a", "1", "b", "2"), true)); ok {
+		t.Fatal("MSETNX wrote with a key present")
+	}
+	if n := must[int](t)(e.Exists(bs("a"))); n != 0 {
+		t.Fatal("MSETNX half-applied")
+	}
+}
+
+// TestScanSeesEveryKeyOnce: SCAN's cursor walks the hash order; every key
+// comes back exactly once, whatever COUNT.
+func TestScanSeesEveryKeyOnce(t *testing.T) {
+	e, _ := open(t, "", &clock{})
+	const n = 1000
+	for i := 0; i < n; i++ {
+		must[SetResult](t)(e.Set([]byte(fmt.Sprint("key:", i)), []byte("v"), SetOpts{}))
+	}
+	must[int](t)(e.HSet([]byte("hash"), bs("f", "v"), false))
+	for _, count := range []int{1, 7, 100, 5000} {
+		seen := map[string]int{}
+		var cur uint64
+		calls := 0
+		for {
+			keys, next, err := e.Scan(cur, ScanOpts{Count: count, Match: []byte("key:*"), Type: TypeString})
+			if err != nil {
+				t.Fatal(err)
+			}
+			calls++
+			for _, k := range keys {
+				seen[string(k)]++
+			}
+			if next == 0 {
+				break
+			}
+			cur = next
+		}
+		if len(seen) != n {
+			t.Fatalf("count %d: %d keys seen", count, len(seen))
+		}
+		for k, c := range seen {
+			if c != 1 {
+				t.Fatalf("count %d: %s seen %d times", count, k, c)
+			}
+		}
+		if count == 7 && calls < n/7 {
+			t.Fatalf("count 7 took %d calls", calls)
+		}
+	}
+}
+
+// TestConcurrentIncr: INCRs from many goroutines on one key lose nothing
+// (a command runs under its key's stripe lock).
+func TestConcurrentIncr(t *testing.T) {
+	e, _ := open(t, "", &clock{})
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				if _, err := e.IncrBy([]byte("n"), 1); err != nil {
+					t.Error(err)
+					return
+				}
+				if _, err := e.HIncrBy([]byte("h"), []byte("f"), 1); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if v, _, _ := e.Get([]byte("n")); string(v) != "1600" {
+		t.Fatalf("n = %s", v)
+	}
+	if v, _, _ := e.HGet([]byte("h"), []byte("f")); string(v) != "1600" {
+		t.Fatalf("h.f = %s", v)
+	}
+}
+
+// TestReopen: keys, members, TTLs and the key count survive a restart.
+func TestReopen(t *testing.T) {
+	dir := t.TempDir()
+	c := &clock{}
+	c.ms.Store(5000)
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(Options{Store: st, Now: c.now, ReapInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must[SetResult](t)(e.Set([]byte("s"), []byte("v"), SetOpts{ExpireAt: 9000}))
+	must[int](t)(e.HSet([]byte("h"), bs("a", "1", "b", "2"), false))
+	e.Close()
+	st.Close()
+
+	e2, _ := open(t, dir, c)
+	if e2.DBSize() != 2 {
+		t.Fatalf("keys after reopen: %d", e2.DBSize())
+	}
+	if ttl := must[int64](t)(e2.TTL([]byte("s"))); ttl != 4000 {
+		t.Fatalf("ttl after reopen: %d", ttl)
+	}
+	if n := must[int64](t)(e2.HLen([]byte("h"))); n != 2 {
+		t.Fatalf("hlen after reopen: %d", n)
+	}
+}
+
+func TestGlob(t *testing.T) {
+	cases := []struct {
+		p, s string
+		want bool
+	}{
+		{"*", "", true}, {"*", "abc", true}, {"a*", "abc", true}, {"a*", "bac", false},
+		{"*c", "abc", true}, {"a?c", "abc", true}, {"a?c", "ac", false},
+		{"user:*:name", "user:42:name", true}, {"user:*:name", "user:42:age", false},
+		{"[abc]x", "bx", true}, {"[abc]x", "dx", false}, {"[^abc]x", "dx", true}, {"[^abc]x", "ax", false},
+		{"[a-c]x", "bx", true}, {"[c-a]x", "bx", true}, {"[a-c]x", "dx", false},
+		{`\*x`, "*x", true}, {`\*x`, "ax", false}, {"a[", "a[", true},
+		{"*a*b*c*", "xaxbxcx", true}, {"*a*b*c*", "xaxcxbx", false},
+		{"h?llo", "hello", true}, {"h*llo", "heeeello", true},
+	}
+	for _, tc := range cases {
+		if got := Glob([]byte(tc.p), []byte(tc.s)); got != tc.want {
+			t.Errorf("Glob(%q, %q) = %v", tc.p, tc.s, got)
+		}
+	}
+}

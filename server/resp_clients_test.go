@@ -1,0 +1,127 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TestGoRedis drives the Redis port with github.com/redis/go-redis, unchanged
+// (it speaks RESP3 through HELLO 3, pipelines, and reads Redis errors).
+func TestGoRedis(t *testing.T) {
+	s := startServer(t, Config{RESPAddr: "127.0.0.1:0"})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rdb := redis.NewClient(&redis.Options{Addr: s.RESPAddr().String()})
+	defer rdb.Close()
+
+	if err := rdb.Set(ctx, "user:234", "data", time.Hour).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := rdb.Get(ctx, "user:234").Result(); err != nil || v != "data" {
+		t.Fatalf("get: %q %v", v, err)
+	}
+	if ttl, err := rdb.TTL(ctx, "user:234").Result(); err != nil || ttl < 59*time.Minute {
+		t.Fatalf("ttl: %v %v", ttl, err)
+	}
+	if _, err := rdb.Get(ctx, "missing").Result(); !errors.Is(err, redis.Nil) {
+		t.Fatalf("missing key: %v", err)
+	}
+	if err := rdb.HSet(ctx, "h", map[string]any{"a": "1", "b": "2"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := rdb.HGetAll(ctx, "h").Result(); err != nil || m["a"] != "1" || m["b"] != "2" || len(m) != 2 {
+		t.Fatalf("hgetall: %v %v", m, err)
+	}
+	if err := rdb.ZAdd(ctx, "z", redis.Z{Score: 2, Member: "b"}, redis.Z{Score: 1, Member: "a"}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	zs, err := rdb.ZRangeWithScores(ctx, "z", 0, -1).Result()
+	if err != nil || len(zs) != 2 || zs[0].Member != "a" || zs[1].Score != 2 {
+		t.Fatalf("zrange withscores: %v %v", zs, err)
+	}
+	if f, err := rdb.ZScore(ctx, "z", "b").Result(); err != nil || f != 2 {
+		t.Fatalf("zscore: %v %v", f, err)
+	}
+	if ok, err := rdb.SIsMember(ctx, "nope", "x").Result(); err != nil || ok {
+		t.Fatalf("sismember: %v %v", ok, err)
+	}
+	if err := rdb.Incr(ctx, "h").Err(); err == nil || !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+		t.Fatalf("INCR of a hash: %v", err)
+	}
+	// A pipeline of 100 commands.
+	pipe := rdb.Pipeline()
+	for i := 0; i < 100; i++ {
+		pipe.Set(ctx, fmt.Sprint("p:", i), i, 0)
+	}
+	incr := pipe.IncrBy(ctx, "p:7", 3)
+	if _, err := pipe.Exec(ctx); err != nil || incr.Val() != 10 {
+		t.Fatalf("pipeline: %v, incr %d", err, incr.Val())
+	}
+	// SCAN through the iterator.
+	n := 0
+	iter := rdb.Scan(ctx, 0, "p:*", 7).Iterator()
+	for iter.Next(ctx) {
+		n++
+	}
+	if err := iter.Err(); err != nil || n != 100 {
+		t.Fatalf("scan: %d keys, %v", n, err)
+	}
+	if size, err := rdb.DBSize(ctx).Result(); err != nil || size != 103 {
+		t.Fatalf("dbsize: %d %v", size, err)
+	}
+	if err := rdb.Do(ctx, "NOSUCH").Err(); err == nil || !strings.Contains(err.Error(), "unknown command") {
+		t.Fatalf("unknown command: %v", err)
+	}
+}
+
+// TestRedisTools runs redis-cli and redis-benchmark against the port.
+// scripts/test installs them (Debian's redis-tools, with redis-server).
+func TestRedisTools(t *testing.T) {
+	cli, err1 := exec.LookPath("redis-cli")
+	bench, err2 := exec.LookPath("redis-benchmark")
+	if err1 != nil || err2 != nil {
+		if os.Getenv("FLOWMESH_REQUIRE_REDIS") != "" {
+			t.Fatal("redis-cli and redis-benchmark required but not on PATH")
+		}
+		t.Skip("redis-tools not installed")
+	}
+	s := startServer(t, Config{RESPAddr: "127.0.0.1:0"})
+	port := strconv.Itoa(s.RESPAddr().(*net.TCPAddr).Port)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	run := func(bin string, args ...string) string {
+		out, err := exec.CommandContext(ctx, bin, append([]string{"-p", port}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s %v: %v\n%s", bin, args, err, out)
+		}
+		return string(out)
+	}
+	if out := run(cli, "SET", "greeting", "hello world"); strings.TrimSpace(out) != "OK" {
+		t.Fatalf("redis-cli SET: %q", out)
+	}
+	if out := run(cli, "GET", "greeting"); strings.TrimSpace(out) != "hello world" {
+		t.Fatalf("redis-cli GET: %q", out)
+	}
+	if out := run(cli, "-3", "HELLO", "3"); !strings.Contains(out, "proto") {
+		t.Fatalf("redis-cli HELLO 3: %q", out)
+	}
+	if out := run(cli, "--scan", "--pattern", "greet*"); strings.TrimSpace(out) != "greeting" {
+		t.Fatalf("redis-cli --scan: %q", out)
+	}
+	out := run(bench, "-t", "set,get,incr,hset,zadd", "-n", "2000", "-c", "10", "-P", "4", "-q")
+	for _, cmd := range []string{"SET", "GET", "INCR", "HSET", "ZADD"} {
+		if !strings.Contains(out, cmd+": ") || !strings.Contains(out, "requests per second") {
+			t.Fatalf("redis-benchmark did not run %s:\n%s", cmd, out)
+		}
+	}
+}

@@ -39,6 +39,8 @@ const (
 	CodeStorage
 	CodeOutOfSequence
 	CodeNotReserved
+	CodeWrongType
+	CodeBadValue
 	numCodes
 )
 
@@ -76,6 +78,8 @@ var catalog = [numCodes]CodeInfo{
 	CodeNotOwner:           {"Not Partition Owner", false, true, "a commit for a partition this member does not own (now); rejoin or wait for the rebalance"},
 	CodeStorage:            {"Storage Error", false, true, "the disk failed the write (full, I/O error); nothing was acknowledged"},
 	CodeOutOfSequence:      {"Out Of Sequence", false, false, "an idempotent write whose sequence is older than the producer's dedup window"},
+	CodeWrongType:          {"Wrong Type", false, false, "a KV command on a key holding another type (Redis' WRONGTYPE)"},
+	CodeBadValue:           {"Invalid Value", false, false, "a KV value or argument that is not the number the command needs (INCR of text, a bad float, an overflow); nothing changed"},
 	CodeNotReserved:        {"Job Not Reserved", false, false, "an ack, nack or touch for a job not in flight under that attempt (its visibility timeout passed and it went back to the queue)"},
 }
 

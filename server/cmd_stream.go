@@ -105,7 +105,7 @@ func badArgs(format string, args ...any) *protocol.Error {
 	return protocol.Errorf(protocol.CodeBadArgs, format, args...)
 }
 
-// kv splits a k=v argument.
+// optArg splits a k=v argument.
 func optArg(a []byte) (string, string, bool) {
 	k, v, ok := strings.Cut(string(a), "=")
 	return k, v, ok && k != ""

@@ -49,12 +49,17 @@ func (s *Server) KVOps() map[string]uint64 {
 
 type respHandler Server
 
-func (s *Server) listenRESP() (*netpoll.Server, error) {
-	// One counter per command of the table: a fixed label set.
-	s.respCounts = make(map[string]*atomic.Uint64, len(respCommands))
+// newKVCounts makes one counter per command of the table (both ports
+// count into them): a fixed label set.
+func newKVCounts() map[string]*atomic.Uint64 {
+	m := make(map[string]*atomic.Uint64, len(respCommands))
 	for name := range respCommands {
-		s.respCounts[name] = new(atomic.Uint64)
+		m[name] = new(atomic.Uint64)
 	}
+	return m
+}
+
+func (s *Server) listenRESP() (*netpoll.Server, error) {
 	return netpoll.Listen(netpoll.Config{
 		Addr: s.cfg.RESPAddr, Loops: s.cfg.Loops, MaxConns: s.cfg.MaxConns, MaxPending: s.cfg.MaxPending,
 		PingInterval: -1, // Redis clients are not pinged

@@ -83,6 +83,8 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 	s.info = s.buildInfo()
 	s.registerStream()
 	s.registerQueue()
+	s.registerKV()
+	s.respCounts = newKVCounts()
 	return s, nil
 }
 

@@ -31,6 +31,7 @@ type session struct {
 	ssubs map[string]*streamSub    // stream group memberships, by sid
 
 	worker *queue.Worker // set by QWORKER
+	kvc    *respConn     // runs this connection's KV commands; made by its first
 	gone   atomic.Bool   // the connection closed (read by engines' goroutines)
 
 	// wantsHeaders mirrors headers for publishers on other loops, which

@@ -49,7 +49,9 @@ type Conn struct {
 	// groups.
 	Stream *Streams
 	// Queue is the job-queue API: enqueue, workers, admin.
-	Queue    *Queues
+	Queue *Queues
+	// KV is the cache API: strings, hashes, sets, sorted sets, TTLs.
+	KV       *KV
 	writerWG sync.WaitGroup
 	readerWG sync.WaitGroup
 }
@@ -91,6 +93,7 @@ func Connect(ctx context.Context, rawURL string, opts ...Option) (*Conn, error) 
 		writeSlots: make(chan struct{}, MaxInflightWrites)}
 	c.Stream = &Streams{c: c}
 	c.Queue = &Queues{c: c}
+	c.KV = &KV{c: c}
 	nc, br, err := c.dial(ctx)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,43 @@
+package server
+
+import "testing"
+
+// TestKVWire: the native KV verbs as a person with nc uses them, the
+// binary form an SDK uses, and the native error catalog for refused
+// commands; the connection stays open throughout.
+func TestKVWire(t *testing.T) {
+	s := startServer(t, Config{})
+	w := dial(t, s)
+	w.send("KV SET user:234 data EX 3600\r\n")
+	w.expect("RES 5", "+OK", "")
+	w.send("KV GET user:234\r\n")
+	w.expect("RES 10", "$4", "data", "")
+	w.send("KV GET nobody\r\n")
+	w.expect("RES 3", "_", "")
+	w.send("KV TTL user:234\r\n")
+	w.expect("RES 7", ":3600", "")
+	w.send("KV HSET h f1 v1 f2 v2\r\nKV HGETALL h\r\n")
+	w.expect("RES 4", ":2", "", "RES 36", "%2", "$2", "f1", "$2", "v1", "$2", "f2", "$2", "v2", "")
+	w.send("KV ZADD z 1.5 a\r\nKV ZSCORE z a\r\n")
+	w.expect("RES 4", ":1", "", "RES 6", ",1.5", "")
+	// KVB: a RESP array in the payload; a value with spaces and a CRLF.
+	cmd := "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$8\r\na b\r\nc d\r\n"
+	w.send("KVB 34\r\n" + cmd + "\r\nKV GET k\r\n")
+	w.expect("RES 5", "+OK", "", "RES 14", "$8", "a b", "c d", "")
+	// Refused commands get the native catalog.
+	w.send("KV INCR h\r\n")
+	w.expect("-ERR 'Wrong Type: Operation against a key holding the wrong kind of value'")
+	w.send("KV INCR k\r\n")
+	w.expect("-ERR 'Invalid Value: value is not an integer or out of range'")
+	w.send("KV RENAME nobody x\r\n")
+	w.expect("-ERR 'Not Found: no such key'")
+	w.send("KV GET\r\n")
+	w.expect(`-ERR 'Invalid Arguments: wrong number of arguments for "get" command'`)
+	w.send("KV NOSUCH a\r\n")
+	w.expect(`-ERR 'Invalid Arguments: unknown command "NOSUCH", with args beginning with: "a"'`)
+	w.send("KV HELLO 3\r\n")
+	w.expect("-ERR 'Invalid Arguments: hello is a command of the Redis port, not of KV'")
+	w.send("KVB 5\r\nhello\r\n")
+	w.expect("-ERR 'Invalid Arguments: KVB payload is not one RESP array of bulk strings'")
+	w.flush()
+}

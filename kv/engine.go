@@ -1,11 +1,13 @@
 package kv
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -74,6 +76,7 @@ type Options struct {
 	SyncInterval  time.Duration // >0: fsync Pebble's WAL this often (the interval policy)
 	ReapInterval  time.Duration // default 100 ms
 	ReapBatch     int           // expired keys deleted per round, default 1000
+	CacheBytes    int           // the key-record cache's budget, default 128 MiB; <0: no cache
 }
 
 // Engine is the KV cache.
@@ -81,7 +84,8 @@ type Engine struct {
 	o       Options
 	st      *store.Store
 	seed    maphash.Seed
-	stripes [256]sync.Mutex
+	stripes [nStripes]sync.Mutex
+	caches  [nStripes]cacheShard // caches[i] is guarded by stripes[i]
 
 	keys    atomic.Int64 // live keys, expired ones included until reaped
 	expired atomic.Uint64
@@ -110,7 +114,13 @@ func Open(o Options) (*Engine, error) {
 	if o.ReapBatch <= 0 {
 		o.ReapBatch = 1000
 	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 128 << 20
+	}
 	e := &Engine{o: o, st: o.Store, seed: maphash.MakeSeed(), stop: make(chan struct{})}
+	for i := range e.caches {
+		e.caches[i] = cacheShard{m: make(map[string]cached), budget: max(o.CacheBytes, 0) / nStripes}
+	}
 	var n int64
 	if err := e.st.Scan(store.KeyspaceKV, []byte{'m'}, func(k, v []byte) bool { n++; return true }); err != nil {
 		return nil, fmt.Errorf("kv: count keys: %w", err)
@@ -142,9 +152,15 @@ func (e *Engine) Stats() Stats { return Stats{Keys: e.keys.Load(), Expired: e.ex
 
 func (e *Engine) now() int64 { return e.o.Now().UnixMilli() }
 
-// stripe locks key's stripe and returns its unlock.
+const nStripes = 256
+
+func (e *Engine) stripeOf(key []byte) int {
+	return int(maphash.Bytes(e.seed, key) % nStripes)
+}
+
+// lock locks key's stripe and returns its unlock.
 func (e *Engine) lock(key []byte) func() {
-	m := &e.stripes[maphash.Bytes(e.seed, key)%uint64(len(e.stripes))]
+	m := &e.stripes[e.stripeOf(key)]
 	m.Lock()
 	return m.Unlock
 }
@@ -153,15 +169,11 @@ func (e *Engine) lock(key []byte) func() {
 // two multi-key commands).
 func (e *Engine) lockAll(keys [][]byte) func() {
 	idx := make([]int, 0, len(keys))
-	seen := map[int]bool{}
 	for _, k := range keys {
-		i := int(maphash.Bytes(e.seed, k) % uint64(len(e.stripes)))
-		if !seen[i] {
-			seen[i] = true
-			idx = append(idx, i)
-		}
+		idx = append(idx, e.stripeOf(k))
 	}
 	sort.Ints(idx)
+	idx = slices.Compact(idx)
 	for _, i := range idx {
 		e.stripes[i].Lock()
 	}
@@ -251,11 +263,16 @@ func decodeMeta(b []byte) (meta, error) {
 	return m, nil
 }
 
-// load reads key's record; an expired key does not exist. Call with the
-// key's stripe held.
-func (e *Engine) load(key []byte, now int64) (meta, bool, error) {
+// lookup reads key's record, expired or not, from the cache or Pebble.
+// Call with the key's stripe held.
+func (e *Engine) lookup(key []byte) (meta, bool, error) {
+	sh := &e.caches[e.stripeOf(key)]
+	if c, hit := sh.m[string(key)]; hit {
+		return c.m, c.ok, nil
+	}
 	v, err := e.st.Get(store.KeyspaceKV, metaKey(key))
 	if errors.Is(err, store.ErrNotFound) {
+		sh.set(key, cached{})
 		return meta{}, false, nil
 	}
 	if err != nil {
@@ -265,8 +282,16 @@ func (e *Engine) load(key []byte, now int64) (meta, bool, error) {
 	if err != nil {
 		return meta{}, false, fmt.Errorf("%w (key %q)", err, key)
 	}
-	if m.expireAt != 0 && m.expireAt <= now {
-		return meta{}, false, nil
+	sh.set(key, cached{m: m, ok: true})
+	return m, true, nil
+}
+
+// load reads key's record; an expired key does not exist. Call with the
+// key's stripe held.
+func (e *Engine) load(key []byte, now int64) (meta, bool, error) {
+	m, ok, err := e.lookup(key)
+	if err != nil || !ok || (m.expireAt != 0 && m.expireAt <= now) {
+		return meta{}, false, err
 	}
 	return m, true, nil
 }
@@ -274,16 +299,9 @@ func (e *Engine) load(key []byte, now int64) (meta, bool, error) {
 // loadFor is load for a command that writes: an expired key's leftovers
 // are deleted in b, so the command starts from nothing.
 func (e *Engine) loadFor(b *batch, key []byte, now int64) (meta, bool, error) {
-	v, err := e.st.Get(store.KeyspaceKV, metaKey(key))
-	if errors.Is(err, store.ErrNotFound) {
-		return meta{}, false, nil
-	}
-	if err != nil {
+	m, ok, err := e.lookup(key)
+	if err != nil || !ok {
 		return meta{}, false, err
-	}
-	m, err := decodeMeta(v)
-	if err != nil {
-		return meta{}, false, fmt.Errorf("%w (key %q)", err, key)
 	}
 	if m.expireAt != 0 && m.expireAt <= now {
 		b.drop(key, m)
@@ -291,6 +309,12 @@ func (e *Engine) loadFor(b *batch, key []byte, now int64) (meta, bool, error) {
 		return meta{}, false, nil
 	}
 	return m, true, nil
+}
+
+// read is load for a single-key read: it takes the key's stripe.
+func (e *Engine) read(key []byte, now int64) (meta, bool, error) {
+	defer e.lock(key)()
+	return e.load(key, now)
 }
 
 // typed loads key and checks its type.
@@ -310,12 +334,19 @@ func (e *Engine) typedFor(b *batch, key []byte, t Type, now int64) (meta, bool, 
 	return m, ok, err
 }
 
-// batch is one command's writes, with the key count change they make.
+// batch is one command's writes, with the key count change they make and
+// the cache updates to apply once they are committed.
 type batch struct {
 	e       *Engine
 	b       *store.Batch
 	keys    int64
 	expired uint64
+	cache   []cacheOp
+}
+
+type cacheOp struct {
+	key []byte
+	c   cached
 }
 
 func (e *Engine) newBatch() *batch { return &batch{e: e, b: e.st.NewBatch()} }
@@ -325,7 +356,15 @@ func (b *batch) commit() error {
 		return nil
 	}
 	if err := b.b.Commit(); err != nil {
+		// Nothing was applied; what the cache holds for these keys may
+		// be what this batch read, so it goes.
+		for _, op := range b.cache {
+			b.e.caches[b.e.stripeOf(op.key)].remove(op.key)
+		}
 		return err
+	}
+	for _, op := range b.cache {
+		b.e.caches[b.e.stripeOf(op.key)].set(op.key, op.c)
 	}
 	b.e.keys.Add(b.keys)
 	b.e.expired.Add(b.expired)
@@ -336,6 +375,9 @@ func (b *batch) commit() error {
 // was one), for the key count and the expiry index.
 func (b *batch) put(key []byte, m *meta, old meta, exists bool) {
 	b.b.Set(store.KeyspaceKV, metaKey(key), m.encode())
+	c := cached{m: *m, ok: true}
+	c.m.val = bytes.Clone(m.val) // m.val may point into the caller's (the network's) buffer
+	b.cache = append(b.cache, cacheOp{key: key, c: c})
 	if !exists {
 		b.keys++
 	}
@@ -350,6 +392,7 @@ func (b *batch) put(key []byte, m *meta, old meta, exists bool) {
 // drop deletes key and everything it holds.
 func (b *batch) drop(key []byte, m meta) {
 	b.b.Delete(store.KeyspaceKV, metaKey(key))
+	b.cache = append(b.cache, cacheOp{key: key})
 	b.keys--
 	if m.expireAt != 0 {
 		b.b.Delete(store.KeyspaceKV, expiryKey(m.expireAt, key))
@@ -445,4 +488,58 @@ func (e *Engine) checkValue(v []byte) error {
 		return fmt.Errorf("%w: value of %d bytes, at most %d", ErrTooLarge, len(v), e.o.MaxValueBytes)
 	}
 	return nil
+}
+
+// The cache: key records (type, expiry, a string's value or a
+// collection's count) by key, including "no such key", so a GET or the
+// read a write starts with need no Pebble lookup for a hot key. It is
+// written through: a batch's records enter it only once committed, under
+// the key's stripe lock, so it never holds what Pebble does not. Each
+// shard has a byte budget; over it, entries go in the map's (random)
+// iteration order, a cheap approximation of random eviction.
+type cacheShard struct {
+	m      map[string]cached
+	bytes  int
+	budget int
+}
+
+type cached struct {
+	m  meta
+	ok bool // false: the key does not exist
+}
+
+const cacheEntryOverhead = 80 // map slot, string header, meta
+
+func (c cached) size(key []byte) int { return len(key) + len(c.m.val) + cacheEntryOverhead }
+
+func (sh *cacheShard) set(key []byte, c cached) {
+	if sh.budget <= 0 {
+		return
+	}
+	if old, ok := sh.m[string(key)]; ok {
+		sh.bytes -= old.size(key)
+	}
+	n := c.size(key)
+	if n > sh.budget/4 {
+		delete(sh.m, string(key)) // too big to be worth a quarter of the shard
+		return
+	}
+	sh.m[string(key)] = c
+	sh.bytes += n
+	for k, v := range sh.m {
+		if sh.bytes <= sh.budget {
+			break
+		}
+		if k != string(key) {
+			sh.bytes -= v.size([]byte(k))
+			delete(sh.m, k)
+		}
+	}
+}
+
+func (sh *cacheShard) remove(key []byte) {
+	if old, ok := sh.m[string(key)]; ok {
+		sh.bytes -= old.size(key)
+		delete(sh.m, string(key))
+	}
 }

@@ -70,6 +70,7 @@ func (e *Engine) HSet(key []byte, pairs [][]byte, nx bool) (int, error) {
 
 // HGet reads a field.
 func (e *Engine) HGet(key, field []byte) ([]byte, bool, error) {
+	defer e.lock(key)()
 	_, ok, err := e.typed(key, TypeHash, e.now())
 	if err != nil || !ok {
 		return nil, false, err
@@ -79,6 +80,7 @@ func (e *Engine) HGet(key, field []byte) ([]byte, bool, error) {
 
 // HMGet reads fields; an absent one is nil.
 func (e *Engine) HMGet(key []byte, fields [][]byte) ([][]byte, error) {
+	defer e.lock(key)()
 	out := make([][]byte, len(fields))
 	_, ok, err := e.typed(key, TypeHash, e.now())
 	if err != nil || !ok {
@@ -137,6 +139,7 @@ func (e *Engine) HDel(key []byte, fields [][]byte) (int, error) {
 
 // HGetAll returns field, value, field, value, ... in field order.
 func (e *Engine) HGetAll(key []byte, fields, values bool) ([][]byte, error) {
+	defer e.lock(key)()
 	_, ok, err := e.typed(key, TypeHash, e.now())
 	if err != nil || !ok {
 		return nil, err
@@ -156,6 +159,7 @@ func (e *Engine) HGetAll(key []byte, fields, values bool) ([][]byte, error) {
 
 // HLen is a hash's field count.
 func (e *Engine) HLen(key []byte) (int64, error) {
+	defer e.lock(key)()
 	m, _, err := e.typed(key, TypeHash, e.now())
 	return m.count, err
 }
@@ -243,6 +247,7 @@ func (e *Engine) hUpdate(key, field []byte, fn func(old []byte, had bool) ([]byt
 // position, so members added or removed during a scan can shift it:
 // documented in docs/protocol.md.
 func (e *Engine) MemberScan(key []byte, t Type, cursor uint64, match []byte, count int) (out [][]byte, next uint64, err error) {
+	defer e.lock(key)()
 	_, ok, err := e.typed(key, t, e.now())
 	if err != nil || !ok {
 		return nil, 0, err

@@ -35,7 +35,7 @@ func (e *Engine) Exists(keys [][]byte) (int, error) {
 	now := e.now()
 	n := 0
 	for _, k := range keys {
-		_, ok, err := e.load(k, now)
+		_, ok, err := e.read(k, now)
 		if err != nil {
 			return 0, err
 		}
@@ -48,6 +48,7 @@ func (e *Engine) Exists(keys [][]byte) (int, error) {
 
 // TypeOf is a key's type (TypeNone if it does not exist).
 func (e *Engine) TypeOf(key []byte) (Type, error) {
+	defer e.lock(key)()
 	m, ok, err := e.load(key, e.now())
 	if err != nil || !ok {
 		return TypeNone, err
@@ -149,6 +150,7 @@ func (e *Engine) Persist(key []byte) (bool, error) {
 // TTL is the time left in ms: -2 if the key does not exist, -1 if it has
 // no expiry.
 func (e *Engine) TTL(key []byte) (int64, error) {
+	defer e.lock(key)()
 	now := e.now()
 	m, ok, err := e.load(key, now)
 	switch {
@@ -178,7 +180,12 @@ func (e *Engine) FlushDB() error {
 	}()
 	b := e.st.NewBatch()
 	b.DeletePrefix(store.KeyspaceKV, nil)
-	if err := b.Commit(); err != nil {
+	err := b.Commit()
+	for i := range e.caches {
+		// Emptied even if the commit failed: the next reads go to Pebble.
+		e.caches[i].m, e.caches[i].bytes = make(map[string]cached), 0
+	}
+	if err != nil {
 		return err
 	}
 	e.keys.Store(0)

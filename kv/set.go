@@ -55,6 +55,7 @@ func (e *Engine) SRem(key []byte, members [][]byte) (int, error) {
 
 // SMembers lists a set's members in order.
 func (e *Engine) SMembers(key []byte) ([][]byte, error) {
+	defer e.lock(key)()
 	_, ok, err := e.typed(key, TypeSet, e.now())
 	if err != nil || !ok {
 		return nil, err
@@ -69,6 +70,7 @@ func (e *Engine) SMembers(key []byte) ([][]byte, error) {
 
 // SIsMember reports whether member is in the set.
 func (e *Engine) SIsMember(key, member []byte) (bool, error) {
+	defer e.lock(key)()
 	_, ok, err := e.typed(key, TypeSet, e.now())
 	if err != nil || !ok {
 		return false, err
@@ -79,6 +81,7 @@ func (e *Engine) SIsMember(key, member []byte) (bool, error) {
 
 // SCard is a set's size.
 func (e *Engine) SCard(key []byte) (int64, error) {
+	defer e.lock(key)()
 	m, _, err := e.typed(key, TypeSet, e.now())
 	return m.count, err
 }

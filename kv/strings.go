@@ -88,6 +88,7 @@ func (e *Engine) setExpired(key []byte, o SetOpts, now int64) (SetResult, error)
 
 // Get reads a string; ok is false if the key does not exist.
 func (e *Engine) Get(key []byte) (val []byte, ok bool, err error) {
+	defer e.lock(key)()
 	m, ok, err := e.typed(key, TypeString, e.now())
 	if err != nil || !ok {
 		return nil, false, err
@@ -133,7 +134,7 @@ func (e *Engine) MGet(keys [][]byte) ([][]byte, error) {
 	now := e.now()
 	out := make([][]byte, len(keys))
 	for i, k := range keys {
-		m, ok, err := e.load(k, now)
+		m, ok, err := e.read(k, now)
 		if err != nil {
 			return nil, err
 		}

@@ -189,6 +189,7 @@ func (e *Engine) shrink(b *batch, key []byte, m meta, n int) {
 
 // ZScore is a member's score.
 func (e *Engine) ZScore(key, member []byte) (float64, bool, error) {
+	defer e.lock(key)()
 	_, ok, err := e.typed(key, TypeZSet, e.now())
 	if err != nil || !ok {
 		return 0, false, err
@@ -199,6 +200,7 @@ func (e *Engine) ZScore(key, member []byte) (float64, bool, error) {
 
 // ZCard is a zset's size.
 func (e *Engine) ZCard(key []byte) (int64, error) {
+	defer e.lock(key)()
 	m, _, err := e.typed(key, TypeZSet, e.now())
 	return m.count, err
 }
@@ -206,6 +208,7 @@ func (e *Engine) ZCard(key []byte) (int64, error) {
 // ZRank is a member's rank from the lowest score (from the highest with
 // rev); ok false if absent.
 func (e *Engine) ZRank(key, member []byte, rev bool) (int64, bool, error) {
+	defer e.lock(key)()
 	m, ok, err := e.typed(key, TypeZSet, e.now())
 	if err != nil || !ok {
 		return 0, false, err
@@ -294,6 +297,7 @@ type RangeOpts struct {
 // ZRange lists entries per o. By score and lex, Min and Max are given as
 // the user wrote them (with Rev, the first is the high end).
 func (e *Engine) ZRange(key []byte, o RangeOpts) ([]ScoredMember, error) {
+	defer e.lock(key)()
 	m, ok, err := e.typed(key, TypeZSet, e.now())
 	if err != nil || !ok {
 		return nil, err

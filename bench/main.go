@@ -15,24 +15,28 @@ import (
 )
 
 type config struct {
-	flowmeshBin string
-	peerBin     string
-	msgs        int
-	sizes       []int
-	rate        int
-	latMsgs     int
-	idleConns   int
-	runs        int
-	jsBin       string // nats-server with JetStream for the streams workload
-	dataDir     string // where durable brokers keep their data
-	streamMsgs  int
-	catchUp     int
-	streamRate  int
-	rabbitBin   string
-	jobs        int
-	delayed     int
-	cpuProfile  string // prefix of CPU profiles of FlowMesh's durable runs; "" for none
-	out         io.Writer
+	flowmeshBin   string
+	peerBin       string
+	msgs          int
+	sizes         []int
+	rate          int
+	latMsgs       int
+	idleConns     int
+	runs          int
+	jsBin         string // nats-server with JetStream for the streams workload
+	dataDir       string // where durable brokers keep their data
+	streamMsgs    int
+	catchUp       int
+	streamRate    int
+	rabbitBin     string
+	jobs          int
+	delayed       int
+	redisBin      string
+	redisBenchBin string
+	kvRequests    int
+	kvKeys        int
+	cpuProfile    string // prefix of CPU profiles of FlowMesh's durable runs; "" for none
+	out           io.Writer
 }
 
 func main() {
@@ -54,6 +58,10 @@ func main() {
 	flag.StringVar(&cfg.rabbitBin, "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server for the queues workload")
 	flag.IntVar(&cfg.jobs, "jobs", 100_000, "jobs in the queue throughput run")
 	flag.IntVar(&cfg.delayed, "delayed", 100_000, "delayed jobs waiting in the delayed-job run")
+	flag.StringVar(&cfg.redisBin, "redis-server", "redis-server", "redis-server for the kv workload")
+	flag.StringVar(&cfg.redisBenchBin, "redis-benchmark", "redis-benchmark", "redis-benchmark for the kv workload")
+	flag.IntVar(&cfg.kvRequests, "kv-requests", 2_000_000, "requests per pipelined redis-benchmark test (a quarter unpipelined)")
+	flag.IntVar(&cfg.kvKeys, "kv-keys", 1_000_000, "keys loaded for the memory and disk footprint")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of each durable FlowMesh run to `prefix`N.pprof")
 	flag.Parse()
 	cfg.out = os.Stdout
@@ -109,6 +117,8 @@ func run(cfg config, workloads []string) error {
 			err = benchStreams(cfg)
 		case "queues":
 			err = benchQueues(cfg)
+		case "kv":
+			err = benchKV(cfg)
 		default:
 			err = fmt.Errorf("unknown workload %q", w)
 		}

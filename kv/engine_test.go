@@ -275,3 +275,48 @@ func TestGlob(t *testing.T) {
 		}
 	}
 }
+
+// TestCacheStaysWithinBudget: with a cache far smaller than the data,
+// every read is still right (misses go to Pebble) and no shard holds more
+// than its budget; overwrites and deletes are seen at once.
+func TestCacheStaysWithinBudget(t *testing.T) {
+	st, err := store.Open("", store.Options{InMemory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e, err := Open(Options{Store: st, CacheBytes: nStripes * 1024, ReapInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	const n = 5000
+	for i := 0; i < n; i++ {
+		must[SetResult](t)(e.Set([]byte(fmt.Sprint("k", i)), []byte(fmt.Sprint("value-", i)), SetOpts{}))
+	}
+	for round := 0; round < 2; round++ {
+		for i := 0; i < n; i += 7 {
+			v, ok, err := e.Get([]byte(fmt.Sprint("k", i)))
+			if err != nil || !ok || string(v) != fmt.Sprint("value-", i) {
+				t.Fatalf("k%d = %q %v %v", i, v, ok, err)
+			}
+		}
+	}
+	must[SetResult](t)(e.Set([]byte("k7"), []byte("new"), SetOpts{}))
+	must[int](t)(e.Del(bs("k14")))
+	if v, _, _ := e.Get([]byte("k7")); string(v) != "new" {
+		t.Fatalf("overwrite not seen: %q", v)
+	}
+	if _, ok, _ := e.Get([]byte("k14")); ok {
+		t.Fatal("deleted key still read")
+	}
+	for i := range e.caches {
+		sh := &e.caches[i]
+		e.stripes[i].Lock()
+		over := sh.bytes > sh.budget
+		e.stripes[i].Unlock()
+		if over {
+			t.Fatalf("shard %d holds %d bytes, budget %d", i, sh.bytes, sh.budget)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
@@ -42,7 +43,19 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	po := &pebble.Options{FormatMajorVersion: pebble.FormatNewest, Logger: pebbleLogger{o.Logger}}
+	// Tuned for the KV cache's many small point writes and reads: a bloom
+	// filter on every level, so a lookup of a key that does not exist
+	// (every first SET) rarely reads a block, and a 64 MiB block cache
+	// instead of 8. The memtable stays at Pebble's 4 MiB: at 32 MiB,
+	// flushes were rarer but every insert walked a deeper skiplist, and
+	// redis-benchmark's SET -P 16 over 100k keys fell from 116k/s to 90k/s.
+	cache := pebble.NewCache(64 << 20)
+	defer cache.Unref()
+	po := &pebble.Options{FormatMajorVersion: pebble.FormatNewest, Logger: pebbleLogger{o.Logger},
+		Cache: cache}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
 	if o.InMemory {
 		po.FS = vfs.NewMem()
 	}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// The KV cache against Redis (Debian's redis-server), measured with
+// redis-benchmark on both ports: FlowMesh's Redis-compatible port with its
+// data on disk (Pebble, WAL fsynced every 10 ms) and redis-server twice,
+// with an append-only file fsynced every second (the durable setting
+// closest to FlowMesh's) and with no persistence at all.
+
+type kvTarget struct {
+	name string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func startKVTarget(cfg config, name string) (*kvTarget, error) {
+	dir, err := os.MkdirTemp(cfg.dataDir, "kv-bench-")
+	if err != nil {
+		return nil, err
+	}
+	port := freePort()
+	var cmd *exec.Cmd
+	switch name {
+	case "flowmesh":
+		cmd = exec.Command(cfg.flowmeshBin, "server", "--addr", fmt.Sprintf("127.0.0.1:%d", freePort()),
+			"--http-addr", "off", "--resp-addr", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dir, "--log-level", "warn")
+	case "redis-aof":
+		cmd = exec.Command(cfg.redisBin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--save", "", "--appendonly", "yes", "--appendfsync", "everysec")
+	case "redis":
+		cmd = exec.Command(cfg.redisBin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
+			"--save", "", "--appendonly", "no")
+	}
+	t, err := start(name, cmd, port)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &kvTarget{name: name, port: port, dir: dir, cmd: t.cmd}, nil
+}
+
+func (k *kvTarget) stop() {
+	(&target{cmd: k.cmd}).stop()
+	os.RemoveAll(k.dir)
+}
+
+var rpsLine = regexp.MustCompile(`([A-Z]+): ([0-9.]+) requests per second`)
+
+// redisBenchmark runs redis-benchmark -q and returns requests/s by test.
+func redisBenchmark(cfg config, port int, args ...string) (map[string]float64, error) {
+	all := append([]string{"-p", strconv.Itoa(port), "-q"}, args...)
+	out, err := exec.Command(cfg.redisBenchBin, all...).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("redis-benchmark %v: %v\n%s", all, err, out)
+	}
+	res := map[string]float64{}
+	for _, m := range rpsLine.FindAllStringSubmatch(strings.ReplaceAll(string(out), "\r", "\n"), -1) {
+		res[m[1]], _ = strconv.ParseFloat(m[2], 64)
+	}
+	return res, nil
+}
+
+func benchKV(cfg config) error {
+	fmt.Fprintf(cfg.out, "## KV cache vs Redis (%s, redis-benchmark)\n\n", cfg.redisBin)
+	fmt.Fprintln(cfg.out, "| workload | FlowMesh | Redis, AOF everysec | ratio | Redis, no persistence | ratio |")
+	fmt.Fprintln(cfg.out, "|---|---|---|---|---|---|")
+	type run struct {
+		label string
+		args  []string
+	}
+	runs := []run{
+		{"50 clients, -P 1", []string{"-t", "set,get", "-c", "50", "-P", "1", "-n", strconv.Itoa(cfg.kvRequests / 4), "-r", "100000", "-d", "100"}},
+		{"50 clients, -P 16", []string{"-t", "set,get", "-c", "50", "-P", "16", "-n", strconv.Itoa(cfg.kvRequests), "-r", "100000", "-d", "100"}},
+	}
+	names := []string{"flowmesh", "redis-aof", "redis"}
+	for _, r := range runs {
+		res := map[string][]map[string]float64{}
+		for i := 0; i < max(cfg.runs, 1); i++ {
+			for _, name := range names {
+				t, err := startKVTarget(cfg, name)
+				if err != nil {
+					return err
+				}
+				m, err := redisBenchmark(cfg, t.port, r.args...)
+				t.stop()
+				if err != nil {
+					return fmt.Errorf("%s: %w", name, err)
+				}
+				res[name] = append(res[name], m)
+			}
+		}
+		for _, test := range []string{"SET", "GET"} {
+			med := func(name string) float64 {
+				var v []float64
+				for _, m := range res[name] {
+					v = append(v, m[test])
+				}
+				slices.Sort(v)
+				return v[len(v)/2]
+			}
+			fm, aof, plain := med("flowmesh"), med("redis-aof"), med("redis")
+			fmt.Fprintf(cfg.out, "| %s, %s, 100 B values, 100k keys | %.0f/s | %.0f/s | %s | %.0f/s | %s |\n",
+				test, r.label, fm, aof, ratio(fm, aof), plain, ratio(fm, plain))
+		}
+	}
+	fmt.Fprintln(cfg.out)
+	return kvFootprint(cfg, names)
+}
+
+// kvFootprint loads cfg.kvKeys keys of 100 B into each target and reports
+// the memory (resident set growth) and disk (data dir) per key.
+func kvFootprint(cfg config, names []string) error {
+	fmt.Fprintf(cfg.out, "| %d keys × 100 B | memory per key | disk per key |\n|---|---|---|\n", cfg.kvKeys)
+	for _, name := range names {
+		t, err := startKVTarget(cfg, name)
+		if err != nil {
+			return err
+		}
+		before := (&target{cmd: t.cmd}).rssKiB()
+		if err := loadKeys(t.port, cfg.kvKeys, 100); err != nil {
+			t.stop()
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		// Let the writers settle (Pebble's flushes, Redis' AOF rewrite
+		// buffer) before measuring.
+		time.Sleep(2 * time.Second)
+		after := (&target{cmd: t.cmd}).rssKiB()
+		disk := dirBytes(t.dir)
+		t.stop()
+		fmt.Fprintf(cfg.out, "| %s | %.0f B | %.0f B |\n", name, float64(after-before)*1024/float64(cfg.kvKeys), float64(disk)/float64(cfg.kvKeys))
+	}
+	fmt.Fprintln(cfg.out)
+	return nil
+}
+
+// loadKeys writes key:0..n-1 with size-byte values, pipelined 1000 at a
+// time, and checks every reply.
+func loadKeys(port, n, size int) error {
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	val := strings.Repeat("v", size)
+	for i := 0; i < n; {
+		var b strings.Builder
+		j := i
+		for ; j < n && j < i+1000; j++ {
+			key := "key:" + strconv.Itoa(j)
+			fmt.Fprintf(&b, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(key), key, len(val), val)
+		}
+		if _, err := c.Write([]byte(b.String())); err != nil {
+			return err
+		}
+		for ; i < j; i++ {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return err
+			}
+			if line != "+OK\r\n" {
+				return fmt.Errorf("SET %d: %q", i, line)
+			}
+		}
+	}
+	return nil
+}
+
+func dirBytes(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if info, err := d.Info(); err == nil {
+				n += info.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -125,7 +126,7 @@ func benchKV(cfg config) error {
 // kvFootprint loads cfg.kvKeys keys of 100 B into each target and reports
 // the memory (resident set growth) and disk (data dir) per key.
 func kvFootprint(cfg config, names []string) error {
-	fmt.Fprintf(cfg.out, "| %d keys × 100 B | memory per key | disk per key |\n|---|---|---|\n", cfg.kvKeys)
+	fmt.Fprintf(cfg.out, "| %d keys × 100 B (random bytes) | memory per key (RSS growth) | disk per key (data dir) |\n|---|---|---|\n", cfg.kvKeys)
 	for _, name := range names {
 		t, err := startKVTarget(cfg, name)
 		if err != nil {
@@ -148,8 +149,9 @@ func kvFootprint(cfg config, names []string) error {
 	return nil
 }
 
-// loadKeys writes key:0..n-1 with size-byte values, pipelined 1000 at a
-// time, and checks every reply.
+// loadKeys writes key:0..n-1 with size-byte random values (compression
+// must not flatter either side), pipelined 1000 at a time, and checks
+// every reply.
 func loadKeys(port, n, size int) error {
 	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
@@ -157,12 +159,16 @@ func loadKeys(port, n, size int) error {
 	}
 	defer c.Close()
 	br := bufio.NewReader(c)
-	val := strings.Repeat("v", size)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	val := make([]byte, size)
 	for i := 0; i < n; {
 		var b strings.Builder
 		j := i
 		for ; j < n && j < i+1000; j++ {
 			key := "key:" + strconv.Itoa(j)
+			for k := range val {
+				val[k] = byte(rnd.Uint32())
+			}
 			fmt.Fprintf(&b, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", len(key), key, len(val), val)
 		}
 		if _, err := c.Write([]byte(b.String())); err != nil {

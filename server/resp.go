@@ -111,12 +111,23 @@ func (h *respHandler) Feed(c *netpoll.Conn, in []byte) (int, int, bool) {
 
 // run executes one command; it reports whether the client asked to quit.
 func (rc *respConn) run(args [][]byte) (quit bool) {
-	name := strings.ToLower(string(args[0]))
-	if name == "quit" {
+	// The name lowered into a stack buffer: map lookups with string(b)
+	// do not allocate, so a command costs no garbage to find.
+	var buf [24]byte
+	lname := buf[:0]
+	if len(args[0]) <= len(buf) {
+		for _, c := range args[0] {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			lname = append(lname, c)
+		}
+	}
+	if string(lname) == "quit" {
 		rc.w.OK()
 		return true
 	}
-	cmd, ok := respCommands[name]
+	cmd, ok := respCommands[string(lname)]
 	if !ok {
 		var b strings.Builder
 		for _, a := range args[1:] {
@@ -129,24 +140,22 @@ func (rc *respConn) run(args [][]byte) (quit bool) {
 		return false
 	}
 	if (cmd.arity > 0 && len(args) != cmd.arity) || (cmd.arity < 0 && len(args) < -cmd.arity) {
-		rc.w.Error("ERR wrong number of arguments for '" + name + "' command")
+		rc.w.Error("ERR wrong number of arguments for '" + string(lname) + "' command")
 		return false
 	}
-	rc.srv.respCounts[name].Add(1)
+	rc.srv.respCounts[string(lname)].Add(1)
 	cmd.run(rc, args)
 	return false
 }
 
-// fail writes err as a Redis error.
+// fail writes err as a Redis error: WRONGTYPE carries its own code, the
+// rest are ERR.
 func (rc *respConn) fail(err error) {
-	switch {
-	case errors.Is(err, kv.ErrWrongType):
+	if errors.Is(err, kv.ErrWrongType) {
 		rc.w.Error(kv.ErrWrongType.Error())
-	case errors.Is(err, kv.ErrTooLarge):
-		rc.w.Error("ERR " + err.Error())
-	default:
-		rc.w.Error("ERR " + err.Error())
+		return
 	}
+	rc.w.Error("ERR " + err.Error())
 }
 
 func (s *Server) kvOptions() kv.Options {

@@ -18,7 +18,7 @@ var allowedDeps = map[string][]string{
 	"protocol":       {},
 	"server/subject": {},
 	"netpoll":        {},
-	"monitor":        {},
+	"monitor":        {"kv", "kv/store", "log", "queue", "stream", "internal/conf", "internal/dirs"},
 	"log":            {},
 	"kv/store":       {},
 	"kv":             {"kv/store"},

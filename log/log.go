@@ -168,11 +168,19 @@ type waiter struct {
 
 type stats struct {
 	appends, records, batches, bytes, fsyncs, fsyncNanos, failures atomic.Uint64
+	fsyncBuckets                                                   [len(FsyncBounds) + 1]atomic.Uint64
 }
+
+// FsyncBounds are the upper bounds of the fsync-latency histogram's
+// buckets (Stats.FsyncBuckets; the last bucket has no bound).
+var FsyncBounds = [...]time.Duration{100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
+	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond, 10 * time.Millisecond, 25 * time.Millisecond,
+	50 * time.Millisecond, 100 * time.Millisecond, 250 * time.Millisecond, time.Second}
 
 // Stats is a snapshot of a log's counters.
 type Stats struct {
 	Appends, Records, Batches, BytesWritten, Fsyncs, FsyncNanos, Failures uint64
+	FsyncBuckets                                                          [len(FsyncBounds) + 1]uint64 // per bucket, not cumulative
 	Segments                                                              int
 	SizeBytes                                                             int64
 	LowWater, HighWater                                                   uint64
@@ -632,8 +640,14 @@ func (l *Log) fsync() error {
 	l.mu.Unlock()
 	start := time.Now()
 	err := s.f.Sync()
+	took := time.Since(start)
 	l.stats.fsyncs.Add(1)
-	l.stats.fsyncNanos.Add(uint64(time.Since(start)))
+	l.stats.fsyncNanos.Add(uint64(took))
+	b := 0
+	for b < len(FsyncBounds) && took > FsyncBounds[b] {
+		b++
+	}
+	l.stats.fsyncBuckets[b].Add(1)
 	if err != nil {
 		// After a failed fsync the kernel may have dropped the dirty pages:
 		// what is on disk is unknown, so the log stops taking appends
@@ -991,6 +1005,9 @@ func (l *Log) Stats() Stats {
 	st.Appends, st.Records, st.Batches = l.stats.appends.Load(), l.stats.records.Load(), l.stats.batches.Load()
 	st.BytesWritten, st.Fsyncs, st.FsyncNanos = l.stats.bytes.Load(), l.stats.fsyncs.Load(), l.stats.fsyncNanos.Load()
 	st.Failures = l.stats.failures.Load()
+	for i := range st.FsyncBuckets {
+		st.FsyncBuckets[i] = l.stats.fsyncBuckets[i].Load()
+	}
 	return st
 }
 

@@ -135,6 +135,13 @@ func TestGroupCommit(t *testing.T) {
 	if st.Records != 640 || st.Fsyncs >= 640 {
 		t.Fatalf("records %d, fsyncs %d: want 640 records with fewer fsyncs", st.Records, st.Fsyncs)
 	}
+	var inBuckets uint64
+	for _, n := range st.FsyncBuckets {
+		inBuckets += n
+	}
+	if inBuckets != st.Fsyncs {
+		t.Fatalf("fsync histogram holds %d, %d fsyncs", inBuckets, st.Fsyncs)
+	}
 	t.Logf("640 appends, %d batches, %d fsyncs", st.Batches, st.Fsyncs)
 }
 

@@ -18,6 +18,7 @@ type Node interface {
 	Ready() bool
 	// Varz returns a JSON-encodable snapshot of the node's state.
 	Varz() any
+	Metered
 }
 
 // Server is the monitoring HTTP server.
@@ -48,6 +49,7 @@ func Handler(node Node) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(node.Varz())
 	})
+	mux.Handle("GET /metrics", metricsHandler(node))
 	// Profiles, for "profile before you optimise" on a live node.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

@@ -291,6 +291,9 @@ func (q *Queue) recover() error {
 	return nil
 }
 
+// LogStats returns the counters of the queue's commit log.
+func (q *Queue) LogStats() commitlog.Stats { return q.log.Stats() }
+
 // Name is the queue's name.
 func (q *Queue) Name() string { return q.name }
 

@@ -344,6 +344,8 @@ type monitorNode struct{ s *Server }
 func (m monitorNode) Ready() bool { return m.s.IsReady() }
 func (m monitorNode) Varz() any   { return m.s.Varz() }
 
+func (m monitorNode) Metrics() monitor.Snapshot { return m.s.Metrics() }
+
 // IsReady reports whether the node accepts clients (for /readyz).
 func (s *Server) IsReady() bool {
 	select {
@@ -352,6 +354,48 @@ func (s *Server) IsReady() bool {
 	default:
 		return false
 	}
+}
+
+// Metrics is the node's state for the monitor's /metrics.
+func (s *Server) Metrics() monitor.Snapshot {
+	st := s.Stats()
+	m := monitor.Snapshot{Conns: st.Conns, TotalConns: st.TotalConns, Rejected: st.Rejected, SlowConsumers: st.SlowConsumers,
+		StaleConns: st.StaleConns, Stalls: st.Stalls, Holds: st.Holds, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
+		MsgsIn: st.MsgsIn, MsgsOut: st.MsgsOut, ProtocolErrors: st.ProtocolErrors, Subscriptions: st.Subscriptions,
+		KVOps: s.KVOps()}
+	if s.kv != nil {
+		m.KV = s.kv.Stats()
+	}
+	if s.streams != nil {
+		for _, name := range s.streams.Topics() {
+			t, err := s.streams.Topic(name, false)
+			if err != nil {
+				continue // deleted meanwhile
+			}
+			m.Topics = append(m.Topics, t.Info())
+			for p, ls := range t.LogStats() {
+				m.Logs = append(m.Logs, monitor.LogStats{Kind: "topic", Name: name, Partition: p, Stats: ls})
+			}
+			groups, _ := s.streams.Groups(name)
+			for _, g := range groups {
+				if gi, err := s.streams.GroupInfo(name, g); err == nil {
+					m.Groups = append(m.Groups, gi)
+				}
+			}
+		}
+	}
+	if s.queues != nil {
+		for _, name := range s.queues.Queues() {
+			q, err := s.queues.Queue(name, false)
+			if err != nil {
+				continue
+			}
+			m.Queues = append(m.Queues, q.Info())
+			m.Logs = append(m.Logs, monitor.LogStats{Kind: "queue", Name: name, Stats: q.LogStats()})
+		}
+		m.Workers = s.queues.Workers()
+	}
+	return m
 }
 
 // Varz is the node's state for the monitor's /varz.

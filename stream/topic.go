@@ -356,6 +356,16 @@ func (t *Topic) Info() TopicInfo {
 	return ti
 }
 
+// LogStats returns each partition's commit-log counters, by partition.
+func (t *Topic) LogStats() []commitlog.Stats {
+	logs := t.logs()
+	out := make([]commitlog.Stats, len(logs))
+	for p, l := range logs {
+		out[p] = l.Stats()
+	}
+	return out
+}
+
 // broadcast wakes every waiter at once; it costs nothing while nobody
 // waits (the common case for a topic without live consumers).
 type broadcast struct {

@@ -19,6 +19,8 @@ type Node interface {
 	// Varz returns a JSON-encodable snapshot of the node's state.
 	Varz() any
 	Metered
+	// Autoscale recommends worker counts for every queue and group.
+	Autoscale() []Recommendation
 }
 
 // Server is the monitoring HTTP server.
@@ -50,6 +52,30 @@ func Handler(node Node) http.Handler {
 		_ = enc.Encode(node.Varz())
 	})
 	mux.Handle("GET /metrics", metricsHandler(node))
+	mux.HandleFunc("GET /api/v1/autoscale", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(node.Autoscale())
+	})
+	// One target, for a scaler that reads one number (KEDA's metrics-api
+	// scaler with valueLocation "scale_to").
+	one := func(w http.ResponseWriter, target string) {
+		for _, r := range node.Autoscale() {
+			if r.Target == target {
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(r)
+				return
+			}
+		}
+		http.Error(w, "no such queue or group: "+target, http.StatusNotFound)
+	}
+	mux.HandleFunc("GET /api/v1/autoscale/queue/{name}", func(w http.ResponseWriter, r *http.Request) {
+		one(w, "queue:"+r.PathValue("name"))
+	})
+	mux.HandleFunc("GET /api/v1/autoscale/group/{topic}/{group}", func(w http.ResponseWriter, r *http.Request) {
+		one(w, "group:"+r.PathValue("topic")+"/"+r.PathValue("group"))
+	})
 	// Profiles, for "profile before you optimise" on a live node.
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"github.com/flowmesh/flowmesh/monitor"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +59,9 @@ type Config struct {
 	FsyncInterval Duration `json:"fsync_interval,omitempty"`
 	// Streams are the defaults of new topics.
 	Streams StreamDefaults `json:"streams,omitempty"`
+	// Autoscale are the scaling policies of queues and consumer groups
+	// (docs/observability.md); the others get monitor.DefaultScalePolicy.
+	Autoscale []monitor.ScalePolicy `json:"autoscale,omitempty"`
 	// PingInterval is how long a connection may be silent before the server
 	// PINGs it. Default 2m.
 	PingInterval Duration `json:"ping_interval,omitempty"`
@@ -172,6 +177,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	check(c.MaxConns > 0, "max_connections must be positive, got %d", c.MaxConns)
+	for i, p := range c.Autoscale {
+		check((p.Queue != "") != (p.Topic != "" && p.Group != ""), "autoscale[%d] must name a queue, or a topic and a group", i)
+		check(p.MinWorkers >= 0 && (p.MaxWorkers == 0 || p.MinWorkers <= p.MaxWorkers),
+			"autoscale[%d]: min_workers %d must be in [0, max_workers %d]", i, p.MinWorkers, p.MaxWorkers)
+	}
 	check(c.MaxControlLine >= 256, "max_control_line must be at least 256, got %d", c.MaxControlLine)
 	check(c.MaxPayload > 0 && c.MaxPayload <= 64<<20, "max_payload must be in (0, 64 MiB], got %d", c.MaxPayload)
 	check(c.MaxHeader > 0 && c.MaxHeader <= c.MaxPayload, "max_header must be in (0, max_payload], got %d", c.MaxHeader)

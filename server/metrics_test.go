@@ -1,8 +1,12 @@
 package server
 
 import (
+	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
+
+	"github.com/flowmesh/flowmesh/monitor"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -126,4 +130,59 @@ func metricValue(m *dto.Metric) float64 {
 		return m.Untyped.GetValue()
 	}
 	return 0
+}
+
+// TestAutoscale: the monitoring port recommends workers per queue under
+// its configured policy (the default elsewhere), with reasons; a policy
+// that names nothing is refused at start.
+func TestAutoscale(t *testing.T) {
+	pol := monitor.ScalePolicy{Queue: "jobs", MinWorkers: 1, MaxWorkers: 5, BacklogPerWorker: 10}
+	s := startServer(t, Config{HTTPAddr: "127.0.0.1:0", Autoscale: []monitor.ScalePolicy{pol}})
+	w := dial(t, s)
+	w.send("QWORKER w1 jobs concurrency=4\r\n")
+	w.line()
+	for i := 0; i < 35; i++ {
+		w.send("QPUT jobs 1\r\nx\r\n")
+		w.line()
+	}
+	w.send("QPUT other 1\r\nx\r\n")
+	w.line()
+	resp, err := http.Get("http://" + s.HTTPAddr().String() + "/api/v1/autoscale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var recs []monitor.Recommendation
+	if err := json.NewDecoder(resp.Body).Decode(&recs); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]monitor.Recommendation{}
+	for _, r := range recs {
+		got[r.Target] = r
+	}
+	if r := got["queue:jobs"]; r.ScaleFrom != 1 || r.ScaleTo != 4 || len(r.BasedOn) == 0 ||
+		!strings.Contains(r.BasedOn[0], "backlog 35 at 10 per worker") {
+		t.Fatalf("queue:jobs = %+v (all: %+v)", r, recs)
+	}
+	if r := got["queue:other"]; r.ScaleFrom != 0 || r.ScaleTo != 1 {
+		t.Fatalf("queue:other under the default policy = %+v", r)
+	}
+
+	for path, code := range map[string]int{"/api/v1/autoscale/queue/jobs": 200, "/api/v1/autoscale/queue/nope": 404} {
+		resp, err := http.Get("http://" + s.HTTPAddr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r monitor.Recommendation
+		json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if resp.StatusCode != code || (code == 200 && r.ScaleTo != 4) {
+			t.Fatalf("%s: %d %+v", path, resp.StatusCode, r)
+		}
+	}
+
+	bad := Config{Autoscale: []monitor.ScalePolicy{{MinWorkers: 1}}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "autoscale[0] must name a queue") {
+		t.Fatalf("policy naming nothing: %v", err)
+	}
 }

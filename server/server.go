@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -346,6 +347,8 @@ func (m monitorNode) Varz() any   { return m.s.Varz() }
 
 func (m monitorNode) Metrics() monitor.Snapshot { return m.s.Metrics() }
 
+func (m monitorNode) Autoscale() []monitor.Recommendation { return m.s.Autoscale() }
+
 // IsReady reports whether the node accepts clients (for /readyz).
 func (s *Server) IsReady() bool {
 	select {
@@ -396,6 +399,43 @@ func (s *Server) Metrics() monitor.Snapshot {
 		m.Workers = s.queues.Workers()
 	}
 	return m
+}
+
+// Autoscale recommends worker counts for every queue and consumer group,
+// under the configured policies.
+func (s *Server) Autoscale() []monitor.Recommendation {
+	policy := func(match func(monitor.ScalePolicy) bool) monitor.ScalePolicy {
+		for _, p := range s.cfg.Autoscale {
+			if match(p) {
+				return p
+			}
+		}
+		return monitor.DefaultScalePolicy
+	}
+	out := []monitor.Recommendation{}
+	m := s.Metrics()
+	for _, q := range m.Queues {
+		st := monitor.ScaleState{Backlog: int64(q.Ready), OldestAge: time.Duration(q.OldestMs) * time.Millisecond,
+			ArrivalRate: q.Rates.Enqueued, DoneRate: q.Rates.Acked + q.Rates.DeadLettered}
+		if q.Processing.Count > 0 {
+			st.AvgProcessing = time.Duration(q.Processing.SumMs / float64(q.Processing.Count) * float64(time.Millisecond))
+		}
+		for _, w := range m.Workers {
+			if w.State != "gone" && slices.Contains(w.Queues, q.Name) {
+				st.Workers++
+			}
+		}
+		r := monitor.Recommend(policy(func(p monitor.ScalePolicy) bool { return p.Queue == q.Name }), st)
+		r.Target = "queue:" + q.Name
+		out = append(out, r)
+	}
+	for _, g := range m.Groups {
+		st := monitor.ScaleState{Workers: len(g.Members), Backlog: int64(g.Lag)}
+		r := monitor.Recommend(policy(func(p monitor.ScalePolicy) bool { return p.Topic == g.Topic && p.Group == g.Group }), st)
+		r.Target = "group:" + g.Topic + "/" + g.Group
+		out = append(out, r)
+	}
+	return out
 }
 
 // Varz is the node's state for the monitor's /varz.

@@ -34,7 +34,9 @@ type ScalePolicy struct {
 // Duration is a time.Duration written as "30s" in JSON.
 type Duration time.Duration
 
-func (d Duration) MarshalJSON() ([]byte, error) { return []byte(`"` + time.Duration(d).String() + `"`), nil }
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
 
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	if len(b) < 2 || b[0] != '"' {

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/flowmesh/flowmesh/internal/conf"
 )
 
 // Autoscaling: how many workers a queue (or consumers a consumer group)
@@ -31,21 +33,8 @@ type ScalePolicy struct {
 	MaxProcessing Duration `json:"max_processing"`
 }
 
-// Duration is a time.Duration written as "30s" in JSON.
-type Duration time.Duration
-
-func (d Duration) MarshalJSON() ([]byte, error) {
-	return []byte(`"` + time.Duration(d).String() + `"`), nil
-}
-
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	if len(b) < 2 || b[0] != '"' {
-		return fmt.Errorf("duration %s: want a string such as \"30s\"", b)
-	}
-	v, err := time.ParseDuration(string(b[1 : len(b)-1]))
-	*d = Duration(v)
-	return err
-}
+// Duration is a time.Duration written as "30s" (or "7d") in JSON.
+type Duration = conf.Duration
 
 // DefaultScalePolicy applies where no policy is configured.
 var DefaultScalePolicy = ScalePolicy{MinWorkers: 1, MaxWorkers: 10, BacklogPerWorker: 100,

@@ -6,6 +6,6 @@
 // It defines the small Node interface it needs and never imports server, so
 // the dependency points from the composition root to here.
 //
-// Imports: the engines' Stats types (kv, log, queue, stream) and
-// prometheus/client_golang.
+// Imports: the engines' Stats types (kv, log, queue, stream),
+// internal/conf and prometheus/client_golang.
 package monitor

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"net/http"
 	"strconv"
 	"time"
 
@@ -12,8 +13,6 @@ import (
 	commitlog "github.com/flowmesh/flowmesh/log"
 	"github.com/flowmesh/flowmesh/queue"
 	"github.com/flowmesh/flowmesh/stream"
-
-	"net/http"
 )
 
 // Metrics are read from the node at scrape time: the engines keep their

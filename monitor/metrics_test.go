@@ -1,6 +1,9 @@
 package monitor
 
 import (
+	"os"
+	"regexp"
+	"strings"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -23,5 +26,35 @@ func TestHistogram(t *testing.T) {
 	}
 	if h.GetSampleCount() != 9 || h.GetSampleSum() != 42 || len(h.GetBucket()) != 3 {
 		t.Fatalf("count %d sum %v buckets %d", h.GetSampleCount(), h.GetSampleSum(), len(h.GetBucket()))
+	}
+}
+
+// TestOpenAPIDocumentsEveryRoute: each route this package serves is a path
+// of docs/openapi.yaml, so the document cannot fall behind the code.
+func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
+	doc, err := os.ReadFile("../docs/openapi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?:"GET |get\(")(/[^" ]+)"`)
+	n := 0
+	for _, f := range []string{"monitor.go", "api.go"} {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllSubmatch(src, -1) {
+			path := string(m[1])
+			if strings.HasPrefix(path, "/debug/pprof") {
+				continue // Go's own
+			}
+			n++
+			if !strings.Contains(string(doc), "\n  "+path+":\n") {
+				t.Errorf("route %s is not in docs/openapi.yaml", path)
+			}
+		}
+	}
+	if n < 15 {
+		t.Fatalf("found only %d routes in the sources", n)
 	}
 }

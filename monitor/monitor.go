@@ -21,6 +21,7 @@ type Node interface {
 	Metered
 	// Autoscale recommends worker counts for every queue and group.
 	Autoscale() []Recommendation
+	API
 }
 
 // Server is the monitoring HTTP server.
@@ -52,6 +53,7 @@ func Handler(node Node) http.Handler {
 		_ = enc.Encode(node.Varz())
 	})
 	mux.Handle("GET /metrics", metricsHandler(node))
+	apiRoutes(mux, node)
 	mux.HandleFunc("GET /api/v1/autoscale", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)

@@ -7,6 +7,9 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/flowmesh/flowmesh/queue"
+	"github.com/flowmesh/flowmesh/stream"
 )
 
 // TestHistogram: per-bucket counts become Prometheus' cumulative buckets,
@@ -56,5 +59,28 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	}
 	if n < 15 {
 		t.Fatalf("found only %d routes in the sources", n)
+	}
+}
+
+// TestFeedEvents: events come from differences between two snapshots.
+func TestFeedEvents(t *testing.T) {
+	prev := &Snapshot{SlowConsumers: 1,
+		Queues: []queue.Info{{Name: "q", Counters: queue.Counters{DeadLettered: 2}}},
+		Groups: []stream.GroupInfo{{Topic: "t", Group: "g", Generation: 3}}}
+	cur := &Snapshot{SlowConsumers: 3,
+		Queues: []queue.Info{{Name: "q", Counters: queue.Counters{DeadLettered: 5}}, {Name: "new", Counters: queue.Counters{DeadLettered: 9}}},
+		Groups: []stream.GroupInfo{{Topic: "t", Group: "g", Generation: 4, Members: make([]stream.GroupMember, 2)}}}
+	evs := feedEvents(prev, cur)
+	want := []string{"3 job(s) of q dead-lettered", "group g of t rebalanced: generation 4, 2 member(s)", "2 slow consumer(s) disconnected"}
+	if len(evs) != len(want) {
+		t.Fatalf("events %+v", evs)
+	}
+	for i, ev := range evs {
+		if ev.Text != want[i] {
+			t.Errorf("event %d: %q, want %q", i, ev.Text, want[i])
+		}
+	}
+	if evs := feedEvents(cur, cur); len(evs) != 0 {
+		t.Fatalf("no change, events %+v", evs)
 	}
 }

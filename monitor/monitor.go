@@ -26,8 +26,9 @@ type Node interface {
 
 // Server is the monitoring HTTP server.
 type Server struct {
-	srv *http.Server
-	ln  net.Listener
+	srv    *http.Server
+	ln     net.Listener
+	cancel context.CancelFunc // ends the live feeds, which Shutdown does not wait for
 }
 
 // Handler returns the monitoring routes for node.
@@ -54,6 +55,7 @@ func Handler(node Node) http.Handler {
 	})
 	mux.Handle("GET /metrics", metricsHandler(node))
 	apiRoutes(mux, node)
+	mux.HandleFunc("GET /api/v1/feed", feedHandler(node))
 	mux.HandleFunc("GET /api/v1/autoscale", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
@@ -93,8 +95,10 @@ func Listen(addr string, node Node, logger *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("monitor: listen on %s: %w", addr, err)
 	}
-	s := &Server{ln: ln, srv: &http.Server{Handler: Handler(node), ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{ln: ln, cancel: cancel, srv: &http.Server{Handler: Handler(node), ReadHeaderTimeout: 5 * time.Second,
+		BaseContext: func(net.Listener) context.Context { return ctx },
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("monitor: serve", "err", err)
@@ -107,4 +111,7 @@ func Listen(addr string, node Node, logger *slog.Logger) (*Server, error) {
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
 // Shutdown stops the server within ctx.
-func (s *Server) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.cancel()
+	return s.srv.Shutdown(ctx)
+}

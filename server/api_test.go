@@ -1,9 +1,16 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/flowmesh/flowmesh/monitor"
 )
 
 // TestRESTAPI: the monitoring port's JSON API answers for queues (with a
@@ -107,6 +114,55 @@ func TestRESTAPI(t *testing.T) {
 		get(path, code, &e)
 		if e.Error == "" {
 			t.Fatalf("%s: no error text", path)
+		}
+	}
+}
+
+// TestFeed: the WebSocket feed sends stats at once, then a dead_letter
+// event within a tick of a job failing for good; shutting the node down
+// ends the feed.
+func TestFeed(t *testing.T) {
+	s := startServer(t, Config{HTTPAddr: "127.0.0.1:0"})
+	w := dial(t, s)
+	w.send("QPUT jobs 1\r\nx\r\n")
+	w.expect("+OK 0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws://"+s.HTTPAddr().String()+"/api/v1/feed", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	var m monitor.FeedMessage
+	if err := wsjson.Read(ctx, c, &m); err != nil || m.Type != "stats" || len(m.Stats.Queues) != 1 || m.Stats.Queues[0].Ready != 1 {
+		t.Fatalf("first message: %+v %v", m, err)
+	}
+	w.send("QGET jobs\r\n")
+	w.line()
+	w.line()
+	w.expect("+OK 1")
+	w.send("QNACK jobs 0 1 fail 4\r\nboom\r\n")
+	w.expect("+OK dead")
+	for {
+		var m monitor.FeedMessage
+		if err := wsjson.Read(ctx, c, &m); err != nil {
+			t.Fatalf("no dead_letter event: %v", err)
+		}
+		if m.Type == "event" && m.Event.Kind == "dead_letter" && m.Event.Queue == "jobs" && m.Event.Count == 1 {
+			break
+		}
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	if err := s.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if err := wsjson.Read(ctx, c, &m); err != nil {
+			if websocket.CloseStatus(err) != websocket.StatusGoingAway {
+				t.Fatalf("feed ended with %v, want going away", err)
+			}
+			return
 		}
 	}
 }

@@ -36,7 +36,7 @@ type respConn struct {
 
 var respIDs atomic.Int64
 
-// KVOps returns how many of each command the Redis port ran.
+// KVOps returns how many of each KV command ran, on either port.
 func (s *Server) KVOps() map[string]uint64 {
 	out := make(map[string]uint64, len(s.respCounts))
 	for name, c := range s.respCounts {

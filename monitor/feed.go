@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -75,8 +76,19 @@ func feedHandler(node Metered) http.HandlerFunc {
 			return // Accept wrote the error
 		}
 		defer c.CloseNow()
-		// The client sends nothing; reading notices its close.
-		ctx := c.CloseRead(r.Context())
+		// The client sends nothing; reading notices its close. Its context
+		// must not be the request's: a read whose context ends drops the
+		// connection, and the request's ends at shutdown, which should
+		// close the feed cleanly instead.
+		gone := c.CloseRead(context.Background())
+		shutdown := r.Context().Done()
+		// Writes get a context of their own: a write cut short by the
+		// shutdown would drop the connection instead of closing it cleanly.
+		write := func(m FeedMessage) error {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			return wsjson.Write(ctx, c, m)
+		}
 		var prev *Snapshot
 		tick := time.NewTicker(feedInterval)
 		defer tick.Stop()
@@ -85,18 +97,20 @@ func feedHandler(node Metered) http.HandlerFunc {
 			now := time.Now().UnixMilli()
 			if prev != nil {
 				for _, ev := range feedEvents(prev, &s) {
-					if wsjson.Write(ctx, c, FeedMessage{Type: "event", Time: now, Event: &ev}) != nil {
+					if write(FeedMessage{Type: "event", Time: now, Event: &ev}) != nil {
 						return
 					}
 				}
 			}
-			if wsjson.Write(ctx, c, FeedMessage{Type: "stats", Time: now, Stats: feedStats(&s)}) != nil {
+			if write(FeedMessage{Type: "stats", Time: now, Stats: feedStats(&s)}) != nil {
 				return
 			}
 			prev = &s
 			select {
 			case <-tick.C:
-			case <-ctx.Done():
+			case <-gone.Done():
+				return
+			case <-shutdown:
 				c.Close(websocket.StatusGoingAway, "server shutting down")
 				return
 			}

@@ -119,6 +119,8 @@ func run(cfg config, workloads []string) error {
 			err = benchQueues(cfg)
 		case "kv":
 			err = benchKV(cfg)
+		case "metrics":
+			err = benchMetrics(cfg)
 		default:
 			err = fmt.Errorf("unknown workload %q", w)
 		}

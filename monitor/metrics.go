@@ -37,6 +37,10 @@ type Snapshot struct {
 	Workers                             []queue.WorkerInfo
 	KV                                  kv.Stats
 	KVOps                               map[string]uint64
+	// The Redis-compatible port, when it is on.
+	RedisPort                   bool
+	RedisConns                  int64
+	RedisBytesIn, RedisBytesOut uint64
 }
 
 // LogStats is one commit log's counters and whose it is.
@@ -99,6 +103,8 @@ var (
 	dKVOps          = desc("kv_ops_total", "KV commands run, by command (both ports).", "command")
 	dKVKeys         = desc("kv_keys", "KV keys (expired ones not yet reaped included).")
 	dKVExpired      = desc("kv_expired_keys_total", "KV keys removed because their TTL passed.")
+	dRedisConns     = desc("redis_connections", "Connections open now on the Redis-compatible port.")
+	dRedisBytes     = desc("redis_bytes_total", "Bytes read from and written to the Redis-compatible port's clients.", "direction")
 	fsyncBoundsSecs = func() []float64 {
 		b := make([]float64, len(commitlog.FsyncBounds))
 		for i, d := range commitlog.FsyncBounds {
@@ -186,6 +192,11 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(dKVOps, float64(n), cmd)
 	}
 	gauge(dKVKeys, float64(s.KV.Keys))
+	if s.RedisPort {
+		gauge(dRedisConns, float64(s.RedisConns))
+		counter(dRedisBytes, float64(s.RedisBytesIn), "in")
+		counter(dRedisBytes, float64(s.RedisBytesOut), "out")
+	}
 	counter(dKVExpired, float64(s.KV.Expired))
 }
 

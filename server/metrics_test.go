@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowmesh/flowmesh/monitor"
 
@@ -18,7 +19,11 @@ import (
 // parses it with the Prometheus text parser and checks that every family
 // the monitor promises is there, with values that follow the workload.
 func TestMetrics(t *testing.T) {
-	s := startServer(t, Config{HTTPAddr: "127.0.0.1:0", Fsync: "always"})
+	s := startServer(t, Config{HTTPAddr: "127.0.0.1:0", Fsync: "always", RESPAddr: "127.0.0.1:0"})
+	rc := dialRESP(t, s.RESPAddr().String(), 5*time.Second)
+	if r := rc.do([]string{"PING"}); r != "PONG" {
+		t.Fatalf("redis port: %#v", r)
+	}
 	w := dial(t, s)
 	w.send("SUB greet 1\r\nPUB greet 2\r\nhi\r\n")
 	w.expect("MSG greet 1 2", "hi")
@@ -105,6 +110,8 @@ func TestMetrics(t *testing.T) {
 		{"flowmesh_kv_ops_total", map[string]string{"command": "get"}, 2},
 		{"flowmesh_kv_ops_total", map[string]string{"command": "set"}, 1},
 		{"flowmesh_kv_keys", nil, 1},
+		{"flowmesh_kv_ops_total", map[string]string{"command": "ping"}, 1},
+		{"flowmesh_redis_connections", nil, 1},
 		{"flowmesh_stream_consumer_lag", map[string]string{"topic": "orders", "group": "billing", "partition": "0"}, 2},
 	}
 	for _, c := range checks {

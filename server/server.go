@@ -369,6 +369,10 @@ func (s *Server) Metrics() monitor.Snapshot {
 	if s.kv != nil {
 		m.KV = s.kv.Stats()
 	}
+	if s.resp != nil {
+		rs := s.resp.Stats()
+		m.RedisPort, m.RedisConns, m.RedisBytesIn, m.RedisBytesOut = true, rs.Conns, rs.BytesIn, rs.BytesOut
+	}
 	if s.streams != nil {
 		for _, name := range s.streams.Topics() {
 			t, err := s.streams.Topic(name, false)

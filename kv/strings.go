@@ -29,10 +29,6 @@ func (e *Engine) Set(key, val []byte, o SetOpts) (SetResult, error) {
 		return SetResult{}, err
 	}
 	now := e.now()
-	if o.ExpireAt != 0 && o.ExpireAt <= now {
-		// Already expired: SET of a past time deletes (as Redis does).
-		return e.setExpired(key, o, now)
-	}
 	defer e.lock(key)()
 	b := e.newBatch()
 	old, exists, err := e.loadFor(b, key, now)
@@ -47,6 +43,14 @@ func (e *Engine) Set(key, val []byte, o SetOpts) (SetResult, error) {
 		r.Old, r.HadOld = old.val, true
 	}
 	if (o.NX && exists) || (o.XX && !exists) {
+		return r, b.commit()
+	}
+	r.Done = true
+	if o.ExpireAt != 0 && o.ExpireAt <= now {
+		// A time already past: the SET deletes (as Redis does).
+		if exists {
+			b.drop(key, old)
+		}
 		return r, b.commit()
 	}
 	m := meta{typ: TypeString, val: val, expireAt: o.ExpireAt}
@@ -58,31 +62,6 @@ func (e *Engine) Set(key, val []byte, o SetOpts) (SetResult, error) {
 		exists = false
 	}
 	b.put(key, &m, old, exists)
-	r.Done = true
-	return r, b.commit()
-}
-
-func (e *Engine) setExpired(key []byte, o SetOpts, now int64) (SetResult, error) {
-	defer e.lock(key)()
-	b := e.newBatch()
-	old, exists, err := e.loadFor(b, key, now)
-	if err != nil {
-		return SetResult{}, err
-	}
-	var r SetResult
-	if o.Get && exists {
-		if old.typ != TypeString {
-			return SetResult{}, ErrWrongType
-		}
-		r.Old, r.HadOld = old.val, true
-	}
-	if (o.NX && exists) || (o.XX && !exists) {
-		return r, b.commit()
-	}
-	if exists {
-		b.drop(key, old)
-	}
-	r.Done = true
 	return r, b.commit()
 }
 

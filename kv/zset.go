@@ -294,8 +294,9 @@ type RangeOpts struct {
 	Offset, Count int64 // LIMIT; Count < 0: all
 }
 
-// ZRange lists entries per o. By score and lex, Min and Max are given as
-// the user wrote them (with Rev, the first is the high end).
+// ZRange lists entries per o. By score and lex, Min/LexMin are the low end
+// and Max/LexMax the high end in either direction (the Redis port swaps
+// REV's arguments, which come high end first).
 func (e *Engine) ZRange(key []byte, o RangeOpts) ([]ScoredMember, error) {
 	defer e.lock(key)()
 	m, ok, err := e.typed(key, TypeZSet, e.now())
@@ -325,46 +326,47 @@ func (e *Engine) ZRange(key []byte, o RangeOpts) ([]ScoredMember, error) {
 			return i <= stop
 		})
 	case "score":
-		skip, left := o.Offset, o.Count
-		err = e.walk(key, o.Rev, func(sm ScoredMember) bool {
-			if (!o.Rev && o.Max.below(sm.Score)) || (o.Rev && o.Min.above(sm.Score)) {
-				return false
-			}
-			if (!o.Rev && o.Min.above(sm.Score)) || (o.Rev && o.Max.below(sm.Score)) {
-				return true
-			}
-			if skip > 0 {
-				skip--
-				return true
-			}
-			if left == 0 {
-				return false
-			}
-			out = append(out, sm)
-			left--
-			return true
-		})
+		// Min and Max are the low and high ends whatever the direction.
+		out, err = e.walkRange(key, o,
+			func(f float64, _ []byte) bool { return o.Max.below(f) },
+			func(f float64, _ []byte) bool { return o.Min.above(f) })
 	case "lex":
-		skip, left := o.Offset, o.Count
-		err = e.walk(key, o.Rev, func(sm ScoredMember) bool {
-			if (!o.Rev && o.LexMax.after(sm.Member)) || (o.Rev && o.LexMin.before(sm.Member)) {
-				return false
-			}
-			if (!o.Rev && o.LexMin.before(sm.Member)) || (o.Rev && o.LexMax.after(sm.Member)) {
-				return true
-			}
-			if skip > 0 {
-				skip--
-				return true
-			}
-			if left == 0 {
-				return false
-			}
-			out = append(out, sm)
-			left--
-			return true
-		})
+		out, err = e.walkRange(key, o,
+			func(_ float64, m []byte) bool { return o.LexMax.after(m) },
+			func(_ float64, m []byte) bool { return o.LexMin.before(m) })
 	}
+	return out, err
+}
+
+// walkRange lists the entries between the ends of a score or lex range,
+// in o's direction, after o.Offset of them and at most o.Count (<0: all).
+// overHigh and underLow say whether an entry is past the high end or
+// before the low one.
+func (e *Engine) walkRange(key []byte, o RangeOpts, overHigh, underLow func(float64, []byte) bool) ([]ScoredMember, error) {
+	var out []ScoredMember
+	skip, left := o.Offset, o.Count
+	stop, skipIt := overHigh, underLow // ascending: stop past the high end
+	if o.Rev {
+		stop, skipIt = underLow, overHigh
+	}
+	err := e.walk(key, o.Rev, func(sm ScoredMember) bool {
+		if stop(sm.Score, sm.Member) {
+			return false
+		}
+		if skipIt(sm.Score, sm.Member) {
+			return true
+		}
+		if skip > 0 {
+			skip--
+			return true
+		}
+		if left == 0 {
+			return false
+		}
+		out = append(out, sm)
+		left--
+		return true
+	})
 	return out, err
 }
 

@@ -22,6 +22,9 @@ type Config struct {
 	// RESPAddr is the Redis-compatible port; "" or "off" (the default)
 	// disables it.
 	RESPAddr string `json:"resp_addr,omitempty"`
+	// GRPCAddr is the gRPC port: KEDA's external scaler and gRPC health;
+	// "" or "off" (the default) disables it.
+	GRPCAddr string `json:"grpc_addr,omitempty"`
 	// HTTPAddr is the monitoring port (metrics, REST, UI). Default
 	// "127.0.0.1:8222"; "off" disables it.
 	HTTPAddr string `json:"http_addr,omitempty"`

@@ -55,6 +55,7 @@ type Server struct {
 	queues     *queue.Engine
 	kv         *kv.Engine
 	resp       *netpoll.Server           // the Redis-compatible port, nil when off
+	grpc       *monitor.GRPCServer       // the gRPC port, nil when off
 	respCounts map[string]*atomic.Uint64 // commands run on it, by name
 	tmpDir     string                    // in-memory mode: where stream logs live until shutdown
 	info       serverInfo
@@ -172,6 +173,12 @@ func (s *Server) Start() error {
 		}
 		undo = append(undo, func() { _ = s.resp.Shutdown(context.Background()) })
 	}
+	if s.cfg.GRPCAddr != "" && s.cfg.GRPCAddr != "off" {
+		if s.grpc, err = monitor.ListenGRPC(s.cfg.GRPCAddr, monitorNode{s}); err != nil {
+			return fail(err)
+		}
+		undo = append(undo, func() { s.grpc.Shutdown(context.Background()) })
+	}
 	if s.cfg.HTTPAddr != "off" {
 		mon, err := monitor.Listen(s.cfg.HTTPAddr, monitorNode{s}, s.log)
 		if err != nil {
@@ -215,6 +222,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.resp != nil {
 		err = errors.Join(err, s.resp.Shutdown(ctx))
 	}
+	if s.grpc != nil {
+		s.grpc.Shutdown(ctx)
+	}
 	if s.mon != nil {
 		err = errors.Join(err, s.mon.Shutdown(ctx))
 	}
@@ -240,6 +250,14 @@ func (s *Server) RESPAddr() net.Addr {
 		return nil
 	}
 	return s.resp.Addr()
+}
+
+// GRPCAddr is the gRPC port's address, nil when it is off.
+func (s *Server) GRPCAddr() net.Addr {
+	if s.grpc == nil {
+		return nil
+	}
+	return s.grpc.Addr()
 }
 
 // KV is the KV engine (nil before Start).

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"math/rand/v2"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -29,9 +28,7 @@ func TestQueueChaos(t *testing.T) {
 		jobs = v
 	}
 	dir := t.TempDir()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	child := startChild(t, dir, addr)
 	defer func() { child.Process.Kill(); child.Wait() }()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

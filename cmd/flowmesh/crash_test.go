@@ -27,6 +27,18 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// freeAddr is a loopback address with a port nothing listens on now, for a
+// child server (which the test restarts on the same address).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
 // startChild runs a real server process on dir and addr.
 func startChild(t *testing.T, dir, addr string) *exec.Cmd {
 	t.Helper()
@@ -63,9 +75,7 @@ func TestStreamKill9(t *testing.T) {
 		t.Skip("crash test")
 	}
 	dir := t.TempDir()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	child := startChild(t, dir, addr)
 	defer func() { child.Process.Kill(); child.Wait() }()
 

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -23,9 +22,7 @@ func TestKVKill9(t *testing.T) {
 		t.Skip("crash test")
 	}
 	dir := t.TempDir()
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := l.Addr().String()
-	l.Close()
+	addr := freeAddr(t)
 	child := startChild(t, dir, addr)
 	defer func() { child.Process.Kill(); child.Wait() }()
 

@@ -20,6 +20,7 @@ var allowedDeps = map[string][]string{
 	"netpoll":                {},
 	"monitor":                {"kv", "kv/store", "log", "queue", "stream", "internal/conf", "internal/dirs", "monitor/externalscaler"},
 	"monitor/externalscaler": {},
+	"monitor/tracing":        {},
 	"log":                    {},
 	"kv/store":               {},
 	"kv":                     {"kv/store"},
@@ -28,9 +29,9 @@ var allowedDeps = map[string][]string{
 	"internal/dirs":          {},
 	"stream":                 {"log", "kv/store", "internal/conf", "internal/dirs"},
 	"queue":                  {"log", "kv/store", "internal/conf", "internal/dirs"},
-	"server":                 {"protocol", "protocol/resp", "server/subject", "netpoll", "monitor", "kv", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs", "monitor/externalscaler"},
+	"server":                 {"protocol", "protocol/resp", "server/subject", "netpoll", "monitor", "kv", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs", "monitor/externalscaler", "monitor/tracing"},
 	"clients/go":             {"protocol"},
-	"cmd/flowmesh":           {"server", "protocol", "protocol/resp", "server/subject", "netpoll", "monitor", "kv", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs", "monitor/externalscaler"},
+	"cmd/flowmesh":           {"server", "protocol", "protocol/resp", "server/subject", "netpoll", "monitor", "kv", "kv/store", "log", "stream", "queue", "internal/conf", "internal/dirs", "monitor/externalscaler", "monitor/tracing"},
 	"bench":                  {"clients/go", "protocol"},
 }
 

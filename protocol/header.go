@@ -78,3 +78,61 @@ func AppendHeader(dst []byte, status string, kv ...string) []byte {
 	}
 	return append(dst, crlf...)
 }
+
+// Field is one header line.
+type Field struct {
+	Key   string
+	Value []byte
+}
+
+// SetHeader appends to dst a copy of the header block hdr (nil: an empty
+// NATS/1.0 block) in which each field's key has that one value: lines with
+// the same key (case-insensitive) are dropped and the field is added last.
+// The server uses it to write a message's traceparent; the status line and
+// every other line are kept as they were.
+func SetHeader(dst, hdr []byte, fields ...Field) []byte {
+	if len(hdr) == 0 {
+		hdr = emptyHeader
+	}
+	var rest []byte
+	if i := bytes.IndexByte(hdr, '\n'); i >= 0 {
+		dst, rest = append(dst, hdr[:i+1]...), hdr[i+1:]
+	} else {
+		dst = append(append(dst, hdr...), crlf...) // a status line alone
+	}
+	for len(rest) > 0 {
+		line := rest
+		if j := bytes.IndexByte(rest, '\n'); j >= 0 {
+			line, rest = rest[:j+1], rest[j+1:]
+		} else {
+			rest = nil
+		}
+		t := bytes.TrimRight(line, "\r\n")
+		if len(t) == 0 {
+			continue // the blank line that ends the block
+		}
+		if c := bytes.IndexByte(t, ':'); c >= 0 && fieldIn(bytes.TrimSpace(t[:c]), fields) {
+			continue
+		}
+		dst = append(dst, t...)
+		dst = append(dst, crlf...)
+	}
+	for _, f := range fields {
+		dst = append(dst, f.Key...)
+		dst = append(dst, ": "...)
+		dst = append(dst, f.Value...)
+		dst = append(dst, crlf...)
+	}
+	return append(dst, crlf...)
+}
+
+var emptyHeader = []byte("NATS/1.0\r\n\r\n")
+
+func fieldIn(key []byte, fields []Field) bool {
+	for _, f := range fields {
+		if len(f.Key) == len(key) && equalFold(f.Key, string(key)) {
+			return true
+		}
+	}
+	return false
+}

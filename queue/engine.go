@@ -29,6 +29,14 @@ type Options struct {
 	Now           func() time.Time
 	Rand          func() float64 // backoff jitter; default math/rand
 	FS            commitlog.FS
+
+	// Tracing hooks, for the driver's spans; nil when tracing is off.
+	// TraceOf finds the packed trace context of a job's header block on
+	// recovery (nil: none or not sampled); DeadLettered runs, off the
+	// queue's lock and once durable, for each job that reached the
+	// dead-letter queue (by nack or by its last visibility timeout).
+	TraceOf      func(header []byte) *[TraceSize]byte
+	DeadLettered func(q *Queue, j Job)
 }
 
 // Engine owns every queue of a node.

@@ -35,7 +35,7 @@ type node struct {
 	clk *clock
 }
 
-func openNode(t *testing.T, dir string, clk *clock) *node {
+func openNode(t *testing.T, dir string, clk *clock, mods ...func(*Options)) *node {
 	t.Helper()
 	st, err := store.Open(dir+"/meta", store.Options{Logger: quiet})
 	if err != nil {
@@ -43,8 +43,12 @@ func openNode(t *testing.T, dir string, clk *clock) *node {
 	}
 	cfg := DefaultConfig(1<<20, "interval")
 	cfg.MaxAttempts, cfg.Jitter = 3, 0
-	e, err := Open(Options{Dir: dir + "/queues", Store: st, Defaults: cfg, AutoCreate: true, Logger: quiet,
-		Now: clk.Now, Rand: func() float64 { return 0 }, SegmentBytes: segmentBytes()})
+	opts := Options{Dir: dir + "/queues", Store: st, Defaults: cfg, AutoCreate: true, Logger: quiet,
+		Now: clk.Now, Rand: func() float64 { return 0 }, SegmentBytes: segmentBytes()}
+	for _, m := range mods {
+		m(&opts)
+	}
+	e, err := Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,5 +354,58 @@ func TestRecreate(t *testing.T) {
 	ds := reserve(t, q, 5, 0)
 	if len(ds) != 1 || ds[0].ID != id || string(ds[0].Payload) != "new" {
 		t.Fatalf("after restart: %+v", ds)
+	}
+}
+
+// TestTraceHooks: a job's trace context rides along with it (deliveries,
+// JobTrace, the dead-letter hook) and is found again on recovery.
+func TestTraceHooks(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	dead := make(chan Job, 4)
+	hooks := func(o *Options) {
+		o.DeadLettered = func(q *Queue, j Job) { dead <- j }
+		o.TraceOf = func(hdr []byte) *[TraceSize]byte {
+			var p [TraceSize]byte
+			copy(p[:], hdr[len(hdr)-4-TraceSize:]) // the test's header ends with the packed bytes
+			return &p
+		}
+	}
+	n := openNode(t, dir, clk, hooks)
+	q, _ := n.e.Queue("traced", true)
+	var p1 [TraceSize]byte
+	copy(p1[:], "0123456789abcdef01234567\x01")
+	a, _ := enq(t, q, EnqueueRequest{Payload: []byte("a"), Trace: &p1, Header: []byte("NATS/1.0\r\nx: " + string(p1[:]) + "\r\n\r\n")})
+	b, _ := enq(t, q, EnqueueRequest{Payload: []byte("b"), MaxAttempts: 1})
+	if q.JobTrace(a) != &p1 || q.JobTrace(b) != nil || q.JobTrace(999) != nil {
+		t.Fatal("JobTrace does not return the enqueue's context")
+	}
+	ds := reserve(t, q, 2, 0)
+	if len(ds) != 2 || ds[0].Trace != &p1 || ds[1].Trace != nil {
+		t.Fatalf("deliveries %+v", ds)
+	}
+	ch := make(chan Where, 1)
+	q.Nack(a, 1, NackOpts{Fail: true, Error: "boom"}, func(w Where, _ time.Duration, err error) { ch <- w })
+	if <-ch != Dead {
+		t.Fatal("fail did not dead-letter")
+	}
+	if j := <-dead; j.ID != a || j.Trace != &p1 || j.LastError != "boom" || j.Where != Dead {
+		t.Fatalf("hook after nack: %+v", j)
+	}
+	clk.Add(time.Minute) // b's visibility passes on its only attempt
+	q.kick()
+	if j := <-dead; j.ID != b || j.Trace != nil || j.Attempts != 1 {
+		t.Fatalf("hook after expiry: %+v", j)
+	}
+	n.close(t)
+
+	n = openNode(t, dir, clk, hooks)
+	defer n.close(t)
+	q, _ = n.e.Queue("traced", false)
+	if got := q.JobTrace(a); got == nil || *got != p1 {
+		t.Fatalf("recovered trace %v", got)
+	}
+	if q.JobTrace(b) != nil {
+		t.Fatal("a job without a header got a trace on recovery")
 	}
 }

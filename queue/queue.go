@@ -106,6 +106,7 @@ type Delivery struct {
 	Header     []byte // the producer's NATS/1.0 block, nil if none
 	Payload    []byte
 	LastError  string
+	Trace      *[TraceSize]byte // the job's sampled trace context, if any
 }
 
 func stateKeyPrefix(q string) []byte { return []byte("s/" + q + "\x00") }
@@ -264,10 +265,13 @@ func (q *Queue) recover() error {
 		for _, r := range recs {
 			off = r.Offset + 1
 			j := &Job{ID: r.Offset, EnqueuedAt: r.Timestamp, Key: string(r.Key), Size: len(r.Value)}
-			prio, maxAtt, runAt, _, err := decodeJobHeader(r.Headers)
+			prio, maxAtt, runAt, hdr, err := decodeJobHeader(r.Headers)
 			if err != nil {
 				q.e.opts.Logger.Error("queue: unreadable job skipped", "queue", q.name, "id", r.Offset, "err", err)
 				continue
+			}
+			if q.e.opts.TraceOf != nil && hdr != nil {
+				j.Trace = q.e.opts.TraceOf(hdr)
 			}
 			j.Priority, j.MaxAttempts = prio, maxAtt
 			if s, ok := states[r.Offset]; ok {
@@ -331,6 +335,7 @@ type EnqueueRequest struct {
 	Priority    int
 	Key         string // idempotency key
 	MaxAttempts int    // 0: the queue's
+	Trace       *[TraceSize]byte // the enqueue's sampled trace context, if any
 }
 
 // Enqueue adds a job and calls cb with its ID once it is durable per the
@@ -383,7 +388,7 @@ func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err erro
 	}
 	q.mu.Unlock()
 	hdr := encodeJobHeader(make([]byte, 0, 16+len(r.Header)), r.Priority, r.MaxAttempts, runAt, r.Header)
-	key, prio, maxAtt, size := r.Key, r.Priority, r.MaxAttempts, len(r.Payload)
+	key, prio, maxAtt, size, tr := r.Key, r.Priority, r.MaxAttempts, len(r.Payload), r.Trace
 	var fresh *freshJob
 	if n := len(r.Payload) + len(r.Header); n <= freshMaxJob {
 		// A second copy, made here because r's bytes are the caller's and
@@ -400,7 +405,7 @@ func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err erro
 		}
 		if err == nil {
 			ts := q.e.opts.Now().UnixNano()
-			q.st.Enqueue(&Job{ID: id, Priority: prio, MaxAttempts: maxAtt, EnqueuedAt: ts, Key: key, Size: size}, runAt)
+			q.st.Enqueue(&Job{ID: id, Priority: prio, MaxAttempts: maxAtt, EnqueuedAt: ts, Key: key, Size: size, Trace: tr}, runAt)
 			if fresh != nil && q.freshBytes+len(fresh.payload)+len(fresh.hdr) <= freshMax {
 				q.fresh[id] = *fresh
 				q.freshBytes += len(fresh.payload) + len(fresh.hdr)
@@ -500,15 +505,29 @@ func (q *Queue) Ack(id uint64, attempt int, cb func(took time.Duration, err erro
 	})
 }
 
+// JobTrace is the sampled trace context of a job the queue holds, or nil.
+func (q *Queue) JobTrace(id uint64) *[TraceSize]byte {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if j := q.st.Lookup(id); j != nil {
+		return j.Trace
+	}
+	return nil
+}
+
 // Nack fails a reserved attempt: the job is retried or dead-lettered per
 // o and the queue's policy.
 func (q *Queue) Nack(id uint64, attempt int, o NackOpts, cb func(Where, time.Duration, error)) {
 	var where Where
 	var took time.Duration
 	var wk *Worker
+	var dead Job // a copy of the job, if this nack dead-lettered it
 	q.change(func(err error) {
 		if err == nil {
 			wk.done(false, took)
+			if where == Dead && q.e.opts.DeadLettered != nil {
+				q.e.opts.DeadLettered(q, dead)
+			}
 		}
 		cb(where, took, err)
 	}, func() ([]op, error) {
@@ -522,7 +541,11 @@ func (q *Queue) Nack(id uint64, attempt int, o NackOpts, cb func(Where, time.Dur
 			return nil, err
 		}
 		where = w
-		return []op{{id: id, val: encodeState(q.st.Lookup(id))}}, nil
+		j := q.st.Lookup(id)
+		if w == Dead {
+			dead = *j
+		}
+		return []op{{id: id, val: encodeState(j)}}, nil
 	})
 }
 
@@ -570,8 +593,12 @@ func (q *Queue) run() {
 		q.mu.Lock()
 		_, expired := q.st.Advance(now.UnixNano())
 		q.rates.sample(now.UnixNano(), q.st.counts)
+		var dead []Job
 		for _, j := range expired {
 			q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
+			if j.Where == Dead && q.e.opts.DeadLettered != nil {
+				dead = append(dead, *j)
+			}
 			if wk, _ := j.Holder.(*Worker); wk != nil {
 				wk.done(false, time.Duration(now.UnixNano()-j.ReservedAt))
 			}
@@ -586,6 +613,11 @@ func (q *Queue) run() {
 		err := q.persist(ops)
 		for _, cb := range cbs {
 			cb(err)
+		}
+		if err == nil {
+			for _, j := range dead {
+				q.e.opts.DeadLettered(q, j)
+			}
 		}
 		q.deliver(deliveries, err)
 		if now.Sub(lastRelease) >= 100*time.Millisecond {
@@ -695,7 +727,7 @@ func (q *Queue) deliver(ds []delivery, persistErr error) {
 		for i, j := range d.jobs {
 			if f := cached[i]; f.payload != nil {
 				out = append(out, Delivery{ID: j.ID, Attempt: j.Attempts, Priority: j.Priority, EnqueuedAt: j.EnqueuedAt,
-					Deadline: j.Deadline, Header: f.hdr, Payload: f.payload, LastError: j.LastError})
+					Deadline: j.Deadline, Header: f.hdr, Payload: f.payload, LastError: j.LastError, Trace: j.Trace})
 				continue
 			}
 			// Jobs reserved together are mostly neighbours in the log: one
@@ -711,7 +743,7 @@ func (q *Queue) deliver(ds []delivery, persistErr error) {
 			r := recs[j.ID-recs[0].Offset]
 			_, _, _, hdr, _ := decodeJobHeader(r.Headers)
 			out = append(out, Delivery{ID: j.ID, Attempt: j.Attempts, Priority: j.Priority, EnqueuedAt: j.EnqueuedAt,
-				Deadline: j.Deadline, Header: cloneBytes(hdr), Payload: cloneBytes(r.Value), LastError: j.LastError})
+				Deadline: j.Deadline, Header: cloneBytes(hdr), Payload: cloneBytes(r.Value), LastError: j.LastError, Trace: j.Trace})
 		}
 		d.w.cb(out, err)
 	}

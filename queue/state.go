@@ -71,9 +71,16 @@ type Job struct {
 	LastError   string
 	Key         string // idempotency key, if any
 	Size        int    // payload bytes, for stats
+	// Trace is the job's sampled trace context (trace id, span id, flags),
+	// packed by the driver at enqueue; nil if none. Opaque here: it is
+	// handed back with deliveries and dead-lettering.
+	Trace *[TraceSize]byte
 
 	index int // position in its heap; -1 when in none
 }
+
+// TraceSize is the size of a packed trace context.
+const TraceSize = 25
 
 // State is one queue's jobs. Not safe for concurrent use: the driver owns
 // it and serialises calls.

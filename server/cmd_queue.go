@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flowmesh/flowmesh/monitor/tracing"
 	"github.com/flowmesh/flowmesh/protocol"
 	"github.com/flowmesh/flowmesh/queue"
 )
@@ -189,8 +190,17 @@ func (s *Server) qput(c *Call) {
 		c.Err(queueErr(err))
 		return
 	}
+	var sp tracing.Span
+	if s.tracer != nil {
+		sp, r.Header = s.traceIn(tracing.Enqueue, tracing.KindQueue, q.Name(), r.Header)
+		r.Trace = sp.Packed()
+	}
 	p := c.Defer()
 	q.Enqueue(&r, func(id uint64, dup bool, err error) {
+		if sp.Recording() && err == nil {
+			sp.Set(tracing.MessageID.String(strconv.FormatUint(id, 10)), tracing.Duplicate.Bool(dup))
+		}
+		sp.End(err)
 		if err != nil {
 			p.Err(queueErr(err))
 			return
@@ -245,6 +255,9 @@ func (s *Server) qget(c *Call) {
 		var b []byte
 		for _, d := range ds {
 			b = protocol.AppendJob(b, name, d.ID, d.Attempt, d.EnqueuedAt, d.Header, d.Payload)
+			if d.Trace != nil {
+				s.jobSpan(tracing.Deliver, name, d.ID, d.Attempt, d.Trace).End(nil)
+			}
 		}
 		b = protocol.AppendOK(b, strconv.AppendInt(nil, int64(len(ds)), 10))
 		p.complete(b)
@@ -272,8 +285,13 @@ func (s *Server) qack(c *Call) {
 	if !ok {
 		return
 	}
+	var sp tracing.Span
+	if s.tracer != nil {
+		sp = s.jobSpan(tracing.Ack, q.Name(), id, att, q.JobTrace(id))
+	}
 	p := c.Defer()
 	q.Ack(id, att, func(_ time.Duration, err error) {
+		sp.End(err)
 		if err != nil {
 			p.Err(queueErr(err))
 			return
@@ -306,8 +324,18 @@ func (s *Server) qnack(c *Call) {
 	if !ok {
 		return
 	}
+	var sp tracing.Span
+	if s.tracer != nil {
+		if sp = s.jobSpan(tracing.Nack, q.Name(), id, att, q.JobTrace(id)); sp.Recording() {
+			sp.Set(tracing.LastError.String(o.Error))
+		}
+	}
 	p := c.Defer()
 	q.Nack(id, att, o, func(where queue.Where, _ time.Duration, err error) {
+		if sp.Recording() && err == nil {
+			sp.Set(tracing.Where.String(where.String()))
+		}
+		sp.End(err)
 		if err != nil {
 			p.Err(queueErr(err))
 			return
@@ -480,6 +508,10 @@ func (s *Server) qworkers(c *Call) {
 // queueOptions builds the queue engine's options from the node's config.
 func (s *Server) queueOptions(dir string) queue.Options {
 	d := queue.DefaultConfig(s.cfg.MaxPayload, s.cfg.Fsync)
-	return queue.Options{Dir: dir, Store: s.store, Defaults: d, AutoCreate: true, Logger: s.log,
+	o := queue.Options{Dir: dir, Store: s.store, Defaults: d, AutoCreate: true, Logger: s.log,
 		FsyncInterval: time.Duration(s.cfg.FsyncInterval)}
+	if s.tracer != nil {
+		o.TraceOf, o.DeadLettered = traceOf, s.deadLettered
+	}
+	return o
 }

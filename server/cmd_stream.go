@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flowmesh/flowmesh/monitor/tracing"
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
 	"github.com/flowmesh/flowmesh/stream"
@@ -231,8 +232,17 @@ func (s *Server) swrite(c *Call) {
 		c.Err(streamErr(err))
 		return
 	}
+	var sp tracing.Span
+	if s.tracer != nil {
+		sp, w.Header = s.traceIn(tracing.Write, tracing.KindStream, t.Name(), w.Header)
+	}
 	p := c.Defer()
 	t.Write(&w, func(pos stream.Position, err error) {
+		if sp.Recording() && err == nil {
+			sp.Set(tracing.Partition.String(strconv.Itoa(pos.Partition)), tracing.Offset.Int64(int64(pos.Offset)),
+				tracing.Duplicate.Bool(pos.Duplicate))
+		}
+		sp.End(err)
 		if err != nil {
 			p.Err(streamErr(err))
 			return
@@ -332,6 +342,7 @@ type streamSub struct {
 	conn  *netpoll.Conn
 	sid   []byte
 	topic string
+	group string
 	m     *stream.Member
 	ready chan struct{} // closed once the SSUB's reply is queued
 }
@@ -343,8 +354,17 @@ func (ss *streamSub) Deliver(evs []stream.Event) {
 		n += 64 + len(ss.topic) + len(evs[i].Key) + len(evs[i].Header) + len(evs[i].Value)
 	}
 	b := make([]byte, 0, n)
+	tr := ss.sess.srv.tracer
 	for _, ev := range evs {
 		b = protocol.AppendEvt(b, ss.sid, ss.topic, ev.Partition, ev.Offset, ev.Time, ev.Key, ev.Header, ev.Value)
+		if tr != nil {
+			sp := tr.Continue(tracing.Deliver, tracing.KindStream, ss.topic, protocol.HeaderValue(ev.Header, hdrTraceparent))
+			if sp.Recording() {
+				sp.Set(tracing.Group.String(ss.group), tracing.Partition.String(strconv.Itoa(ev.Partition)),
+					tracing.Offset.Int64(int64(ev.Offset)))
+			}
+			sp.End(nil)
+		}
 	}
 	ss.sess.srv.msgsOut.Add(uint64(len(evs)))
 	_ = ss.conn.Execute(func(c *netpoll.Conn) { c.Write(b) })
@@ -429,7 +449,7 @@ func (s *Server) ssub(c *Call) {
 			return
 		}
 	}
-	ss := &streamSub{sess: sess, conn: sess.conn, sid: []byte(sid), topic: topic, ready: make(chan struct{})}
+	ss := &streamSub{sess: sess, conn: sess.conn, sid: []byte(sid), topic: topic, group: group, ready: make(chan struct{})}
 	m, err := s.streams.Join(topic, group, o, ss)
 	if err != nil {
 		c.Err(streamErr(err))

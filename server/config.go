@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/flowmesh/flowmesh/monitor"
+	"github.com/flowmesh/flowmesh/monitor/tracing"
 
 	"encoding/json"
 	"errors"
@@ -65,6 +66,9 @@ type Config struct {
 	// Autoscale are the scaling policies of queues and consumer groups
 	// (docs/observability.md); the others get monitor.DefaultScalePolicy.
 	Autoscale []monitor.ScalePolicy `json:"autoscale,omitempty"`
+	// Tracing is OpenTelemetry tracing of messages (docs/observability.md):
+	// off unless tracing.exporter or OTEL_TRACES_EXPORTER is otlp.
+	Tracing tracing.Config `json:"tracing,omitzero"`
 	// PingInterval is how long a connection may be silent before the server
 	// PINGs it. Default 2m.
 	PingInterval Duration `json:"ping_interval,omitempty"`
@@ -210,6 +214,9 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("config: log_level must be debug, info, warn or error, got %q", c.LogLevel))
+	}
+	if _, err := c.Tracing.Resolve(os.Getenv); err != nil {
+		errs = append(errs, fmt.Errorf("config: %w", err))
 	}
 	return errors.Join(errs...)
 }

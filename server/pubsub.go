@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 
+	"github.com/flowmesh/flowmesh/monitor/tracing"
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
 	"github.com/flowmesh/flowmesh/server/subject"
@@ -105,18 +106,27 @@ func (s *session) publish(f *protocol.Frame) {
 		return
 	}
 	s.srv.msgsIn.Add(1)
+	hdr := f.Header
+	var sp tracing.Span
+	if s.srv.tracer != nil {
+		sp, hdr = s.srv.traceIn(tracing.Publish, tracing.KindPubSub, string(subj), hdr)
+	}
 	r := s.srv.subs.Match(subj)
 	delivered := 0
 	for _, sub := range r.Plain {
-		if s.deliver(sub, subj, reply, f.Header, f.Payload) {
+		if s.deliver(sub, subj, reply, hdr, f.Payload) {
 			delivered++
 		}
 	}
 	for _, group := range r.Groups {
-		if s.deliverGroup(group, subj, reply, f.Header, f.Payload) {
+		if s.deliverGroup(group, subj, reply, hdr, f.Payload) {
 			delivered++
 		}
 	}
+	if sp.Recording() {
+		sp.Set(tracing.Subscribers.Int(delivered))
+	}
+	sp.End(nil)
 	if delivered == 0 && reply != nil && s.noResponders && s.headers {
 		s.noRespondersStatus(reply)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/flowmesh/flowmesh/kv"
 	"github.com/flowmesh/flowmesh/kv/store"
 	"github.com/flowmesh/flowmesh/monitor"
+	"github.com/flowmesh/flowmesh/monitor/tracing"
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
 	"github.com/flowmesh/flowmesh/queue"
@@ -56,6 +57,7 @@ type Server struct {
 	kv         *kv.Engine
 	resp       *netpoll.Server           // the Redis-compatible port, nil when off
 	grpc       *monitor.GRPCServer       // the gRPC port, nil when off
+	tracer     *tracing.Tracer           // nil when tracing is off
 	respCounts map[string]*atomic.Uint64 // commands run on it, by name
 	tmpDir     string                    // in-memory mode: where stream logs live until shutdown
 	info       serverInfo
@@ -121,6 +123,12 @@ func (s *Server) Start() error {
 		}
 		return fmt.Errorf("server: %w", err)
 	}
+	tr, err := tracing.New(context.Background(), s.cfg.Tracing, Version)
+	if err != nil {
+		return fail(err)
+	}
+	s.tracer = tr
+	undo = append(undo, func() { _ = tr.Shutdown(context.Background()) })
 	st, err := store.Open(filepath.Join(s.cfg.DataDir, "meta"), store.Options{InMemory: s.cfg.InMemory,
 		Sync: s.cfg.Fsync == "always", Logger: s.log})
 	if err != nil {
@@ -233,6 +241,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, s.queues.Close())
 	err = errors.Join(err, s.streams.Close())
 	err = errors.Join(err, s.store.Close())
+	// Last, so that the spans of the final commands are sent.
+	err = errors.Join(err, s.tracer.Shutdown(ctx))
 	s.removeTmp()
 	s.log.Info("server: stopped")
 	return err

@@ -81,6 +81,10 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 		loops       = fs.Int("loops", 0, "event loops (default: one per CPU)")
 		fsync       = fs.String("fsync", "", "default fsync policy: always, interval or none (default interval)")
 		cpuProfile  = fs.String("cpuprofile", "", "write a CPU profile of the whole run to `file` (for the bench harness)")
+		traceExp    = fs.String("trace-exporter", "", "OpenTelemetry trace export: otlp or off (default off, or OTEL_TRACES_EXPORTER)")
+		traceProto  = fs.String("trace-protocol", "", "OTLP protocol: grpc or http/protobuf (default grpc, or OTEL_EXPORTER_OTLP_PROTOCOL)")
+		traceURL    = fs.String("trace-endpoint", "", "OTLP collector `URL`, e.g. http://localhost:4317 (default: OTEL_EXPORTER_OTLP_ENDPOINT)")
+		traceSample = fs.Float64("trace-sample", 1, "fraction of new traces recorded, 0 to 1 (default 1, or OTEL_TRACES_SAMPLER_ARG)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -113,6 +117,12 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 	overrideInt(set, "max-payload", &cfg.MaxPayload, *maxPayload)
 	overrideInt(set, "max-connections", &cfg.MaxConns, *maxConns)
 	overrideInt(set, "loops", &cfg.Loops, *loops)
+	override(set, "trace-exporter", &cfg.Tracing.Exporter, *traceExp)
+	override(set, "trace-protocol", &cfg.Tracing.Protocol, *traceProto)
+	override(set, "trace-endpoint", &cfg.Tracing.Endpoint, *traceURL)
+	if set["trace-sample"] {
+		cfg.Tracing.SampleRatio = traceSample
+	}
 	if err := cfg.Validate(); err != nil {
 		return err
 	}

@@ -1,0 +1,63 @@
+package server
+
+import (
+	"strconv"
+
+	"github.com/flowmesh/flowmesh/monitor/tracing"
+	"github.com/flowmesh/flowmesh/protocol"
+	"github.com/flowmesh/flowmesh/queue"
+)
+
+// Tracing of messages (docs/observability.md). The server reads a
+// message's W3C traceparent from its header block, records its own span
+// as a child of it and, for a sampled trace or a trace it starts, writes
+// its span's traceparent (and trace_id) back into the block the message
+// carries from then on, so consumers continue from the server's span.
+// With tracing off s.tracer is nil and none of this runs: one nil test per
+// message.
+
+const hdrTraceparent = "traceparent"
+
+// traceIn starts the span of a message coming in (write, publish,
+// enqueue) and returns the header block it carries from here on.
+func (s *Server) traceIn(op tracing.Op, kind, dest string, hdr []byte) (tracing.Span, []byte) {
+	sp, inject := s.tracer.Start(op, kind, dest, protocol.HeaderValue(hdr, hdrTraceparent))
+	if !inject {
+		return sp, hdr
+	}
+	var tp [tracing.TraceparentLen]byte
+	var tid [32]byte
+	out := make([]byte, 0, len(hdr)+tracing.TraceparentLen+64)
+	return sp, protocol.SetHeader(out, hdr,
+		protocol.Field{Key: hdrTraceparent, Value: sp.AppendTraceparent(tp[:0])},
+		protocol.Field{Key: "trace_id", Value: sp.AppendTraceID(tid[:0])})
+}
+
+// traceOf finds a job's sampled trace context in its header block, for
+// the queue engine's recovery.
+func traceOf(hdr []byte) *[queue.TraceSize]byte {
+	sc, ok := tracing.ParseTraceparent(protocol.HeaderValue(hdr, hdrTraceparent))
+	if !ok || !sc.IsSampled() {
+		return nil
+	}
+	return tracing.Pack(sc)
+}
+
+// deadLettered records a job's arrival in its dead-letter queue.
+func (s *Server) deadLettered(q *queue.Queue, j queue.Job) {
+	sp := s.tracer.ContinuePacked(tracing.DeadLetter, tracing.KindQueue, q.Name(), j.Trace)
+	if sp.Recording() {
+		sp.Set(tracing.MessageID.String(strconv.FormatUint(j.ID, 10)), tracing.Attempt.Int(j.Attempts),
+			tracing.LastError.String(j.LastError))
+	}
+	sp.End(nil)
+}
+
+// jobSpan continues a queue job's trace for op (deliver, ack, nack).
+func (s *Server) jobSpan(op tracing.Op, q string, id uint64, attempt int, trace *[queue.TraceSize]byte) tracing.Span {
+	sp := s.tracer.ContinuePacked(op, tracing.KindQueue, q, trace)
+	if sp.Recording() {
+		sp.Set(tracing.MessageID.String(strconv.FormatUint(id, 10)), tracing.Attempt.Int(attempt))
+	}
+	return sp
+}

@@ -333,8 +333,8 @@ type EnqueueRequest struct {
 	Delay       time.Duration
 	RunAt       time.Time // if set, instead of Delay
 	Priority    int
-	Key         string // idempotency key
-	MaxAttempts int    // 0: the queue's
+	Key         string           // idempotency key
+	MaxAttempts int              // 0: the queue's
 	Trace       *[TraceSize]byte // the enqueue's sampled trace context, if any
 }
 

@@ -1,6 +1,8 @@
 package flowmesh
 
 import (
+	"go.opentelemetry.io/otel/trace"
+
 	"bufio"
 	"context"
 	"encoding/json"
@@ -44,6 +46,7 @@ type Conn struct {
 	producer   string               // this Conn's idempotent-producer id
 	seq        uint64               // its last write sequence
 	writeSlots chan struct{}        // MaxInflightWrites
+	tracer     trace.Tracer
 
 	// Stream is the event-stream API: topics, writes, reads, consumer
 	// groups.
@@ -90,7 +93,7 @@ func Connect(ctx context.Context, rawURL string, opts ...Option) (*Conn, error) 
 	}
 	c := &Conn{opts: o, addr: addr, subs: make(map[string]*Subscription), cons: make(map[string]*Consumer),
 		kick: make(chan struct{}, 1), closedCh: make(chan struct{}), producer: newProducerID(),
-		writeSlots: make(chan struct{}, MaxInflightWrites)}
+		writeSlots: make(chan struct{}, MaxInflightWrites), tracer: newTracer(o.tracerProvider)}
 	c.Stream = &Streams{c: c}
 	c.Queue = &Queues{c: c}
 	c.KV = &KV{c: c}
@@ -591,6 +594,7 @@ type options struct {
 	logger                     *slog.Logger
 	onDisconnect               func(error)
 	onReconnect                func()
+	tracerProvider             trace.TracerProvider
 }
 
 func defaultOptions() options {

@@ -126,14 +126,19 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte, opts ..
 	if !validPublish(subject) || o.reply != "" && !validPublish(o.reply) {
 		return ErrBadSubject
 	}
-	hdr := o.header.encode()
+	h, sp := c.stamp(ctx, "publish", subject, o.header)
+	hdr := h.encode()
 	if max := c.MaxPayload(); max > 0 && len(hdr)+len(data) > max {
+		endSpan(sp, ErrMaxPayload)
 		return ErrMaxPayload
 	}
 	if err := ctx.Err(); err != nil {
+		endSpan(sp, err)
 		return err
 	}
-	return c.write(protocol.AppendPub(nil, subject, o.reply, hdr, data))
+	err := c.write(protocol.AppendPub(nil, subject, o.reply, hdr, data))
+	endSpan(sp, err)
+	return err
 }
 
 // SubOption configures a subscription.

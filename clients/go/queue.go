@@ -1,6 +1,9 @@
 package flowmesh
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,7 +29,8 @@ type Job struct {
 	Header     Header // nil if none
 	Payload    []byte
 
-	conn *Conn // where acks go
+	conn *Conn      // where acks go
+	span trace.Span // a Worker's process span, nil otherwise
 }
 
 func parseJob(f *protocol.Frame) (*Job, error) {
@@ -78,7 +82,7 @@ func JobHeader(h Header) EnqueueOption { return func(o *enqueueOpts) { o.header 
 // Enqueue adds a job and returns its id once the server has it durable
 // per the queue's fsync policy.
 func (q *Queues) Enqueue(ctx context.Context, queue string, payload []byte, opts ...EnqueueOption) (uint64, error) {
-	p, err := q.newPut(queue, payload, opts)
+	p, err := q.newPut(ctx, queue, payload, opts)
 	if err != nil {
 		return 0, err
 	}
@@ -118,7 +122,7 @@ func (q *Queues) EnqueueBatch(ctx context.Context, queue string, jobs []EnqueueJ
 		puts = puts[:0]
 	}
 	for i, j := range jobs {
-		p, err := q.newPut(queue, j.Payload, j.Options)
+		p, err := q.newPut(ctx, queue, j.Payload, j.Options)
 		if err != nil {
 			finish()
 			return ids, fmt.Errorf("flowmesh: job %d of the batch: %w", i, err)
@@ -140,13 +144,15 @@ func (q *Queues) EnqueueBatch(ctx context.Context, queue string, jobs []EnqueueJ
 
 // put is one QPUT on its way.
 type put struct {
+	queue string
 	build func([]byte) []byte
 	keyed bool // an idempotency key makes a resend after a reconnect safe
 	cl    *call
 	err   error
+	span  trace.Span // the producer span, ended with the reply
 }
 
-func (q *Queues) newPut(queue string, payload []byte, opts []EnqueueOption) (*put, error) {
+func (q *Queues) newPut(ctx context.Context, queue string, payload []byte, opts []EnqueueOption) (*put, error) {
 	var o enqueueOpts
 	for _, opt := range opts {
 		opt(&o)
@@ -173,16 +179,25 @@ func (q *Queues) newPut(queue string, payload []byte, opts []EnqueueOption) (*pu
 	if o.maxAttempts > 0 {
 		args = append(args, "max_attempts="+strconv.Itoa(o.maxAttempts))
 	}
-	hdr := o.header.encode()
+	h, sp := q.c.stamp(ctx, "enqueue", queue, o.header)
+	hdr := h.encode()
 	if max := q.c.MaxPayload(); max > 0 && len(hdr)+len(payload) > max {
+		endSpan(sp, ErrMaxPayload)
 		return nil, ErrMaxPayload // the server would close the connection
 	}
-	return &put{build: func(b []byte) []byte { return protocol.AppendSized(b, "QPUT", args, hdr, payload) }, keyed: o.key != ""}, nil
+	return &put{queue: queue, build: func(b []byte) []byte { return protocol.AppendSized(b, "QPUT", args, hdr, payload) },
+		keyed: o.key != "", span: sp}, nil
 }
 
 // finishPut waits for p's reply; a keyed put whose connection dropped is
 // sent again.
-func (q *Queues) finishPut(ctx context.Context, p *put) (uint64, error) {
+func (q *Queues) finishPut(ctx context.Context, p *put) (id uint64, err error) {
+	defer func() {
+		if p.span.IsRecording() && err == nil {
+			p.span.SetAttributes(attribute.String("messaging.message.id", queueMsgID(p.queue, id)))
+		}
+		endSpan(p.span, err)
+	}()
 	for attempt := 0; ; attempt++ {
 		if p.err != nil {
 			return 0, p.err
@@ -429,6 +444,8 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 	if touch > 0 {
 		stop = j.keepAlive(touch, q.c.opts.logger)
 	}
+	j.span = q.c.process(ctx, j.Queue, j.MessageID(), j.Header, attribute.Int("flowmesh.attempt", j.Attempt))
+	ctx = j.Context(ctx)
 	err := func() (err error) {
 		defer func() {
 			if r := recover(); r != nil {
@@ -437,7 +454,8 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 		}()
 		return fn(ctx, j)
 	}()
-	stop() // before the outcome is sent: a touch after it would only fail
+	defer endSpan(j.span, err) // after the outcome's reply: the span covers the ack
+	stop()                     // before the outcome is sent: a touch after it would only fail
 	free()
 	// Acks use a context of their own: a worker stopping (ctx done) still
 	// reports the jobs it finished.

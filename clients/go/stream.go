@@ -1,6 +1,9 @@
 package flowmesh
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -30,7 +33,8 @@ type Event struct {
 	Value     []byte
 
 	cons  *Consumer
-	epoch uint64 // the consumer's connection epoch it was delivered in
+	epoch uint64     // the consumer's connection epoch it was delivered in
+	span  trace.Span // a Consumer loop's process span, nil otherwise
 }
 
 // Position is where a write landed.
@@ -88,7 +92,7 @@ func (s *Streams) Write(ctx context.Context, topic string, value []byte, opts ..
 	if err := s.c.takeWriteSlot(ctx); err != nil {
 		return Position{}, err
 	}
-	cl, err := s.startWrite(topic, Record{Key: o.key, Header: o.header, Value: value}, o.partition)
+	cl, err := s.startWrite(ctx, topic, Record{Key: o.key, Header: o.header, Value: value}, o.partition)
 	if err != nil {
 		<-s.c.writeSlots
 		return Position{}, err
@@ -128,7 +132,7 @@ func (s *Streams) WriteBatch(ctx context.Context, topic string, recs []Record) (
 				return out, err
 			}
 		}
-		cl, err := s.startWrite(topic, r, -1)
+		cl, err := s.startWrite(ctx, topic, r, -1)
 		if err != nil {
 			<-s.c.writeSlots
 			finish()
@@ -146,10 +150,12 @@ func (s *Streams) WriteBatch(ctx context.Context, topic string, recs []Record) (
 const MaxInflightWrites = 1024
 
 type writeCall struct {
+	topic string
 	build func([]byte) []byte
 	seq   uint64 // allocated by the first build, kept for retries
 	cl    *call
 	err   error
+	span  trace.Span // the producer span, ended with the reply
 }
 
 func (c *Conn) takeWriteSlot(ctx context.Context) error {
@@ -165,7 +171,7 @@ func (c *Conn) takeWriteSlot(ctx context.Context) error {
 
 // startWrite sends one write; the caller holds a write slot, which
 // finishWrite gives back.
-func (s *Streams) startWrite(topic string, r Record, partition int) (*writeCall, error) {
+func (s *Streams) startWrite(ctx context.Context, topic string, r Record, partition int) (*writeCall, error) {
 	if r.Key != "" && !protocol.ValidToken([]byte(r.Key), 256) {
 		return nil, ErrBadKey
 	}
@@ -178,11 +184,13 @@ func (s *Streams) startWrite(topic string, r Record, partition int) (*writeCall,
 		args = append(args, "partition="+strconv.Itoa(partition))
 	}
 	args = append(args, "producer="+c.producer, "")
-	hdr := r.Header.encode()
+	h, sp := c.stamp(ctx, "write", topic, r.Header)
+	hdr := h.encode()
 	if max := c.MaxPayload(); max > 0 && len(hdr)+len(r.Value) > max {
+		endSpan(sp, ErrMaxPayload)
 		return nil, ErrMaxPayload // the server would close the connection
 	}
-	w := &writeCall{}
+	w := &writeCall{topic: topic, span: sp}
 	// build runs under c.mu as the command enters the output buffer, so
 	// sequence numbers reach the server in order even when many goroutines
 	// write at once.
@@ -198,8 +206,15 @@ func (s *Streams) startWrite(topic string, r Record, partition int) (*writeCall,
 	return w, nil
 }
 
-func (s *Streams) finishWrite(ctx context.Context, w *writeCall) (Position, error) {
-	defer func() { <-s.c.writeSlots }()
+func (s *Streams) finishWrite(ctx context.Context, w *writeCall) (pos Position, err error) {
+	defer func() {
+		<-s.c.writeSlots
+		if w.span.IsRecording() && err == nil {
+			w.span.SetAttributes(attribute.String("messaging.message.id", streamMsgID(w.topic, pos.Partition, pos.Offset)),
+				attribute.Int("messaging.destination.partition.id", pos.Partition))
+		}
+		endSpan(w.span, err)
+	}()
 	for attempt := 0; ; attempt++ {
 		if w.err != nil {
 			return Position{}, w.err
@@ -573,7 +588,13 @@ func (s *Streams) Consumer(ctx context.Context, topic, group string, opts ...Con
 				yield(nil, err)
 				return
 			}
-			if !yield(ev, nil) {
+			if ev.Header != nil {
+				ev.span = s.c.process(ctx, topic, ev.MessageID(), ev.Header,
+					attribute.String("messaging.consumer.group.name", group), attribute.Int("messaging.destination.partition.id", ev.Partition))
+			}
+			more := yield(ev, nil)
+			endSpan(ev.span, nil)
+			if !more {
 				return
 			}
 			cs.processed(ev)

@@ -36,6 +36,7 @@ type config struct {
 	kvRequests    int
 	kvKeys        int
 	cpuProfile    string // prefix of CPU profiles of FlowMesh's durable runs; "" for none
+	baselineBin   string // a flowmesh built before a change, for the tracing workload's "before" row
 	out           io.Writer
 }
 
@@ -62,6 +63,7 @@ func main() {
 	flag.StringVar(&cfg.redisBenchBin, "redis-benchmark", "redis-benchmark", "redis-benchmark for the kv workload")
 	flag.IntVar(&cfg.kvRequests, "kv-requests", 2_000_000, "requests per pipelined redis-benchmark test (a quarter unpipelined)")
 	flag.IntVar(&cfg.kvKeys, "kv-keys", 1_000_000, "keys loaded for the memory and disk footprint")
+	flag.StringVar(&cfg.baselineBin, "flowmesh-baseline", "", "a flowmesh binary built before tracing, for the tracing workload's baseline row")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of each durable FlowMesh run to `prefix`N.pprof")
 	flag.Parse()
 	cfg.out = os.Stdout
@@ -121,6 +123,8 @@ func run(cfg config, workloads []string) error {
 			err = benchKV(cfg)
 		case "metrics":
 			err = benchMetrics(cfg)
+		case "tracing":
+			err = benchTracing(cfg)
 		default:
 			err = fmt.Errorf("unknown workload %q", w)
 		}

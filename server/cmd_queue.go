@@ -192,13 +192,16 @@ func (s *Server) qput(c *Call) {
 	}
 	var sp tracing.Span
 	if s.tracer != nil {
-		sp, r.Header = s.traceIn(tracing.Enqueue, tracing.KindQueue, q.Name(), r.Header)
+		sp, r.Header = s.traceIn(tracing.Enqueue, q.Name(), r.Header)
 		r.Trace = sp.Packed()
 	}
 	p := c.Defer()
 	q.Enqueue(&r, func(id uint64, dup bool, err error) {
 		if sp.Recording() && err == nil {
-			sp.Set(tracing.MessageID.String(strconv.FormatUint(id, 10)), tracing.Duplicate.Bool(dup))
+			sp.Set(tracing.MessageID.String(strconv.FormatUint(id, 10)))
+			if dup {
+				sp.Set(tracing.Duplicate.Bool(true))
+			}
 		}
 		sp.End(err)
 		if err != nil {

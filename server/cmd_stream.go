@@ -234,13 +234,15 @@ func (s *Server) swrite(c *Call) {
 	}
 	var sp tracing.Span
 	if s.tracer != nil {
-		sp, w.Header = s.traceIn(tracing.Write, tracing.KindStream, t.Name(), w.Header)
+		sp, w.Header = s.traceIn(tracing.Write, t.Name(), w.Header)
 	}
 	p := c.Defer()
 	t.Write(&w, func(pos stream.Position, err error) {
 		if sp.Recording() && err == nil {
-			sp.Set(tracing.Partition.String(strconv.Itoa(pos.Partition)), tracing.Offset.Int64(int64(pos.Offset)),
-				tracing.Duplicate.Bool(pos.Duplicate))
+			sp.Set(tracing.Partition.String(strconv.Itoa(pos.Partition)), tracing.Offset.Int64(int64(pos.Offset)))
+			if pos.Duplicate {
+				sp.Set(tracing.Duplicate.Bool(true))
+			}
 		}
 		sp.End(err)
 		if err != nil {
@@ -358,7 +360,7 @@ func (ss *streamSub) Deliver(evs []stream.Event) {
 	for _, ev := range evs {
 		b = protocol.AppendEvt(b, ss.sid, ss.topic, ev.Partition, ev.Offset, ev.Time, ev.Key, ev.Header, ev.Value)
 		if tr != nil {
-			sp := tr.Continue(tracing.Deliver, tracing.KindStream, ss.topic, protocol.HeaderValue(ev.Header, hdrTraceparent))
+			sp := tr.Continue(tracing.Deliver, ss.topic, protocol.HeaderValue(ev.Header, hdrTraceparent))
 			if sp.Recording() {
 				sp.Set(tracing.Group.String(ss.group), tracing.Partition.String(strconv.Itoa(ev.Partition)),
 					tracing.Offset.Int64(int64(ev.Offset)))

@@ -20,8 +20,12 @@ const hdrTraceparent = "traceparent"
 
 // traceIn starts the span of a message coming in (write, publish,
 // enqueue) and returns the header block it carries from here on.
-func (s *Server) traceIn(op tracing.Op, kind, dest string, hdr []byte) (tracing.Span, []byte) {
-	sp, inject := s.tracer.Start(op, kind, dest, protocol.HeaderValue(hdr, hdrTraceparent))
+func (s *Server) traceIn(op tracing.Op, dest string, hdr []byte) (tracing.Span, []byte) {
+	var parent []byte
+	if hdr != nil {
+		parent = protocol.HeaderValue(hdr, hdrTraceparent)
+	}
+	sp, inject := s.tracer.Start(op, dest, parent)
 	if !inject {
 		return sp, hdr
 	}
@@ -45,7 +49,7 @@ func traceOf(hdr []byte) *[queue.TraceSize]byte {
 
 // deadLettered records a job's arrival in its dead-letter queue.
 func (s *Server) deadLettered(q *queue.Queue, j queue.Job) {
-	sp := s.tracer.ContinuePacked(tracing.DeadLetter, tracing.KindQueue, q.Name(), j.Trace)
+	sp := s.tracer.ContinuePacked(tracing.DeadLetter, q.Name(), j.Trace)
 	if sp.Recording() {
 		sp.Set(tracing.MessageID.String(strconv.FormatUint(j.ID, 10)), tracing.Attempt.Int(j.Attempts),
 			tracing.LastError.String(j.LastError))
@@ -55,7 +59,7 @@ func (s *Server) deadLettered(q *queue.Queue, j queue.Job) {
 
 // jobSpan continues a queue job's trace for op (deliver, ack, nack).
 func (s *Server) jobSpan(op tracing.Op, q string, id uint64, attempt int, trace *[queue.TraceSize]byte) tracing.Span {
-	sp := s.tracer.ContinuePacked(op, tracing.KindQueue, q, trace)
+	sp := s.tracer.ContinuePacked(op, q, trace)
 	if sp.Recording() {
 		sp.Set(tracing.MessageID.String(strconv.FormatUint(id, 10)), tracing.Attempt.Int(attempt))
 	}

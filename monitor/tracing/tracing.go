@@ -3,6 +3,7 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"strconv"
@@ -147,6 +148,7 @@ func firstOf(vs ...string) string {
 // tracing off: its methods return spans that record nothing.
 type Tracer struct {
 	tr       trace.Tracer
+	ratio    float64 // of new traces recorded; see Start
 	shutdown func(context.Context) error
 }
 
@@ -157,7 +159,7 @@ const scope = "github.com/flowmesh/flowmesh/server"
 // is off. The exporter does not connect until it has spans to send.
 func New(ctx context.Context, cfg Config, version string) (*Tracer, error) {
 	if cfg.Provider != nil {
-		return &Tracer{tr: cfg.Provider.Tracer(scope, trace.WithInstrumentationVersion(version)),
+		return &Tracer{tr: cfg.Provider.Tracer(scope, trace.WithInstrumentationVersion(version)), ratio: 1,
 			shutdown: func(context.Context) error { return nil }}, nil
 	}
 	s, err := cfg.Resolve(os.Getenv)
@@ -188,12 +190,15 @@ func New(ctx context.Context, cfg Config, version string) (*Tracer, error) {
 	if err != nil && res == nil {
 		return nil, fmt.Errorf("tracing: resource: %w", err)
 	}
+	// New traces are sampled by Start, before anything is built; the
+	// provider records what Start lets through and follows parents.
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(s.SampleRatio))),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())),
 	)
-	return &Tracer{tr: tp.Tracer(scope, trace.WithInstrumentationVersion(version)), shutdown: tp.Shutdown}, nil
+	return &Tracer{tr: tp.Tracer(scope, trace.WithInstrumentationVersion(version)), ratio: s.SampleRatio,
+		shutdown: tp.Shutdown}, nil
 }
 
 // Shutdown sends the spans still buffered and stops the exporter.
@@ -223,13 +228,6 @@ var (
 	DeadLetter = Op{"dead_letter", "settle", trace.SpanKindInternal}
 )
 
-// Kinds of destination, the span's flowmesh.kind attribute.
-const (
-	KindStream = "stream"
-	KindQueue  = "queue"
-	KindPubSub = "pubsub"
-)
-
 // Span is one operation's span. The zero Span records nothing, so callers
 // need not ask whether tracing is on.
 type Span struct{ s trace.Span }
@@ -237,28 +235,35 @@ type Span struct{ s trace.Span }
 // Start begins op's span on dest, continuing the trace of parent (a
 // message's traceparent value) or starting a trace when parent is nil or
 // not a traceparent. inject reports whether the message should carry the
-// span's traceparent from here on: always for a new trace (so that its
-// consumers follow the same sampling decision), and for a sampled one (so
-// that the trace reads producer → server → consumer). A parent that is not
-// sampled gets no span and keeps its header.
-func (t *Tracer) Start(op Op, kind, dest string, parent []byte) (sp Span, inject bool) {
+// span's traceparent from here on (so that the trace reads producer →
+// server → consumer); it is true whenever a span is returned.
+//
+// Only recorded traces cost anything. A parent that is not sampled gets no
+// span and keeps its header. A new trace is sampled first, with one random
+// number: one not sampled gets no span, no ids and no header (its
+// consumers, seeing no traceparent, start nothing either), so tracing at a
+// low ratio costs messages almost nothing.
+func (t *Tracer) Start(op Op, dest string, parent []byte) (sp Span, inject bool) {
 	if t == nil {
 		return Span{}, false
 	}
-	sc, ok := ParseTraceparent(parent)
-	if ok && !sc.IsSampled() {
+	if parent != nil {
+		if sc, ok := ParseTraceparent(parent); ok {
+			if !sc.IsSampled() {
+				return Span{}, false
+			}
+			return t.start(trace.ContextWithRemoteSpanContext(context.Background(), sc), op, dest), true
+		}
+	}
+	if t.ratio < 1 && rand.Float64() >= t.ratio {
 		return Span{}, false
 	}
-	ctx := context.Background()
-	if ok {
-		ctx = trace.ContextWithRemoteSpanContext(ctx, sc)
-	}
-	return t.start(ctx, op, kind, dest), true
+	return t.start(context.Background(), op, dest), true
 }
 
 // Continue begins op's span under a sampled parent, given as a
 // traceparent; otherwise it returns the zero Span.
-func (t *Tracer) Continue(op Op, kind, dest string, parent []byte) Span {
+func (t *Tracer) Continue(op Op, dest string, parent []byte) Span {
 	if t == nil || !Sampled(parent) {
 		return Span{}
 	}
@@ -266,24 +271,23 @@ func (t *Tracer) Continue(op Op, kind, dest string, parent []byte) Span {
 	if !ok {
 		return Span{}
 	}
-	return t.start(trace.ContextWithRemoteSpanContext(context.Background(), sc), op, kind, dest)
+	return t.start(trace.ContextWithRemoteSpanContext(context.Background(), sc), op, dest)
 }
 
 // ContinuePacked is Continue with the parent in packed form (nil: none).
-func (t *Tracer) ContinuePacked(op Op, kind, dest string, parent *[PackedSize]byte) Span {
+func (t *Tracer) ContinuePacked(op Op, dest string, parent *[PackedSize]byte) Span {
 	if t == nil || parent == nil {
 		return Span{}
 	}
-	return t.start(trace.ContextWithRemoteSpanContext(context.Background(), Unpack(parent)), op, kind, dest)
+	return t.start(trace.ContextWithRemoteSpanContext(context.Background(), Unpack(parent)), op, dest)
 }
 
-func (t *Tracer) start(ctx context.Context, op Op, kind, dest string) Span {
+func (t *Tracer) start(ctx context.Context, op Op, dest string) Span {
 	_, s := t.tr.Start(ctx, op.name+" "+dest, trace.WithSpanKind(op.kind), trace.WithAttributes(
 		semconv.MessagingSystemKey.String("flowmesh"),
 		semconv.MessagingOperationName(op.name),
 		semconv.MessagingOperationTypeKey.String(op.typ),
 		semconv.MessagingDestinationName(dest),
-		attribute.String("flowmesh.kind", kind),
 	))
 	return Span{s}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 func TestParseTraceparent(t *testing.T) {
@@ -116,7 +117,7 @@ func TestResolve(t *testing.T) {
 
 func TestNilTracerRecordsNothing(t *testing.T) {
 	var tr *Tracer
-	sp, inject := tr.Start(Write, KindStream, "t", nil)
+	sp, inject := tr.Start(Write, "t", nil)
 	if sp.Valid() || inject || sp.Recording() || sp.Packed() != nil {
 		t.Fatal("a nil tracer must give the zero span")
 	}
@@ -124,7 +125,22 @@ func TestNilTracerRecordsNothing(t *testing.T) {
 	if tr.Shutdown(t.Context()) != nil {
 		t.Fatal("shutdown of a nil tracer")
 	}
-	if tr.ContinuePacked(Ack, KindQueue, "q", Pack(trace.SpanContext{})).Valid() {
+	if tr.ContinuePacked(Ack, "q", Pack(trace.SpanContext{})).Valid() {
 		t.Fatal("continue on a nil tracer")
+	}
+}
+
+// BenchmarkStartUnsampled is what a message without a traceparent costs
+// at 1% sampling when it is not sampled: the common case.
+func BenchmarkStartUnsampled(b *testing.B) {
+	tr := &Tracer{tr: noop.NewTracerProvider().Tracer(""), ratio: 0.01}
+	n := 0
+	for b.Loop() {
+		if sp, _ := tr.Start(Publish, "x", nil); sp.Valid() {
+			n++
+		}
+	}
+	if b.N >= 100_000 && (n == 0 || n > b.N/20) {
+		b.Errorf("%d of %d sampled at 1%%", n, b.N)
 	}
 }

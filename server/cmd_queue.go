@@ -192,7 +192,8 @@ func (s *Server) qput(c *Call) {
 	}
 	var sp tracing.Span
 	if s.tracer != nil {
-		sp, r.Header = s.traceIn(tracing.Enqueue, q.Name(), r.Header)
+		sp, r.Header = s.traceIn(tracing.Enqueue, q.Name(), r.Header,
+			func() int { return q.Config().MaxJobBytes - len(r.Key) - len(r.Header) - len(r.Payload) })
 		r.Trace = sp.Packed()
 	}
 	p := c.Defer()

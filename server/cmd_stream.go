@@ -234,7 +234,8 @@ func (s *Server) swrite(c *Call) {
 	}
 	var sp tracing.Span
 	if s.tracer != nil {
-		sp, w.Header = s.traceIn(tracing.Write, t.Name(), w.Header)
+		sp, w.Header = s.traceIn(tracing.Write, t.Name(), w.Header,
+			func() int { return t.Config().MaxEventBytes - len(w.Key) - len(w.Header) - len(w.Value) })
 	}
 	p := c.Defer()
 	t.Write(&w, func(pos stream.Position, err error) {

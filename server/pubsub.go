@@ -109,7 +109,7 @@ func (s *session) publish(f *protocol.Frame) {
 	hdr := f.Header
 	var sp tracing.Span
 	if s.srv.tracer != nil {
-		sp, hdr = s.srv.traceIn(tracing.Publish, string(subj), hdr)
+		sp, hdr = s.srv.traceIn(tracing.Publish, string(subj), hdr, nil) // delivered, not stored: no limit past the parser's
 	}
 	r := s.srv.subs.Match(subj)
 	delivered := 0

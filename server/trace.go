@@ -19,8 +19,12 @@ import (
 const hdrTraceparent = "traceparent"
 
 // traceIn starts the span of a message coming in (write, publish,
-// enqueue) and returns the header block it carries from here on.
-func (s *Server) traceIn(op tracing.Op, dest string, hdr []byte) (tracing.Span, []byte) {
+// enqueue) and returns the header block it carries from here on. room,
+// if not nil, says how many bytes the message may still grow by under its
+// destination's size limit: a block that would not fit is left as it was
+// (the span is still recorded; its consumers then continue from the
+// producer's span), so tracing never makes a message too large.
+func (s *Server) traceIn(op tracing.Op, dest string, hdr []byte, room func() int) (tracing.Span, []byte) {
 	var parent []byte
 	if hdr != nil {
 		parent = protocol.HeaderValue(hdr, hdrTraceparent)
@@ -32,9 +36,13 @@ func (s *Server) traceIn(op tracing.Op, dest string, hdr []byte) (tracing.Span, 
 	var tp [tracing.TraceparentLen]byte
 	var tid [32]byte
 	out := make([]byte, 0, len(hdr)+tracing.TraceparentLen+64)
-	return sp, protocol.SetHeader(out, hdr,
+	out = protocol.SetHeader(out, hdr,
 		protocol.Field{Key: hdrTraceparent, Value: sp.AppendTraceparent(tp[:0])},
 		protocol.Field{Key: "trace_id", Value: sp.AppendTraceID(tid[:0])})
+	if room != nil && len(out)-len(hdr) > room() {
+		return sp, hdr
+	}
+	return sp, out
 }
 
 // traceOf finds a job's sampled trace context in its header block, for

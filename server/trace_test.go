@@ -228,3 +228,25 @@ func TestTracePubSub(t *testing.T) {
 	}
 	plain.expect("MSG news 2 2", "hi")
 }
+
+// TestTraceNeverOversizes: an event that fills its topic's limit is
+// stored with the producer's header as it was, not refused for the bytes
+// tracing would add.
+func TestTraceNeverOversizes(t *testing.T) {
+	s, exp := tracedServer(t)
+	w := dial(t, s)
+	w.send("TCREATE small partitions=1 max_event_bytes=200\r\n")
+	w.expect("+OK 1")
+	hdr := "NATS/1.0\r\ntraceparent: 00-" + producerTrace + "-" + producerSpan + "-01\r\n\r\n"
+	body := strings.Repeat("x", 200-len(hdr))
+	w.send(hsend("HSWRITE", "small", hdr, body))
+	w.expect("+OK 0 0")
+	w.send("SREAD small 0 0\r\n")
+	if _, h, _ := w.hframe(); h != hdr {
+		t.Fatalf("header changed to %q", h)
+	}
+	w.expect("+OK 1 1")
+	if sp := spanNamed(t, exp, "write small"); sp.Parent.SpanID().String() != producerSpan {
+		t.Fatalf("span parent %s", sp.Parent.SpanID())
+	}
+}

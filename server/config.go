@@ -1,14 +1,14 @@
 package server
 
 import (
-	"github.com/flowmesh/flowmesh/monitor"
-	"github.com/flowmesh/flowmesh/monitor/tracing"
-
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/flowmesh/flowmesh/monitor"
+	"github.com/flowmesh/flowmesh/monitor/tracing"
 )
 
 // Config is a node's configuration. The zero value of a field means its

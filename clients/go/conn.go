@@ -1,8 +1,6 @@
 package flowmesh
 
 import (
-	"go.opentelemetry.io/otel/trace"
-
 	"bufio"
 	"context"
 	"encoding/json"
@@ -19,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flowmesh/flowmesh/protocol"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Conn is a connection to a FlowMesh node. It is safe for concurrent use:

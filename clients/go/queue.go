@@ -1,9 +1,6 @@
 package flowmesh
 
 import (
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-
 	"context"
 	"encoding/json"
 	"errors"
@@ -15,6 +12,8 @@ import (
 	"time"
 
 	"github.com/flowmesh/flowmesh/protocol"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Queues is the job-queue API of a Conn (Conn.Queue).

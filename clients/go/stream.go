@@ -1,9 +1,6 @@
 package flowmesh
 
 import (
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/trace"
-
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -17,6 +14,8 @@ import (
 	"time"
 
 	"github.com/flowmesh/flowmesh/protocol"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Streams is the event-stream API of a Conn (Conn.Stream).

@@ -129,6 +129,11 @@ func (s *Server) Start() error {
 	}
 	s.tracer = tr
 	undo = append(undo, func() { _ = tr.Shutdown(context.Background()) })
+	if tr != nil && s.cfg.Tracing.Provider == nil {
+		ts, _ := s.cfg.Tracing.Resolve(os.Getenv) // validated in New
+		s.log.Info("server: tracing on", "protocol", ts.Protocol, "endpoint", ts.Endpoint, "sample_ratio", ts.SampleRatio,
+			"service_name", ts.ServiceName)
+	}
 	st, err := store.Open(filepath.Join(s.cfg.DataDir, "meta"), store.Options{InMemory: s.cfg.InMemory,
 		Sync: s.cfg.Fsync == "always", Logger: s.log})
 	if err != nil {

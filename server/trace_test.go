@@ -5,9 +5,11 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flowmesh/flowmesh/monitor/tracing"
 	"github.com/flowmesh/flowmesh/protocol"
+	"github.com/nats-io/nats.go"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -248,5 +250,51 @@ func TestTraceNeverOversizes(t *testing.T) {
 	w.expect("+OK 1 1")
 	if sp := spanNamed(t, exp, "write small"); sp.Parent.SpanID().String() != producerSpan {
 		t.Fatalf("span parent %s", sp.Parent.SpanID())
+	}
+}
+
+// TestTraceNATSClient: nats.go clients, unchanged, see the server's trace
+// context on a traced node: a plain Publish arrives with a traceparent, and
+// a publisher's own traceparent (and other headers) are continued, not lost.
+func TestTraceNATSClient(t *testing.T) {
+	s, exp := tracedServer(t)
+	sub, pub := natsConnect(t, s), natsConnect(t, s)
+	ch := make(chan *nats.Msg, 2)
+	if _, err := sub.ChanSubscribe("orders.>", ch); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish("orders.eu", []byte("plain")); err != nil {
+		t.Fatal(err)
+	}
+	m := nats.NewMsg("orders.us")
+	m.Data = []byte("traced")
+	m.Header.Set("traceparent", "00-"+producerTrace+"-"+producerSpan+"-01")
+	m.Header.Set("correlation_id", "c-9")
+	if err := pub.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"plain", "traced"} {
+		select {
+		case got := <-ch:
+			tp := got.Header.Get("traceparent")
+			sc, ok := tracing.ParseTraceparent([]byte(tp))
+			if string(got.Data) != want || !ok || got.Header.Get("trace_id") != sc.TraceID().String() {
+				t.Fatalf("%q: headers %v", got.Data, got.Header)
+			}
+			if want == "traced" && (sc.TraceID().String() != producerTrace || got.Header.Get("correlation_id") != "c-9") {
+				t.Fatalf("the publisher's trace was not continued: %v", got.Header)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s not delivered", want)
+		}
+	}
+	if n := len(exp.GetSpans()); n != 2 {
+		t.Fatalf("%d publish spans, want 2", n)
 	}
 }

@@ -199,14 +199,23 @@ func banner(w io.Writer, srv *server.Server, cfg server.Config) {
 	if a := srv.RESPAddr(); a != nil {
 		respAddr = "redis://" + a.String() + "     (try: redis-cli -p " + strconv.Itoa(int(a.(*net.TCPAddr).AddrPort().Port())) + ")"
 	}
+	tracing := "off (--trace-exporter otlp to export spans)"
+	if ts, err := cfg.Tracing.Resolve(os.Getenv); err == nil && ts.On {
+		endpoint := ts.Endpoint
+		if endpoint == "" {
+			endpoint = "the OTLP default or OTEL_EXPORTER_OTLP_ENDPOINT"
+		}
+		tracing = fmt.Sprintf("OTLP %s to %s, %g of new traces", ts.Protocol, endpoint, ts.SampleRatio)
+	}
 	fmt.Fprintf(w, `
   FlowMesh %s (dev mode)
   protocol   nats://%s     (try: nc %s)
   redis      %s
   monitor    %s
+  tracing    %s
   data       %s
 
-`, server.Version, srv.Addr(), hostPort(srv.Addr().String()), respAddr, httpAddr, data)
+`, server.Version, srv.Addr(), hostPort(srv.Addr().String()), respAddr, httpAddr, tracing, data)
 }
 
 func hostPort(a string) string {

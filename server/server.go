@@ -123,7 +123,7 @@ func (s *Server) Start() error {
 		}
 		return fmt.Errorf("server: %w", err)
 	}
-	tr, err := tracing.New(context.Background(), s.cfg.Tracing, Version)
+	tr, err := tracing.New(context.Background(), s.cfg.Tracing, Version, s.log)
 	if err != nil {
 		return fail(err)
 	}
@@ -222,6 +222,9 @@ func (s *Server) Store() *store.Store { return s.store }
 // Config returns the effective configuration.
 func (s *Server) Config() Config { return s.cfg }
 
+// traceFlushTimeout bounds the sending of buffered spans at shutdown.
+const traceFlushTimeout = 2 * time.Second
+
 // Shutdown waits for in-flight commands, flushes every connection and
 // closes the port, within ctx.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -246,8 +249,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err = errors.Join(err, s.queues.Close())
 	err = errors.Join(err, s.streams.Close())
 	err = errors.Join(err, s.store.Close())
-	// Last, so that the spans of the final commands are sent.
-	err = errors.Join(err, s.tracer.Shutdown(ctx))
+	// Last, so that the spans of the final commands are sent; with a short
+	// budget of its own, because a collector that is down must neither hold
+	// the node's stop nor fail it (the exporter retries for a minute).
+	tctx, cancel := context.WithTimeout(ctx, traceFlushTimeout)
+	if terr := s.tracer.Shutdown(tctx); terr != nil {
+		s.log.Warn("server: spans not sent at shutdown", "err", terr)
+	}
+	cancel()
 	s.removeTmp()
 	s.log.Info("server: stopped")
 	return err

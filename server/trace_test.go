@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -296,5 +298,29 @@ func TestTraceNATSClient(t *testing.T) {
 	}
 	if n := len(exp.GetSpans()); n != 2 {
 		t.Fatalf("%d publish spans, want 2", n)
+	}
+}
+
+// TestTraceCollectorDown: a collector that cannot be reached neither fails
+// the node's shutdown nor holds it for the exporter's retries.
+func TestTraceCollectorDown(t *testing.T) {
+	s, err := New(Config{Addr: "127.0.0.1:0", HTTPAddr: "off", InMemory: true,
+		Tracing: tracing.Config{Exporter: "otlp", Endpoint: "http://127.0.0.1:1"}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := dial(t, s)
+	w.send("PUB news 2\r\nhi\r\n")
+	w.flush() // a span is buffered for the dead collector
+	ctx, cancel := context.WithTimeout(context.Background(), 5*traceFlushTimeout)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("shutdown waited for the exporter past its flush budget")
 	}
 }

@@ -3,6 +3,7 @@ package tracing
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -52,7 +53,7 @@ func (c *collector) got() ([]string, []string) {
 // (which flushes the batch).
 func export(t *testing.T, cfg Config) {
 	t.Helper()
-	tr, err := New(t.Context(), cfg, "test")
+	tr, err := New(t.Context(), cfg, "test", slog.New(slog.DiscardHandler))
 	if err != nil || tr == nil {
 		t.Fatalf("New: %v, %v", tr, err)
 	}
@@ -115,7 +116,7 @@ func TestOTLPExportHTTP(t *testing.T) {
 // (parent-based), an unsampled one never.
 func TestSampling(t *testing.T) {
 	zero := 0.0
-	tr, err := New(t.Context(), Config{Exporter: "otlp", Endpoint: "http://127.0.0.1:1", SampleRatio: &zero}, "test")
+	tr, err := New(t.Context(), Config{Exporter: "otlp", Endpoint: "http://127.0.0.1:1", SampleRatio: &zero}, "test", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

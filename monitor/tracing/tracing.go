@@ -3,12 +3,16 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/url"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -156,8 +160,11 @@ type Tracer struct {
 const scope = "github.com/flowmesh/flowmesh/server"
 
 // New builds the tracer of cfg; it returns nil (and no error) when tracing
-// is off. The exporter does not connect until it has spans to send.
-func New(ctx context.Context, cfg Config, version string) (*Tracer, error) {
+// is off. The exporter does not connect until it has spans to send; its
+// failures (collector down, spans dropped) go to log, at most one line per
+// errorEvery, instead of OpenTelemetry's default of a line per failure on
+// stderr.
+func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (*Tracer, error) {
 	if cfg.Provider != nil {
 		return &Tracer{tr: cfg.Provider.Tracer(scope, trace.WithInstrumentationVersion(version)), ratio: 1,
 			shutdown: func(context.Context) error { return nil }}, nil
@@ -166,6 +173,7 @@ func New(ctx context.Context, cfg Config, version string) (*Tracer, error) {
 	if err != nil || !s.On {
 		return nil, err
 	}
+	otel.SetErrorHandler(&errorLog{log: log})
 	var exp sdktrace.SpanExporter
 	if s.Protocol == "grpc" {
 		var opts []otlptracegrpc.Option
@@ -199,6 +207,29 @@ func New(ctx context.Context, cfg Config, version string) (*Tracer, error) {
 	)
 	return &Tracer{tr: tp.Tracer(scope, trace.WithInstrumentationVersion(version)), ratio: s.SampleRatio,
 		shutdown: tp.Shutdown}, nil
+}
+
+// errorEvery bounds how often export failures are logged.
+const errorEvery = 10 * time.Second
+
+// errorLog is OpenTelemetry's error handler: a collector that is down
+// fails every batch, and one line per 10 s says so.
+type errorLog struct {
+	log     *slog.Logger
+	mu      sync.Mutex
+	last    time.Time
+	dropped int // failures not logged since the last line
+}
+
+func (e *errorLog) Handle(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now := time.Now(); now.Sub(e.last) >= errorEvery {
+		e.log.Warn("tracing: export failed", "err", err, "more_failures", e.dropped)
+		e.last, e.dropped = now, 0
+		return
+	}
+	e.dropped++
 }
 
 // Shutdown sends the spans still buffered and stops the exporter.

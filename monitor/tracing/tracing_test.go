@@ -1,6 +1,9 @@
 package tracing
 
 import (
+	"bytes"
+	"errors"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -142,5 +145,23 @@ func BenchmarkStartUnsampled(b *testing.B) {
 	}
 	if b.N >= 100_000 && (n == 0 || n > b.N/20) {
 		b.Errorf("%d of %d sampled at 1%%", n, b.N)
+	}
+}
+
+// TestErrorLogLimited: a collector that is down fails every batch; the
+// log gets one line per errorEvery, counting the rest.
+func TestErrorLogLimited(t *testing.T) {
+	var buf bytes.Buffer
+	e := &errorLog{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	for range 5 {
+		e.Handle(errors.New("connection refused"))
+	}
+	if n := strings.Count(buf.String(), "tracing: export failed"); n != 1 || e.dropped != 4 {
+		t.Fatalf("%d lines, %d counted: %s", n, e.dropped, buf.String())
+	}
+	e.last = e.last.Add(-errorEvery) // as if errorEvery had passed
+	e.Handle(errors.New("connection refused"))
+	if !strings.Contains(buf.String(), "more_failures=4") {
+		t.Fatalf("the second line must count the failures in between: %s", buf.String())
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/flowmesh/flowmesh/protocol"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Header carries message metadata (trace_id, causation_id, correlation_id,
@@ -91,6 +92,7 @@ type Msg struct {
 	Header  Header
 	Data    []byte
 	conn    *Conn
+	span    trace.Span // a Messages loop's process span, nil otherwise
 }
 
 // Respond publishes data to the message's reply subject.
@@ -194,7 +196,8 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, opts ...SubOption)
 func (s *Subscription) Next(ctx context.Context) (*Msg, error) { return s.q.pop(ctx) }
 
 // Messages iterates over the messages until ctx ends or the subscription
-// closes; the error, if any, comes last:
+// closes; the error, if any, comes last. A message that carries a trace
+// is processed under a "process <subject>" span (Msg.Context has it):
 //
 //	for msg, err := range sub.Messages(ctx) { ... }
 func (s *Subscription) Messages(ctx context.Context) iter.Seq2[*Msg, error] {
@@ -205,7 +208,12 @@ func (s *Subscription) Messages(ctx context.Context) iter.Seq2[*Msg, error] {
 				yield(nil, err)
 				return
 			}
-			if !yield(m, nil) {
+			if m.Header != nil {
+				m.span = m.conn.process(ctx, m.Subject, "", m.Header)
+			}
+			more := yield(m, nil)
+			endSpan(m.span, nil)
+			if !more {
 				return
 			}
 		}

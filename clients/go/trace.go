@@ -210,7 +210,9 @@ func (c *Conn) process(ctx context.Context, dest, id string, h Header, attrs ...
 		return nil
 	}
 	attrs = append(attrs, messagingAttrs("process", "process", dest)...)
-	attrs = append(attrs, attribute.String("messaging.message.id", id))
+	if id != "" {
+		attrs = append(attrs, attribute.String("messaging.message.id", id))
+	}
 	_, sp := c.tracer.Start(ctx, "process "+dest, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
 	return sp
 }
@@ -251,9 +253,9 @@ func withSpan(ctx context.Context, sp trace.Span) context.Context {
 	return trace.ContextWithSpan(ctx, sp)
 }
 
-// Context returns the context to send the messages this message causes
-// with: its trace, correlation id and tags (a pub/sub message has no id
-// to be a cause).
+// Context returns ctx made ready to send the messages this message
+// causes: its trace (under the process span a Messages loop starts), its
+// correlation id and tags (a pub/sub message has no id to be a cause).
 func (m *Msg) Context(ctx context.Context) context.Context {
-	return messageContext(ctx, m.Header, "")
+	return withSpan(messageContext(ctx, m.Header, ""), m.span)
 }

@@ -130,6 +130,70 @@ func TestTraceAcrossQueueAndStream(t *testing.T) {
 	}
 }
 
+// TestTracePubSub: a subscriber's Messages loop continues a published
+// message's trace, and what it publishes with Msg.Context is in it too.
+func TestTracePubSub(t *testing.T) {
+	srvExp, cliExp := tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()
+	srvTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(srvExp))
+	cliTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(cliExp))
+	s, err := server.New(server.Config{Addr: "127.0.0.1:0", HTTPAddr: "off", InMemory: true,
+		Tracing: tracing.Config{Provider: srvTP}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+	fm := connect(t, s, flowmesh.TracerProvider(cliTP))
+	ctx := ctx5(t)
+	in, err := fm.Subscribe(ctx, "orders.new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := fm.Subscribe(ctx, "orders.priced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, root := cliTP.Tracer("test").Start(ctx, "checkout")
+	if err := fm.Publish(pctx, "orders.new", []byte("o-1")); err != nil {
+		t.Fatal(err)
+	}
+	root.End()
+	for msg, err := range in.Messages(ctx) {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fm.Publish(msg.Context(ctx), "orders.priced", []byte("o-1 $9")); err != nil {
+			t.Fatal(err)
+		}
+		break
+	}
+	priced, err := out.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if priced.Header.Get(flowmesh.HeaderTraceID) != root.SpanContext().TraceID().String() {
+		t.Fatalf("republished message is in trace %q", priced.Header.Get(flowmesh.HeaderTraceID))
+	}
+	spans := map[string]tracetest.SpanStub{}
+	for _, sp := range append(cliExp.GetSpans(), srvExp.GetSpans()...) {
+		spans[sp.Name+"/"+sp.SpanKind.String()] = sp
+	}
+	for _, e := range []struct{ span, parent string }{
+		{"publish orders.new/producer", "checkout/internal"},
+		{"publish orders.new/server", "publish orders.new/producer"},
+		{"process orders.new/consumer", "publish orders.new/server"},
+		{"publish orders.priced/producer", "process orders.new/consumer"},
+		{"publish orders.priced/server", "publish orders.priced/producer"},
+	} {
+		sp, ok := spans[e.span]
+		if !ok || sp.Parent.SpanID() != spans[e.parent].SpanContext.SpanID() {
+			t.Errorf("span %q (found %v): parent %s, want %q", e.span, ok, sp.Parent.SpanID(), e.parent)
+		}
+	}
+}
+
 // TestNoTraceNoHeaders: without a span or a message in the context the
 // SDK adds nothing to what it sends (the server, tracing off, neither).
 func TestNoTraceNoHeaders(t *testing.T) {

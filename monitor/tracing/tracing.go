@@ -84,6 +84,11 @@ func (c Config) Resolve(getenv func(string) string) (Settings, error) {
 	default:
 		return s, fmt.Errorf("tracing: exporter %q: want otlp or off", exp)
 	}
+	if !s.On {
+		// The variables may be meant for other programs: with tracing off
+		// only the node's own settings are checked.
+		getenv = func(string) string { return "" }
+	}
 	s.Protocol = firstOf(c.Protocol, getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"), getenv("OTEL_EXPORTER_OTLP_PROTOCOL"), "grpc")
 	switch s.Protocol {
 	case "grpc", "http/protobuf":

@@ -99,8 +99,11 @@ func TestResolve(t *testing.T) {
 		{name: "bad protocol", cfg: Config{Exporter: "otlp", Protocol: "thrift"}, err: `protocol "thrift"`},
 		{name: "bad endpoint", cfg: Config{Exporter: "otlp", Endpoint: "collector:4317"}, err: "want a URL"},
 		{name: "bad ratio", cfg: Config{Exporter: "otlp", SampleRatio: &bad}, err: "sample_ratio 1.5"},
-		{name: "bad sampler", env: map[string]string{"OTEL_TRACES_SAMPLER": "jaeger_remote"}, err: "OTEL_TRACES_SAMPLER"},
-		{name: "bad sampler arg", env: map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "x"}, err: "not a number"},
+		{name: "bad sampler", cfg: Config{Exporter: "otlp"}, env: map[string]string{"OTEL_TRACES_SAMPLER": "jaeger_remote"}, err: "OTEL_TRACES_SAMPLER"},
+		{name: "bad sampler arg", cfg: Config{Exporter: "otlp"}, env: map[string]string{"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "x"}, err: "not a number"},
+		{name: "other programs' variables, tracing off", env: map[string]string{"OTEL_TRACES_SAMPLER": "jaeger_remote", "OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"},
+			want: Settings{Protocol: "grpc", SampleRatio: 1, ServiceName: "flowmesh"}},
+		{name: "own setting checked when off", cfg: Config{Protocol: "thrift"}, err: `protocol "thrift"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -188,6 +188,10 @@ func endSpan(sp trace.Span, err error) {
 // header, and knowing the message (id, correlation, tags) as the cause of
 // what is sent with it.
 func messageContext(ctx context.Context, h Header, id string) context.Context {
+	// The message's trace replaces whatever span ctx had (a worker started
+	// inside an application's span must not make every job a part of it);
+	// a message without a trace leaves none.
+	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
 	if h != nil {
 		ctx = w3c.Extract(ctx, headerCarrier(h))
 	}

@@ -194,6 +194,27 @@ func TestTracePubSub(t *testing.T) {
 	}
 }
 
+// TestMessageContextReplacesSpan: the context of a message without a
+// trace carries no span, even when the worker was started inside one; a
+// message's own trace wins over the caller's.
+func TestMessageContextReplacesSpan(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	ctx, outer := tp.Tracer("test").Start(context.Background(), "app start")
+	defer outer.End()
+	job := &flowmesh.Job{Queue: "q", ID: 7}
+	if sc := trace.SpanContextFromContext(job.Context(ctx)); sc.IsValid() {
+		t.Fatalf("a job without a trace inherited the caller's span %v", sc.TraceID())
+	}
+	job.Header = flowmesh.Header{"traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
+	jctx := job.Context(ctx)
+	if sc := trace.SpanContextFromContext(jctx); sc.TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Fatalf("a job's trace must replace the caller's, got %v", sc.TraceID())
+	}
+	if flowmesh.CausationID(jctx) != "q/7" || flowmesh.CorrelationID(jctx) != "q/7" {
+		t.Fatalf("lineage: causation %q correlation %q", flowmesh.CausationID(jctx), flowmesh.CorrelationID(jctx))
+	}
+}
+
 // TestNoTraceNoHeaders: without a span or a message in the context the
 // SDK adds nothing to what it sends (the server, tracing off, neither).
 func TestNoTraceNoHeaders(t *testing.T) {

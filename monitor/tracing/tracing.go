@@ -178,6 +178,8 @@ func New(ctx context.Context, cfg Config, version string, log *slog.Logger) (*Tr
 	if err != nil || !s.On {
 		return nil, err
 	}
+	// OpenTelemetry's error handler is process-wide: with several nodes in
+	// one process (tests), the last one started logs for all.
 	otel.SetErrorHandler(&errorLog{log: log})
 	var exp sdktrace.SpanExporter
 	if s.Protocol == "grpc" {

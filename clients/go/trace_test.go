@@ -16,17 +16,15 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// TestTraceAcrossQueueAndStream is the tracing check of the observability
-// issue: an HTTP handler enqueues a job, a worker processes it and emits
-// an event, a consumer group member processes the event, and all of it is
-// one trace — producer → server → worker → emitted event → consumer — with
-// causation_id and correlation_id right. The server and the SDK have
-// tracer providers of their own, as two processes would; both export to
-// in-memory exporters.
-func TestTraceAcrossQueueAndStream(t *testing.T) {
-	srvExp, cliExp := tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()
+// tracedNode starts a node and connects an SDK, each with a tracer
+// provider of its own (as two processes would) exporting synchronously to
+// an in-memory exporter: a span is there once the call that ends it
+// returns.
+func tracedNode(t *testing.T) (srvExp, cliExp *tracetest.InMemoryExporter, cliTP *sdktrace.TracerProvider, fm *flowmesh.Conn) {
+	t.Helper()
+	srvExp, cliExp = tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()
 	srvTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(srvExp))
-	cliTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(cliExp))
+	cliTP = sdktrace.NewTracerProvider(sdktrace.WithSyncer(cliExp))
 	s, err := server.New(server.Config{Addr: "127.0.0.1:0", HTTPAddr: "off", InMemory: true,
 		Tracing: tracing.Config{Provider: srvTP}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -36,7 +34,18 @@ func TestTraceAcrossQueueAndStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
-	fm := connect(t, s, flowmesh.TracerProvider(cliTP))
+	return srvExp, cliExp, cliTP, connect(t, s, flowmesh.TracerProvider(cliTP))
+}
+
+// TestTraceAcrossQueueAndStream is the tracing check of the observability
+// issue: an HTTP handler enqueues a job, a worker processes it and emits
+// an event, a consumer group member processes the event, and all of it is
+// one trace — producer → server → worker → emitted event → consumer — with
+// causation_id and correlation_id right. The server and the SDK have
+// tracer providers of their own, as two processes would; both export to
+// in-memory exporters.
+func TestTraceAcrossQueueAndStream(t *testing.T) {
+	srvExp, cliExp, cliTP, fm := tracedNode(t)
 	ctx := ctx5(t)
 
 	// The HTTP handler: its span is the trace's root.
@@ -133,19 +142,7 @@ func TestTraceAcrossQueueAndStream(t *testing.T) {
 // TestTracePubSub: a subscriber's Messages loop continues a published
 // message's trace, and what it publishes with Msg.Context is in it too.
 func TestTracePubSub(t *testing.T) {
-	srvExp, cliExp := tracetest.NewInMemoryExporter(), tracetest.NewInMemoryExporter()
-	srvTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(srvExp))
-	cliTP := sdktrace.NewTracerProvider(sdktrace.WithSyncer(cliExp))
-	s, err := server.New(server.Config{Addr: "127.0.0.1:0", HTTPAddr: "off", InMemory: true,
-		Tracing: tracing.Config{Provider: srvTP}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
-	fm := connect(t, s, flowmesh.TracerProvider(cliTP))
+	srvExp, cliExp, cliTP, fm := tracedNode(t)
 	ctx := ctx5(t)
 	in, err := fm.Subscribe(ctx, "orders.new")
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -237,10 +238,7 @@ func (e *Engine) Delete(name string) error {
 func (e *Engine) Queues() []string {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	out := make([]string, 0, len(e.queues))
-	for n := range e.queues {
-		out = append(out, n)
-	}
+	out := slices.AppendSeq(make([]string, 0, len(e.queues)), maps.Keys(e.queues)) // [] not null in JSON when empty
 	slices.Sort(out)
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -230,11 +231,7 @@ func (g *Group) startPos(p int) uint64 {
 
 // rebalance reassigns partitions among the live members. g.mu held.
 func (g *Group) rebalance() {
-	ids := make([]string, 0, len(g.members))
-	for id := range g.members {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
+	ids := slices.Sorted(maps.Keys(g.members))
 	prev := make([]string, len(g.owner))
 	for p, m := range g.owner {
 		if m != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -267,10 +268,7 @@ func (e *Engine) Groups(topic string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stream: list groups of %q: %w", topic, err)
 	}
-	out := make([]string, 0, len(set))
-	for g := range set {
-		out = append(out, g)
-	}
+	out := slices.AppendSeq(make([]string, 0, len(set)), maps.Keys(set)) // [] not null in JSON when empty
 	slices.Sort(out)
 	return out, nil
 }

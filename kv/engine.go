@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/flowmesh/flowmesh/kv/aof"
 	"github.com/flowmesh/flowmesh/kv/store"
 )
 
@@ -68,33 +70,64 @@ var (
 
 // Options configure an Engine.
 type Options struct {
-	Store         *store.Store
+	// Dir holds the engine's Pebble database (Dir/db) and append-only file
+	// (Dir/aof). InMemory keeps Pebble in memory and writes no file.
+	Dir      string
+	InMemory bool
+	// Legacy is a database that may still hold KV data from before the
+	// engine had its own (keyspace K of the node's store): moved on Open.
+	Legacy *store.Store
+	// SyncEach fsyncs the append-only file before a write is acknowledged
+	// (the always policy); SyncInterval > 0 fsyncs it this often instead
+	// (the interval policy); neither: the OS decides (none).
+	SyncEach     bool
+	SyncInterval time.Duration
+
 	Now           func() time.Time
 	Logger        *slog.Logger
 	MaxKeyBytes   int           // default 64 KiB
 	MaxValueBytes int           // default 512 MiB is Redis'; ours follows max_payload
-	SyncInterval  time.Duration // >0: fsync Pebble's WAL this often (the interval policy)
 	ReapInterval  time.Duration // default 100 ms
 	ReapBatch     int           // expired keys deleted per round, default 1000
-	CacheBytes    int           // the key-record cache's budget, default 128 MiB; <0: no cache
+	CacheBytes    int           // the record cache's budget for unchanged records, default 128 MiB; <0: none
+	// FlushInterval is how often changed key records are written to
+	// Pebble (default 5 s); DirtyBytes of them (default 64 MiB) start a
+	// write at once; CheckpointBytes of append-only file (default 64 MiB)
+	// start a checkpoint, after which the file's older segments go.
+	FlushInterval   time.Duration
+	DirtyBytes      int64
+	CheckpointBytes uint64
 }
 
 // Engine is the KV cache.
 type Engine struct {
 	o       Options
 	st      *store.Store
+	aof     atomic.Pointer[aof.File] // nil in memory; set once Open has replayed
+	aofDir  string
 	seed    maphash.Seed
 	stripes [nStripes]sync.Mutex
 	caches  [nStripes]cacheShard // caches[i] is guarded by stripes[i]
 
-	keys    atomic.Int64 // live keys, expired ones included until reaped
-	expired atomic.Uint64
+	keys       atomic.Int64 // live keys, expired ones included until reaped
+	expired    atomic.Uint64
+	dirtyBytes atomic.Int64 // records changed and not yet in Pebble
+	flushNow   chan struct{}
+
+	cpMu  sync.Mutex // one checkpoint at a time
+	cpPos uint64     // the last checkpoint's position in the append-only file; under cpMu
 
 	stop chan struct{}
 	done sync.WaitGroup
 }
 
-// Open counts the keys and starts the reaper.
+// checkpointKey holds the append-only file's position from which Open
+// replays (keyspace KVState, so FLUSHDB does not touch it).
+var checkpointKey = []byte("checkpoint")
+
+// Open opens the engine's database, moves legacy data in, replays the
+// append-only file from the last checkpoint, counts the keys and starts
+// the background work (reaper, flushes, checkpoints, the interval fsync).
 func Open(o Options) (*Engine, error) {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -117,12 +150,36 @@ func Open(o Options) (*Engine, error) {
 	if o.CacheBytes == 0 {
 		o.CacheBytes = 128 << 20
 	}
-	e := &Engine{o: o, st: o.Store, seed: maphash.MakeSeed(), stop: make(chan struct{})}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 5 * time.Second
+	}
+	if o.DirtyBytes <= 0 {
+		o.DirtyBytes = 64 << 20
+	}
+	if o.CheckpointBytes == 0 {
+		o.CheckpointBytes = 64 << 20
+	}
+	if !o.InMemory && o.Dir == "" {
+		return nil, errors.New("kv: no directory")
+	}
+	e := &Engine{o: o, seed: maphash.MakeSeed(), stop: make(chan struct{}), flushNow: make(chan struct{}, 1),
+		aofDir: filepath.Join(o.Dir, "aof")}
 	for i := range e.caches {
 		e.caches[i] = cacheShard{m: make(map[string]cached), budget: max(o.CacheBytes, 0) / nStripes}
 	}
+	st, err := store.Open(filepath.Join(o.Dir, "db"), store.Options{InMemory: o.InMemory, NoWAL: !o.InMemory,
+		Logger: o.Logger, BeforeFlush: e.beforeFlush})
+	if err != nil {
+		return nil, fmt.Errorf("kv: %w", err)
+	}
+	e.st = st
+	if err := e.recover(); err != nil {
+		st.Close()
+		return nil, err
+	}
 	var n int64
 	if err := e.st.Scan(store.KeyspaceKV, []byte{'m'}, func(k, v []byte) bool { n++; return true }); err != nil {
+		e.closeFiles()
 		return nil, fmt.Errorf("kv: count keys: %w", err)
 	}
 	e.keys.Store(n)
@@ -131,14 +188,137 @@ func Open(o Options) (*Engine, error) {
 	return e, nil
 }
 
-// Close stops the reaper.
+// recover moves legacy data in, replays the append-only file into Pebble
+// and checkpoints, so that the replayed segments can go.
+func (e *Engine) recover() error {
+	if e.o.Legacy != nil {
+		if err := e.migrate(e.o.Legacy); err != nil {
+			return err
+		}
+	}
+	if e.o.InMemory {
+		return nil
+	}
+	if v, err := e.st.Get(store.KeyspaceKVState, checkpointKey); err == nil && len(v) == 8 {
+		e.cpPos = binary.BigEndian.Uint64(v)
+	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("kv: read checkpoint: %w", err)
+	}
+	start := time.Now()
+	records := 0
+	end, err := aof.Replay(e.aofDir, e.cpPos, func(rec []byte) error {
+		records++
+		b := e.st.NewBatch()
+		if err := applyRecord(b, rec); err != nil {
+			b.Discard()
+			return err
+		}
+		return b.CommitSync(false)
+	})
+	if err != nil {
+		return fmt.Errorf("kv: replay: %w", err)
+	}
+	f, err := aof.Create(e.aofDir, end, aof.Options{SyncEach: e.o.SyncEach})
+	if err != nil {
+		return fmt.Errorf("kv: %w", err)
+	}
+	e.aof.Store(f)
+	if records > 0 {
+		e.o.Logger.Info("kv: replayed the append-only file", "records", records, "bytes", end-e.cpPos,
+			"took", time.Since(start).Round(time.Millisecond))
+	}
+	if err := e.checkpoint(true); err != nil {
+		f.Close()
+		return err
+	}
+	return nil
+}
+
+// migrate moves the KV keyspace of a node's shared database (where the
+// engine kept its data before it had a database of its own) into this
+// one. Copied, made durable, then deleted there: a crash in between
+// copies again.
+func (e *Engine) migrate(legacy *store.Store) error {
+	var b *store.Batch
+	n := 0
+	var err error
+	scanErr := legacy.Scan(store.KeyspaceKV, nil, func(k, v []byte) bool {
+		if b == nil {
+			b = e.st.NewBatch()
+		}
+		b.Set(store.KeyspaceKV, k, v)
+		if n++; n%10000 == 0 {
+			err, b = b.CommitSync(false), nil
+		}
+		return err == nil
+	})
+	if err = errors.Join(scanErr, err); err == nil && b != nil {
+		err = b.CommitSync(false)
+	}
+	if err == nil && n > 0 {
+		err = e.st.Flush()
+	}
+	if err == nil && n > 0 {
+		d := legacy.NewBatch()
+		d.DeletePrefix(store.KeyspaceKV, nil)
+		err = d.CommitSync(true)
+	}
+	if err != nil {
+		return fmt.Errorf("kv: move data from the node's database: %w", err)
+	}
+	if n > 0 {
+		e.o.Logger.Info("kv: moved keys into the engine's own database", "records", n)
+	}
+	return nil
+}
+
+// beforeFlush runs before Pebble flushes a memtable: every change in it
+// has its record appended, and now written and fsynced, so nothing is on
+// disk in Pebble before its record (replay's premise).
+func (e *Engine) beforeFlush() {
+	if f := e.aof.Load(); f != nil {
+		if err := f.Sync(); err != nil {
+			e.o.Logger.Error("kv: append-only file sync before a flush failed", "err", err)
+		}
+	}
+}
+
+// Close checkpoints (so the next Open replays nothing) and closes.
 func (e *Engine) Close() {
 	select {
 	case <-e.stop:
+		return
 	default:
 		close(e.stop)
 	}
 	e.done.Wait()
+	if err := e.checkpoint(true); err != nil {
+		e.o.Logger.Warn("kv: checkpoint at close failed; the next start replays the append-only file", "err", err)
+	}
+	e.closeFiles()
+}
+
+func (e *Engine) closeFiles() {
+	if f := e.aof.Load(); f != nil {
+		if err := f.Close(); err != nil {
+			e.o.Logger.Warn("kv: close append-only file", "err", err)
+		}
+	}
+	if err := e.st.Close(); err != nil {
+		e.o.Logger.Warn("kv: close database", "err", err)
+	}
+}
+
+// Barrier returns once every write made so far is in the append-only
+// file (and fsynced, under the always policy). The ports call it before
+// sending the replies of the commands they ran: a write is acknowledged
+// only after its barrier. In memory it does nothing.
+func (e *Engine) Barrier() error {
+	f := e.aof.Load()
+	if f == nil {
+		return nil
+	}
+	return f.Barrier(f.End())
 }
 
 // Stats are the engine's counters.
@@ -334,84 +514,200 @@ func (e *Engine) typedFor(b *batch, key []byte, t Type, now int64) (meta, bool, 
 	return m, ok, err
 }
 
-// batch is one command's writes, with the key count change they make and
-// the cache updates to apply once they are committed.
+// batch is one command's writes: its append-only file record (every
+// write, in order), the member writes to apply to Pebble, the key records
+// to put in the cache, and the key count change.
+//
+// Key records ('m') and the expiry index ('x') are not written to Pebble
+// by the command: the record cache is their primary copy, the entry is
+// marked dirty, and flushDirty writes the dirty records in the
+// background, so a key written many times between two flushes costs
+// Pebble one write. Members ('f', 'z') go to Pebble at once, because
+// reads of them (HGET, ZRANGE, ...) go there. The record makes all of it
+// durable.
 type batch struct {
 	e       *Engine
-	b       *store.Batch
+	pb      *store.Batch // member writes; nil until the first
+	rec     []byte
 	keys    int64
 	expired uint64
 	cache   []cacheOp
 }
 
+// cacheOp is a key record to install once the batch commits. prevOK and
+// prevExp are the record the command found: if the key was not dirty,
+// that is what Pebble holds, which flushDirty needs to fix the expiry
+// index.
 type cacheOp struct {
-	key []byte
-	c   cached
+	key     []byte
+	c       cached
+	prevOK  bool
+	prevExp int64
 }
 
-func (e *Engine) newBatch() *batch { return &batch{e: e, b: e.st.NewBatch()} }
+func (e *Engine) newBatch() *batch { return &batch{e: e} }
 
+// Record operations. A record is a sequence of them; keys are keyspace K
+// keys.
+const (
+	opSet         = 'S' // key, value
+	opDelete      = 'D' // key
+	opDeleteRange = 'R' // from, to
+	opDeleteAll   = 'A' // (no operand): FLUSHDB
+)
+
+func (b *batch) op(op byte, args ...[]byte) {
+	b.rec = append(b.rec, op)
+	for _, a := range args {
+		b.rec = binary.AppendUvarint(b.rec, uint64(len(a)))
+		b.rec = append(b.rec, a...)
+	}
+}
+
+func (b *batch) pebble() *store.Batch {
+	if b.pb == nil {
+		b.pb = b.e.st.NewBatch()
+	}
+	return b.pb
+}
+
+// set, del and delRange write members: to the record and to Pebble.
+func (b *batch) set(k, v []byte) {
+	b.op(opSet, k, v)
+	b.pebble().Set(store.KeyspaceKV, k, v)
+}
+
+func (b *batch) del(k []byte) {
+	b.op(opDelete, k)
+	b.pebble().Delete(store.KeyspaceKV, k)
+}
+
+func (b *batch) delRange(from, to []byte) {
+	b.op(opDeleteRange, from, to)
+	b.pebble().DeleteRange(store.KeyspaceKV, from, to)
+}
+
+// applyRecord adds a record's writes to a Pebble batch (replay).
+func applyRecord(pb *store.Batch, rec []byte) error {
+	var args [2][]byte
+	for len(rec) > 0 {
+		op := rec[0]
+		rec = rec[1:]
+		n := 0
+		switch op {
+		case opSet, opDeleteRange:
+			n = 2
+		case opDelete:
+			n = 1
+		case opDeleteAll:
+		default:
+			return fmt.Errorf("kv: record: unknown operation %q", op)
+		}
+		for i := 0; i < n; i++ {
+			l, w := binary.Uvarint(rec)
+			if w <= 0 || l > uint64(len(rec)-w) {
+				return fmt.Errorf("kv: record: operation %q cut short", op)
+			}
+			args[i], rec = rec[w:w+int(l)], rec[w+int(l):]
+		}
+		switch op {
+		case opSet:
+			pb.Set(store.KeyspaceKV, args[0], args[1])
+		case opDelete:
+			pb.Delete(store.KeyspaceKV, args[0])
+		case opDeleteRange:
+			pb.DeleteRange(store.KeyspaceKV, args[0], args[1])
+		case opDeleteAll:
+			pb.DeletePrefix(store.KeyspaceKV, nil)
+		}
+	}
+	return nil
+}
+
+// commit appends the record, applies the member writes to Pebble and
+// installs the key records in the cache. The record goes first: Pebble
+// must not flush a change whose record is not in the file (beforeFlush
+// writes what is appended). Call with the stripes of every key held.
 func (b *batch) commit() error {
-	if b.b.Empty() {
+	if len(b.rec) == 0 {
 		return nil
 	}
-	if err := b.b.Commit(); err != nil {
-		// Nothing was applied; what the cache holds for these keys may
-		// be what this batch read, so it goes.
-		for _, op := range b.cache {
-			b.e.caches[b.e.stripeOf(op.key)].remove(op.key)
+	e := b.e
+	if f := e.aof.Load(); f != nil {
+		if _, err := f.Append(b.rec); err != nil {
+			if b.pb != nil {
+				b.pb.Discard()
+			}
+			return fmt.Errorf("kv: %w", err)
 		}
-		return err
 	}
+	if b.pb != nil {
+		if err := b.pb.CommitSync(false); err != nil {
+			// Unreachable short of a closed database: the record is
+			// appended, so a restart replays the write that failed here.
+			return err
+		}
+	}
+	var grew int64
 	for _, op := range b.cache {
-		b.e.caches[b.e.stripeOf(op.key)].set(op.key, op.c)
+		grew += e.caches[e.stripeOf(op.key)].install(op)
 	}
-	b.e.keys.Add(b.keys)
-	b.e.expired.Add(b.expired)
+	if grew != 0 && e.dirtyBytes.Add(grew) > e.o.DirtyBytes {
+		select {
+		case e.flushNow <- struct{}{}:
+		default:
+		}
+	}
+	e.keys.Add(b.keys)
+	e.expired.Add(b.expired)
 	return nil
 }
 
 // put writes key's record; old is the record it replaces (exists: there
 // was one), for the key count and the expiry index.
 func (b *batch) put(key []byte, m *meta, old meta, exists bool) {
-	b.b.Set(store.KeyspaceKV, metaKey(key), m.encode())
+	mk := metaKey(key)
+	b.op(opSet, mk, m.encode())
 	c := cached{m: *m, ok: true}
 	c.m.val = bytes.Clone(m.val) // m.val may point into the caller's (the network's) buffer
-	b.cache = append(b.cache, cacheOp{key: key, c: c})
+	b.cache = append(b.cache, cacheOp{key: key, c: c, prevOK: exists, prevExp: old.expireAt})
 	if !exists {
 		b.keys++
 	}
 	if exists && old.expireAt != 0 && old.expireAt != m.expireAt {
-		b.b.Delete(store.KeyspaceKV, expiryKey(old.expireAt, key))
+		b.op(opDelete, expiryKey(old.expireAt, key))
 	}
 	if m.expireAt != 0 && (!exists || old.expireAt != m.expireAt) {
-		b.b.Set(store.KeyspaceKV, expiryKey(m.expireAt, key), nil)
+		b.op(opSet, expiryKey(m.expireAt, key), nil)
 	}
 }
 
 // drop deletes key and everything it holds.
 func (b *batch) drop(key []byte, m meta) {
-	b.b.Delete(store.KeyspaceKV, metaKey(key))
-	b.cache = append(b.cache, cacheOp{key: key})
+	b.op(opDelete, metaKey(key))
+	b.cache = append(b.cache, cacheOp{key: key, prevOK: true, prevExp: m.expireAt})
 	b.keys--
 	if m.expireAt != 0 {
-		b.b.Delete(store.KeyspaceKV, expiryKey(m.expireAt, key))
+		b.op(opDelete, expiryKey(m.expireAt, key))
 	}
 	if m.typ != TypeString {
 		for _, tag := range []byte{'f', 'z'} {
 			p := memberPrefix(tag, key)
-			b.b.DeleteRange(store.KeyspaceKV, p, prefixEnd(p))
+			b.delRange(p, prefixEnd(p))
 		}
 	}
 }
 
-// background runs the reaper and, under the interval policy, the WAL sync.
+// background runs the reaper, the flushes of dirty records, checkpoints
+// and, under the interval policy, the append-only file's fsync.
 func (e *Engine) background() {
 	defer e.done.Done()
 	reap := time.NewTicker(e.o.ReapInterval)
 	defer reap.Stop()
+	flush := time.NewTicker(e.o.FlushInterval)
+	defer flush.Stop()
 	var sync <-chan time.Time
-	if e.o.SyncInterval > 0 {
+	if e.o.SyncInterval > 0 && e.aof.Load() != nil {
 		t := time.NewTicker(e.o.SyncInterval)
 		defer t.Stop()
 		sync = t.C
@@ -421,8 +717,16 @@ func (e *Engine) background() {
 		case <-e.stop:
 			return
 		case <-sync:
-			if err := e.st.SyncWAL(); err != nil {
-				e.o.Logger.Warn("kv: WAL sync failed", "err", err)
+			if err := e.aof.Load().Sync(); err != nil {
+				e.o.Logger.Warn("kv: append-only file sync failed", "err", err)
+			}
+		case <-flush.C:
+			if err := e.checkpoint(false); err != nil {
+				e.o.Logger.Warn("kv: flush of changed keys failed", "err", err)
+			}
+		case <-e.flushNow:
+			if err := e.checkpoint(false); err != nil {
+				e.o.Logger.Warn("kv: flush of changed keys failed", "err", err)
 			}
 		case <-reap.C:
 			for {
@@ -438,8 +742,76 @@ func (e *Engine) background() {
 	}
 }
 
+// checkpoint writes the dirty key records to Pebble and, when forced or
+// once the append-only file has grown by CheckpointBytes since the last
+// one, makes Pebble durable and drops the file's older segments:
+//
+//  1. rotate the file at position p: every change before p has its
+//     record in the older segments and is in memory or Pebble;
+//  2. write every dirty record to Pebble (flushDirty);
+//  3. put p in Pebble and flush Pebble's memtables to its files;
+//  4. remove the segments before p.
+//
+// A crash at any step replays from the previous checkpoint: the records
+// are whole changes in order, so replaying ones Pebble already holds ends
+// in the same state.
+func (e *Engine) checkpoint(force bool) error {
+	e.cpMu.Lock()
+	defer e.cpMu.Unlock()
+	f := e.aof.Load()
+	full := f != nil && (force || f.Size(e.cpPos) >= e.o.CheckpointBytes)
+	var p uint64
+	if full {
+		var err error
+		if p, err = f.Rotate(); err != nil {
+			return fmt.Errorf("kv: checkpoint: %w", err)
+		}
+	}
+	if err := e.flushDirty(); err != nil {
+		return err
+	}
+	if !full {
+		return nil
+	}
+	b := e.st.NewBatch()
+	b.Set(store.KeyspaceKVState, checkpointKey, binary.BigEndian.AppendUint64(nil, p))
+	if err := b.CommitSync(false); err != nil {
+		return fmt.Errorf("kv: checkpoint: %w", err)
+	}
+	if err := e.st.Flush(); err != nil {
+		return fmt.Errorf("kv: checkpoint: %w", err)
+	}
+	if err := aof.Remove(e.aofDir, p); err != nil {
+		return fmt.Errorf("kv: checkpoint: %w", err)
+	}
+	e.cpPos = p
+	return nil
+}
+
+// flushDirty writes every dirty key record to Pebble, a stripe at a time
+// under its lock, and marks it clean. A clean record may be evicted and
+// read again from Pebble, so each stripe's writes are committed before its
+// records are marked.
+func (e *Engine) flushDirty() error {
+	if e.dirtyBytes.Load() == 0 {
+		return nil
+	}
+	for i := range e.stripes {
+		e.stripes[i].Lock()
+		freed, err := e.caches[i].flush(e.st)
+		e.stripes[i].Unlock()
+		e.dirtyBytes.Add(-freed)
+		if err != nil {
+			return fmt.Errorf("kv: write changed keys: %w", err)
+		}
+	}
+	return nil
+}
+
 // Reap deletes up to ReapBatch keys whose time has passed, found through
-// the expiry index, and returns how many index entries it handled.
+// the expiry index, and returns how many index entries it handled. A key
+// whose expiry time was set since the last flush of records is not in the
+// index yet: it is reaped after the next flush (and never read meanwhile).
 func (e *Engine) Reap() (int, error) {
 	now := e.now()
 	type due struct {
@@ -458,15 +830,17 @@ func (e *Engine) Reap() (int, error) {
 	for _, d := range list {
 		unlock := e.lock(d.key)
 		b := e.newBatch()
-		v, gerr := e.st.Get(store.KeyspaceKV, metaKey(d.key))
-		if gerr == nil {
-			if m, derr := decodeMeta(v); derr == nil && m.expireAt == d.at {
-				b.drop(d.key, m)
-				b.expired++
-			}
+		m, ok, err := e.lookup(d.key)
+		if err == nil && ok && m.expireAt == d.at {
+			b.drop(d.key, m)
+			b.expired++
 		}
-		b.b.Delete(store.KeyspaceKV, expiryKey(d.at, d.key)) // a stale entry goes too
-		err := b.commit()
+		if err == nil {
+			// The index entry goes from Pebble now, stale or not, so the
+			// next round does not find it again before the flush.
+			b.del(expiryKey(d.at, d.key))
+			err = b.commit()
+		}
 		unlock()
 		if err != nil {
 			return 0, err
@@ -490,56 +864,143 @@ func (e *Engine) checkValue(v []byte) error {
 	return nil
 }
 
-// The cache: key records (type, expiry, a string's value or a
+// The record cache: key records (type, expiry, a string's value or a
 // collection's count) by key, including "no such key", so a GET or the
-// read a write starts with need no Pebble lookup for a hot key. It is
-// written through: a batch's records enter it only once committed, under
-// the key's stripe lock, so it never holds what Pebble does not. Each
-// shard has a byte budget; over it, entries go in the map's (random)
-// iteration order, a cheap approximation of random eviction.
+// read a write starts with need no Pebble lookup for a hot key.
+//
+// A record a command changed is dirty: the cache holds the only current
+// copy (the append-only file holds its history) until flushDirty writes
+// it to Pebble. Dirty records are never evicted. Clean ones mirror Pebble
+// and share each shard's byte budget; over it, a few are evicted per
+// insert, in the map's (random) iteration order, a cheap approximation of
+// random eviction.
 type cacheShard struct {
 	m      map[string]cached
 	bytes  int
 	budget int
+	dirty  []string // keys whose record is dirty, each once
 }
 
 type cached struct {
-	m  meta
-	ok bool // false: the key does not exist
+	m     meta
+	ok    bool // false: the key does not exist
+	dirty bool
+	// Of a dirty record: whether Pebble has a record for the key, and its
+	// expiry time (whose index entry Pebble holds).
+	pok  bool
+	pexp int64
 }
 
 const cacheEntryOverhead = 80 // map slot, string header, meta
 
-func (c cached) size(key []byte) int { return len(key) + len(c.m.val) + cacheEntryOverhead }
+func (c cached) size(key string) int { return len(key) + len(c.m.val) + cacheEntryOverhead }
 
+// evictScan bounds the entries an insert looks at to find clean ones to
+// evict, so a shard full of dirty records costs no full map walk.
+const evictScan = 8
+
+// set caches a clean record read from Pebble.
 func (sh *cacheShard) set(key []byte, c cached) {
 	if sh.budget <= 0 {
 		return
 	}
-	if old, ok := sh.m[string(key)]; ok {
-		sh.bytes -= old.size(key)
+	k := string(key)
+	n := c.size(k)
+	if old, ok := sh.m[k]; ok {
+		if old.dirty {
+			return // newer than what was read
+		}
+		sh.bytes -= old.size(k)
 	}
-	n := c.size(key)
 	if n > sh.budget/4 {
-		delete(sh.m, string(key)) // too big to be worth a quarter of the shard
+		delete(sh.m, k) // too big to be worth a quarter of the shard
 		return
 	}
-	sh.m[string(key)] = c
+	sh.m[k] = c
 	sh.bytes += n
-	for k, v := range sh.m {
-		if sh.bytes <= sh.budget {
-			break
+	sh.evict(k, evictScan)
+}
+
+// install puts a committed change in the cache, dirty, and returns how
+// many dirty bytes that added.
+func (sh *cacheShard) install(op cacheOp) int64 {
+	k := string(op.key)
+	c := op.c
+	c.dirty = true
+	old, had := sh.m[k]
+	var was int
+	if had {
+		sh.bytes -= old.size(k)
+		if old.dirty {
+			c.pok, c.pexp = old.pok, old.pexp
+			was = old.size(k)
 		}
-		if k != string(key) {
-			sh.bytes -= v.size([]byte(k))
+	}
+	if !had || !old.dirty {
+		c.pok, c.pexp = op.prevOK, op.prevExp
+		sh.dirty = append(sh.dirty, k)
+	}
+	sh.m[k] = c
+	n := c.size(k)
+	sh.bytes += n
+	sh.evict(k, evictScan)
+	return int64(n - was)
+}
+
+// evict drops clean entries other than keep while the shard is over its
+// budget, looking at limit entries at most (<0: all).
+func (sh *cacheShard) evict(keep string, limit int) {
+	if sh.bytes <= sh.budget {
+		return
+	}
+	looked := 0
+	for k, v := range sh.m {
+		if sh.bytes <= sh.budget || looked == limit {
+			return
+		}
+		looked++
+		if !v.dirty && k != keep {
+			sh.bytes -= v.size(k)
 			delete(sh.m, k)
 		}
 	}
 }
 
-func (sh *cacheShard) remove(key []byte) {
-	if old, ok := sh.m[string(key)]; ok {
-		sh.bytes -= old.size(key)
-		delete(sh.m, string(key))
+// flush writes the shard's dirty records to Pebble, with the expiry index
+// entries that change, and marks them clean; it returns the dirty bytes
+// it cleared. Call with the stripe held.
+func (sh *cacheShard) flush(st *store.Store) (int64, error) {
+	if len(sh.dirty) == 0 {
+		return 0, nil
 	}
+	b := st.NewBatch()
+	for _, k := range sh.dirty {
+		c := sh.m[k]
+		key := []byte(k)
+		switch {
+		case c.ok:
+			b.Set(store.KeyspaceKV, metaKey(key), c.m.encode())
+		case c.pok:
+			b.Delete(store.KeyspaceKV, metaKey(key))
+		}
+		if c.pok && c.pexp != 0 && (!c.ok || c.m.expireAt != c.pexp) {
+			b.Delete(store.KeyspaceKV, expiryKey(c.pexp, key))
+		}
+		if c.ok && c.m.expireAt != 0 && (!c.pok || c.m.expireAt != c.pexp) {
+			b.Set(store.KeyspaceKV, expiryKey(c.m.expireAt, key), nil)
+		}
+	}
+	if err := b.CommitSync(false); err != nil {
+		return 0, err
+	}
+	var freed int64
+	for _, k := range sh.dirty {
+		c := sh.m[k]
+		freed += int64(c.size(k))
+		c.dirty, c.pok, c.pexp = false, false, 0
+		sh.m[k] = c
+	}
+	sh.dirty = sh.dirty[:0]
+	sh.evict("", -1) // all clean now: back within the budget
+	return freed, nil
 }

@@ -2,6 +2,8 @@ package kv
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,17 +18,16 @@ func (c *clock) now() time.Time { return time.UnixMilli(c.ms.Load()) }
 
 func open(t *testing.T, dir string, c *clock) (*Engine, *store.Store) {
 	t.Helper()
-	st, err := store.Open(dir, store.Options{InMemory: dir == ""})
+	e, err := Open(Options{Dir: dir, InMemory: dir == "", Now: c.now, ReapInterval: time.Hour, ReapBatch: 3,
+		Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := Open(Options{Store: st, Now: c.now, ReapInterval: time.Hour, ReapBatch: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close(); st.Close() })
-	return e, st
+	t.Cleanup(e.Close)
+	return e, e.st
 }
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func must[T any](t *testing.T) func(T, error) T {
 	return func(v T, err error) T {
@@ -85,6 +86,14 @@ func TestTTL(t *testing.T) {
 		t.Fatalf("re-created hash kept the old ttl: %d", ttl)
 	}
 	keysBefore := e.DBSize()
+	// The expiry index reaches Pebble with the key records (flushDirty):
+	// before that, the reaper finds nothing (and reads return nothing).
+	if n := must[int](t)(e.Reap()); n != 0 {
+		t.Fatalf("reap before the flush handled %d", n)
+	}
+	if err := e.flushDirty(); err != nil {
+		t.Fatal(err)
+	}
 	// Re-creating h deleted its expiry entry (and counted the expiry);
 	// the reaper finds s and set.
 	if n := must[int](t)(e.Reap()); n != 2 {
@@ -139,6 +148,9 @@ func TestCollections(t *testing.T) {
 		t.Fatalf("rank %d", r)
 	}
 	must[int](t)(e.Del(bs("z2")))
+	if err := e.flushDirty(); err != nil {
+		t.Fatal(err)
+	}
 	left := 0
 	st.Iterate(store.KeyspaceKV, nil, nil, false, func(k, _ []byte) bool { left++; return true })
 	if left != 0 || e.DBSize() != 0 {
@@ -230,18 +242,13 @@ func TestReopen(t *testing.T) {
 	dir := t.TempDir()
 	c := &clock{}
 	c.ms.Store(5000)
-	st, err := store.Open(dir, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := Open(Options{Store: st, Now: c.now, ReapInterval: time.Hour})
+	e, err := Open(Options{Dir: dir, Now: c.now, ReapInterval: time.Hour, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	must[SetResult](t)(e.Set([]byte("s"), []byte("v"), SetOpts{ExpireAt: 9000}))
 	must[int](t)(e.HSet([]byte("h"), bs("a", "1", "b", "2"), false))
 	e.Close()
-	st.Close()
 
 	e2, _ := open(t, dir, c)
 	if e2.DBSize() != 2 {
@@ -280,12 +287,7 @@ func TestGlob(t *testing.T) {
 // every read is still right (misses go to Pebble) and no shard holds more
 // than its budget; overwrites and deletes are seen at once.
 func TestCacheStaysWithinBudget(t *testing.T) {
-	st, err := store.Open("", store.Options{InMemory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	e, err := Open(Options{Store: st, CacheBytes: nStripes * 1024, ReapInterval: time.Hour})
+	e, err := Open(Options{InMemory: true, CacheBytes: nStripes * 1024, ReapInterval: time.Hour, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,6 +311,11 @@ func TestCacheStaysWithinBudget(t *testing.T) {
 	}
 	if _, ok, _ := e.Get([]byte("k14")); ok {
 		t.Fatal("deleted key still read")
+	}
+	// Changed records are held until written to Pebble; after that the
+	// budget holds.
+	if err := e.flushDirty(); err != nil {
+		t.Fatal(err)
 	}
 	for i := range e.caches {
 		sh := &e.caches[i]

@@ -58,7 +58,7 @@ func (e *Engine) HSet(key []byte, pairs [][]byte, nx bool) (int, error) {
 			added++
 			seen[string(f)] = true
 		}
-		b.b.Set(store.KeyspaceKV, memberKey(key, f), pairs[i+1])
+		b.set(memberKey(key, f), pairs[i+1])
 	}
 	if added == 0 && nx {
 		return 0, b.commit()
@@ -115,7 +115,7 @@ func (e *Engine) delMembers(key []byte, t Type, members [][]byte) (int, error) {
 			return 0, err
 		}
 		if there {
-			b.b.Delete(store.KeyspaceKV, memberKey(key, f))
+			b.del(memberKey(key, f))
 			n++
 		}
 	}
@@ -232,7 +232,7 @@ func (e *Engine) hUpdate(key, field []byte, fn func(old []byte, had bool) ([]byt
 	if err != nil {
 		return err
 	}
-	b.b.Set(store.KeyspaceKV, memberKey(key, field), nv)
+	b.set(memberKey(key, field), nv)
 	nm := m
 	nm.typ = TypeHash
 	if !had {

@@ -90,7 +90,7 @@ func (e *Engine) Rename(src, dst []byte, nx bool) (bool, error) {
 		for _, tag := range []byte{'f', 'z'} {
 			sp, dp := memberPrefix(tag, src), memberPrefix(tag, dst)
 			err := e.st.Iterate(store.KeyspaceKV, sp, prefixEnd(sp), false, func(k, v []byte) bool {
-				b.b.Set(store.KeyspaceKV, append(append([]byte(nil), dp...), k[len(sp):]...), v)
+				b.set(append(append([]byte(nil), dp...), k[len(sp):]...), v)
 				return true
 			})
 			if err != nil {
@@ -178,16 +178,22 @@ func (e *Engine) FlushDB() error {
 			e.stripes[i].Unlock()
 		}
 	}()
-	b := e.st.NewBatch()
-	b.DeletePrefix(store.KeyspaceKV, nil)
-	err := b.Commit()
-	for i := range e.caches {
-		// Emptied even if the commit failed: the next reads go to Pebble.
-		e.caches[i].m, e.caches[i].bytes = make(map[string]cached), 0
-	}
+	b := e.newBatch()
+	b.op(opDeleteAll)
+	b.pebble().DeletePrefix(store.KeyspaceKV, nil)
+	err := b.commit()
 	if err != nil {
 		return err
 	}
+	var dirty int64
+	for i := range e.caches {
+		sh := &e.caches[i]
+		for _, k := range sh.dirty {
+			dirty += int64(sh.m[k].size(k))
+		}
+		sh.m, sh.bytes, sh.dirty = make(map[string]cached), 0, nil
+	}
+	e.dirtyBytes.Add(-dirty)
 	e.keys.Store(0)
 	return nil
 }
@@ -208,6 +214,11 @@ type ScanOpts struct {
 func (e *Engine) Scan(cursor uint64, o ScanOpts) (keys [][]byte, next uint64, err error) {
 	if o.Count <= 0 {
 		o.Count = 10
+	}
+	// The scan reads Pebble, so the records changed since the last flush
+	// are written first.
+	if err := e.flushDirty(); err != nil {
+		return nil, 0, err
 	}
 	now := e.now()
 	lo := binary.BigEndian.AppendUint64([]byte{'m'}, cursor)

@@ -2,8 +2,6 @@ package kv
 
 import (
 	"sort"
-
-	"github.com/flowmesh/flowmesh/kv/store"
 )
 
 // SAdd adds members and returns how many were new.
@@ -36,7 +34,7 @@ func (e *Engine) SAdd(key []byte, members [][]byte) (int, error) {
 			}
 		}
 		if !there {
-			b.b.Set(store.KeyspaceKV, memberKey(key, mem), nil)
+			b.set(memberKey(key, mem), nil)
 			added++
 		}
 	}

@@ -121,13 +121,13 @@ func (e *Engine) ZAdd(key []byte, o ZAddOpts, items []ScoredMember) (n int, incr
 			continue
 		}
 		if c.there {
-			b.b.Delete(store.KeyspaceKV, indexKey(key, c.score, it.Member))
+			b.del(indexKey(key, c.score, it.Member))
 			changed++
 		} else {
 			added++
 		}
-		b.b.Set(store.KeyspaceKV, memberKey(key, it.Member), encodeScore(score))
-		b.b.Set(store.KeyspaceKV, indexKey(key, score, it.Member), nil)
+		b.set(memberKey(key, it.Member), encodeScore(score))
+		b.set(indexKey(key, score, it.Member), nil)
 		pending[string(it.Member)] = cur{score, true}
 	}
 	if added > 0 || changed > 0 {
@@ -164,8 +164,8 @@ func (e *Engine) ZRem(key []byte, members [][]byte) (int, error) {
 			return 0, err
 		}
 		if there {
-			b.b.Delete(store.KeyspaceKV, memberKey(key, mem))
-			b.b.Delete(store.KeyspaceKV, indexKey(key, decodeScore(v), mem))
+			b.del(memberKey(key, mem))
+			b.del(indexKey(key, decodeScore(v), mem))
 			n++
 		}
 	}
@@ -400,8 +400,8 @@ func (e *Engine) ZPop(key []byte, count int, max bool) ([]ScoredMember, error) {
 		return nil, err
 	}
 	for _, sm := range out {
-		b.b.Delete(store.KeyspaceKV, memberKey(key, sm.Member))
-		b.b.Delete(store.KeyspaceKV, indexKey(key, sm.Score, sm.Member))
+		b.del(memberKey(key, sm.Member))
+		b.del(indexKey(key, sm.Score, sm.Member))
 	}
 	e.shrink(b, key, m, len(out))
 	return out, b.commit()

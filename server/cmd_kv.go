@@ -44,6 +44,12 @@ func (s *Server) kvRun(c *Call, args [][]byte) {
 	}
 	rc.w.B = rc.w.B[:0]
 	rc.run(args)
+	if err := s.kv.Barrier(); err != nil {
+		// The write is applied in memory but not durable: no success
+		// reply for it.
+		c.Err(protocol.Errorf(protocol.CodeStorage, "KV write not durable: %v", err))
+		return
+	}
 	out := rc.w.B
 	if len(out) > 0 && out[0] == '-' {
 		c.Err(nativeKVError(out[1 : len(out)-2]))

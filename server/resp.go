@@ -13,9 +13,10 @@ import (
 
 // The Redis-compatible port: the same netpoll core as the protocol port,
 // a RESP parser, and a command table over the KV engine. Commands run on
-// the connection's loop and answer at once: a KV write is one Pebble
-// commit, which under the interval and none policies does not wait for the
-// disk (the engine fsyncs Pebble's WAL every fsync_interval).
+// the connection's loop; the replies of one read go out after one
+// barrier of the engine's append-only file (a write call, and an fsync
+// under the always policy; the engine fsyncs every fsync_interval under
+// interval).
 
 // respCmd is one command of the table.
 type respCmd struct {
@@ -76,37 +77,61 @@ func (h *respHandler) OnOpen(c *netpoll.Conn) []byte {
 
 func (h *respHandler) OnClose(c *netpoll.Conn, err error) {}
 
-// Feed runs every complete command in in.
+// Feed runs every complete command in in. The replies go out only after
+// the KV engine's barrier: every write they acknowledge is in the
+// append-only file by then (fsynced under the always policy), one write
+// call for all the commands of this read.
 func (h *respHandler) Feed(c *netpoll.Conn, in []byte) (int, int, bool) {
 	rc := c.Session.(*respConn)
 	s := (*Server)(h)
 	lim := resp.Limits{MaxBulk: s.cfg.MaxPayload + 1024, MaxInline: s.cfg.MaxControlLine}
 	consumed := 0
 	rc.w.B = c.Buf()
+	start := len(rc.w.B)
 	for consumed < len(in) {
 		args, n, need, err := resp.Parse(in[consumed:], rc.args, lim)
 		rc.args = args[:0]
 		if err != nil {
 			s.protoErrors.Add(1)
 			rc.w.Error("ERR " + err.Error())
-			c.CloseAfter(rc.w.B)
-			return len(in), 0, true
+			return len(in), 0, rc.closeAfter(c, start)
 		}
 		if n == 0 {
-			c.Commit(rc.w.B)
-			return consumed, need, false // need counts from in[consumed:], what stays buffered
+			return consumed, need, rc.commit(c, start) // need counts from in[consumed:], what stays buffered
 		}
 		consumed += n
 		if len(args) == 0 {
 			continue
 		}
 		if quit := rc.run(args); quit {
-			c.CloseAfter(rc.w.B)
-			return len(in), 0, true
+			return len(in), 0, rc.closeAfter(c, start)
 		}
 	}
+	return consumed, 0, rc.commit(c, start)
+}
+
+// commit sends the replies written since start once the engine's writes
+// are durable; if the append-only file failed, it sends none of them (the
+// client cannot tell which writes were kept, as after a crash) and closes
+// with the error. It reports whether the connection closes.
+func (rc *respConn) commit(c *netpoll.Conn, start int) bool {
+	if err := rc.srv.kv.Barrier(); err != nil {
+		rc.srv.log.Error("resp: KV writes not durable; closing the connection without their replies", "err", err)
+		rc.w.B = rc.w.B[:start]
+		rc.w.Error("ERR " + err.Error())
+		c.CloseAfter(rc.w.B)
+		return true
+	}
 	c.Commit(rc.w.B)
-	return consumed, 0, false
+	return false
+}
+
+// closeAfter is commit for the last replies of a connection that closes.
+func (rc *respConn) closeAfter(c *netpoll.Conn, start int) bool {
+	if !rc.commit(c, start) {
+		c.CloseAfter(nil)
+	}
+	return true
 }
 
 // run executes one command; it reports whether the client asked to quit.
@@ -158,8 +183,9 @@ func (rc *respConn) fail(err error) {
 	rc.w.Error("ERR " + err.Error())
 }
 
-func (s *Server) kvOptions() kv.Options {
-	o := kv.Options{Store: s.store, Logger: s.log, MaxValueBytes: s.cfg.MaxPayload}
+func (s *Server) kvOptions(dir string) kv.Options {
+	o := kv.Options{Dir: dir, InMemory: s.cfg.InMemory, Legacy: s.store, Logger: s.log,
+		MaxValueBytes: s.cfg.MaxPayload, SyncEach: s.cfg.Fsync == "always"}
 	if s.cfg.Fsync == "interval" {
 		o.SyncInterval = time.Duration(s.cfg.FsyncInterval)
 	}

@@ -159,7 +159,7 @@ func (s *Server) Start() error {
 		return fail(err)
 	}
 	undo = append(undo, func() { s.queues.Close() })
-	if s.kv, err = kv.Open(s.kvOptions()); err != nil {
+	if s.kv, err = kv.Open(s.kvOptions(filepath.Join(logRoot, "kv"))); err != nil {
 		return fail(err)
 	}
 	undo = append(undo, s.kv.Close)

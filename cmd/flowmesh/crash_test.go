@@ -42,9 +42,15 @@ func freeAddr(t *testing.T) string {
 // startChild runs a real server process on dir and addr.
 func startChild(t *testing.T, dir, addr string) *exec.Cmd {
 	t.Helper()
+	return startChildFsync(t, dir, addr, "always")
+}
+
+// startChildFsync is startChild under the given fsync policy.
+func startChildFsync(t *testing.T, dir, addr, policy string) *exec.Cmd {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FLOWMESH_CRASH_CHILD=server --data-dir "+dir+" --addr "+addr+
-		" --http-addr off --fsync always --log-level error")
+		" --http-addr off --fsync "+policy+" --log-level error")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -12,18 +12,32 @@ import (
 )
 
 // TestKVKill9 kills the server (SIGKILL of a real process) while writers
-// run SETs, HSETs and INCRs under fsync=always. After the restart every
+// run SETs, HSETs and INCRs, twice (the second life starts from the
+// first's replayed append-only file), under fsync=always and under
+// interval: a write is acknowledged after its record is written, so a
+// killed process loses none under either. After each restart every
 // acknowledged write is there: the last acknowledged value of each key,
 // each hash field, and a counter at least as high as its last
 // acknowledged INCR (an INCR cut off before its reply may or may not have
-// landed, never more than once).
+// landed, never more than once); and no command is half there: a hash's
+// count is its number of fields.
 func TestKVKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test")
 	}
-	dir := t.TempDir()
-	addr := freeAddr(t)
-	child := startChild(t, dir, addr)
+	for _, policy := range []string{"always", "interval"} {
+		t.Run(policy, func(t *testing.T) {
+			dir := t.TempDir()
+			addr := freeAddr(t)
+			for life := 0; life < 2; life++ {
+				kvKillOnce(t, dir, addr, policy)
+			}
+		})
+	}
+}
+
+func kvKillOnce(t *testing.T, dir, addr, policy string) {
+	child := startChildFsync(t, dir, addr, policy)
 	defer func() { child.Process.Kill(); child.Wait() }()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -97,7 +111,7 @@ func TestKVKill9(t *testing.T) {
 	close(killed)
 	wg.Wait()
 
-	child = startChild(t, dir, addr)
+	child = startChildFsync(t, dir, addr, policy)
 	fm, err := flowmesh.Connect(ctx, addr)
 	if err != nil {
 		t.Fatal(err)
@@ -124,6 +138,9 @@ func TestKVKill9(t *testing.T) {
 			if v := string(h[f]); v != want && !later(v, want) {
 				t.Fatalf("w%d:h.%s = %q, acknowledged %s", w, f, v, want)
 			}
+		}
+		if n, err := fm.KV.HLen(ctx, fmt.Sprint("w", w, ":h")); err != nil || n != int64(len(h)) {
+			t.Fatalf("w%d:h counts %d fields, holds %d (%v)", w, n, len(h), err)
 		}
 		v, _, err := fm.KV.Get(ctx, fmt.Sprint("w", w, ":n"))
 		n, _ := strconv.ParseInt(string(v), 10, 64)

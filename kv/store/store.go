@@ -16,10 +16,11 @@ import (
 type Keyspace byte
 
 const (
-	KeyspaceLog    Keyspace = 'L' // commit-log metadata: low-water marks, config
-	KeyspaceStream Keyspace = 'S' // topics, consumer-group offsets
-	KeyspaceQueue  Keyspace = 'Q' // queue state
-	KeyspaceKV     Keyspace = 'K' // the KV cache
+	KeyspaceLog     Keyspace = 'L' // commit-log metadata: low-water marks, config
+	KeyspaceStream  Keyspace = 'S' // topics, consumer-group offsets
+	KeyspaceQueue   Keyspace = 'Q' // queue state
+	KeyspaceKV      Keyspace = 'K' // the KV cache
+	KeyspaceKVState Keyspace = 'k' // the KV engine's own state: its checkpoint
 )
 
 // ErrNotFound is returned by Get for a missing key.
@@ -30,6 +31,15 @@ type Options struct {
 	InMemory bool         // keep nothing on disk (Pebble's in-memory FS)
 	Sync     bool         // fsync every write (the node's "always" policy)
 	Logger   *slog.Logger // Pebble's own log lines go here, at debug level
+	// NoWAL turns Pebble's write-ahead log off: an owner with a log of
+	// its own (the KV engine's append-only file) makes writes durable,
+	// and a write reaches Pebble's files only by a memtable flush.
+	// BeforeFlush runs before every flush writes anything, so that the
+	// owner can make its own log durable first (no change may be on disk
+	// in Pebble before its log record). It runs with Pebble's mutex held:
+	// it must not call the store.
+	NoWAL       bool
+	BeforeFlush func()
 }
 
 // Store is the node's Pebble database.
@@ -58,6 +68,16 @@ func Open(dir string, o Options) (*Store, error) {
 	}
 	if o.InMemory {
 		po.FS = vfs.NewMem()
+	}
+	if o.NoWAL {
+		po.DisableWAL = true
+		if o.Sync {
+			return nil, fmt.Errorf("store: open %s: a store without WAL cannot fsync each write", dir)
+		}
+	}
+	if o.BeforeFlush != nil {
+		fn := o.BeforeFlush
+		po.EventListener = &pebble.EventListener{FlushBegin: func(pebble.FlushInfo) { fn() }}
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
@@ -170,6 +190,15 @@ func (s *Store) SyncWAL() error {
 	return nil
 }
 
+// Flush writes Pebble's memtables to its files and waits for it: with
+// NoWAL, what was written before becomes durable.
+func (s *Store) Flush() error {
+	if err := s.db.Flush(); err != nil {
+		return fmt.Errorf("store: flush: %w", err)
+	}
+	return nil
+}
+
 // Syncs reports whether every write is fsynced (the always policy).
 func (s *Store) Syncs() bool { return s.wo == pebble.Sync }
 
@@ -200,6 +229,9 @@ func (b *Batch) DeletePrefix(ks Keyspace, prefix []byte) {
 func (b *Batch) DeleteRange(ks Keyspace, from, to []byte) {
 	_ = b.b.DeleteRange(key(ks, from), key(ks, to), nil)
 }
+
+// Discard releases the batch without applying it.
+func (b *Batch) Discard() { _ = b.b.Close() }
 
 // Empty reports whether nothing was added.
 func (b *Batch) Empty() bool { return b.b.Empty() }

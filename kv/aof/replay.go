@@ -1,0 +1,105 @@
+package aof
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+)
+
+// ErrCorrupt marks a damaged record that is not a torn write: valid
+// records follow it, so cutting the file there would lose acknowledged
+// changes.
+var ErrCorrupt = errors.New("aof: corrupt record")
+
+// Replay calls fn with every record of the segments at or after from, in
+// order, and returns the position after the last one. Segments before
+// from are left alone (Remove deletes them).
+//
+// The recovery rule is the commit log's: a bad record (short, or its CRC
+// wrong) with no valid record after it in the last segment is a torn
+// write: the segment is cut there, and what was torn was never
+// acknowledged. A bad record followed by a valid one, or one in any other
+// segment, is corruption: Replay stops with ErrCorrupt, naming the file
+// and byte, and cuts nothing.
+func Replay(dir string, from uint64, fn func(rec []byte) error) (uint64, error) {
+	segs, err := segments(dir)
+	if err != nil {
+		return 0, err
+	}
+	end := from
+	for i, s := range segs {
+		if s < from {
+			continue
+		}
+		if s != end {
+			return 0, fmt.Errorf("%w: segment %s starts at %d, but the records before end at %d",
+				ErrCorrupt, segName(s), s, end)
+		}
+		path := filepath.Join(dir, segName(s))
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return 0, fmt.Errorf("aof: replay: %w", err)
+		}
+		n, bad := scan(data, fn)
+		if bad != nil {
+			return 0, fmt.Errorf("aof: replay %s: %w", path, bad)
+		}
+		if n < len(data) {
+			if i != len(segs)-1 || validAfter(data, n) {
+				return 0, fmt.Errorf("%w: %s at byte %d of %d", ErrCorrupt, path, n, len(data))
+			}
+			if err := os.Truncate(path, int64(n)); err != nil {
+				return 0, fmt.Errorf("aof: cut torn write: %w", err)
+			}
+		}
+		end = s + uint64(n)
+	}
+	return end, nil
+}
+
+// scan calls fn for each whole, valid record of data and returns where
+// the valid records end; bad is fn's error, which stops it.
+func scan(data []byte, fn func(rec []byte) error) (n int, bad error) {
+	for n < len(data) {
+		rec, ok := recordAt(data, n)
+		if !ok {
+			return n, nil
+		}
+		if err := fn(rec); err != nil {
+			return n, err
+		}
+		n += headerSize + len(rec)
+	}
+	return n, nil
+}
+
+// recordAt returns the record at data[off:] if it is whole and its CRC
+// holds.
+func recordAt(data []byte, off int) ([]byte, bool) {
+	if len(data)-off < headerSize {
+		return nil, false
+	}
+	l := binary.LittleEndian.Uint32(data[off:])
+	if l > MaxRecord || uint64(l) > uint64(len(data)-off-headerSize) {
+		return nil, false
+	}
+	rec := data[off+headerSize : off+headerSize+int(l)]
+	if maskCRC(crc32.Checksum(rec, castagnoli)) != binary.LittleEndian.Uint32(data[off+4:]) {
+		return nil, false
+	}
+	return rec, true
+}
+
+// validAfter reports whether a valid record starts anywhere after the
+// bad one at off. Only run on a bad tail, which a torn write keeps short.
+func validAfter(data []byte, off int) bool {
+	for o := off + 1; o+headerSize <= len(data); o++ {
+		if rec, ok := recordAt(data, o); ok && len(rec) > 0 {
+			return true
+		}
+	}
+	return false
+}

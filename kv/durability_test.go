@@ -1,0 +1,234 @@
+package kv
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowmesh/flowmesh/kv/store"
+)
+
+// crash stops e as a kill would after its last barrier: no checkpoint,
+// no flush of Pebble's memtables (the engine's Pebble has no WAL, so what
+// they held is gone), no write of records appended after the barrier.
+func (e *Engine) crash() {
+	close(e.stop)
+	e.done.Wait()
+	if f := e.aof.Load(); f != nil {
+		f.CloseUnwritten()
+	}
+	e.st.Close()
+}
+
+// dump reads the state of keys through the engine, without changing it
+// (no SCAN: that writes the changed records to Pebble first).
+func dump(t *testing.T, e *Engine, keys []string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, k := range keys {
+		key := []byte(k)
+		tp := must[Type](t)(e.TypeOf(key))
+		ttl := must[int64](t)(e.TTL(key))
+		fmt.Fprintf(&b, "%s %v ttl=%d ", k, tp, ttl)
+		switch tp {
+		case TypeString:
+			v, _, _ := e.Get(key)
+			fmt.Fprintf(&b, "%q", v)
+		case TypeHash:
+			fmt.Fprintf(&b, "%q len=%d", must[[][]byte](t)(e.HGetAll(key, true, true)), must[int64](t)(e.HLen(key)))
+		case TypeSet:
+			ms := must[[][]byte](t)(e.SMembers(key))
+			slices.SortFunc(ms, func(a, b []byte) int { return strings.Compare(string(a), string(b)) })
+			fmt.Fprintf(&b, "%q card=%d", ms, must[int64](t)(e.SCard(key)))
+		case TypeZSet:
+			fmt.Fprintf(&b, "%v card=%d", must[[]ScoredMember](t)(e.ZRange(key, RangeOpts{By: "index", Start: 0, Stop: -1})),
+				must[int64](t)(e.ZCard(key)))
+		}
+		b.WriteString("\n")
+	}
+	fmt.Fprintf(&b, "dbsize=%d\n", e.DBSize())
+	return b.String()
+}
+
+// TestCrashReplay: commands of every kind, some before a checkpoint and
+// some after, then a crash; the reopened engine (replaying the
+// append-only file over what Pebble kept) reads exactly what the crashed
+// one did, and the replayed segments are gone after its checkpoint.
+func TestCrashReplay(t *testing.T) {
+	dir := t.TempDir()
+	c := &clock{}
+	c.ms.Store(1_000_000)
+	o := Options{Dir: dir, Now: c.now, ReapInterval: time.Hour, FlushInterval: time.Hour, Logger: quiet}
+	e, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := c.ms.Load()
+	keys := []string{"s", "t", "n", "h", "z", "set", "gone", "moved", "retyped", "dropped"}
+	step := func(phase int) {
+		p := fmt.Sprint(phase)
+		must[SetResult](t)(e.Set([]byte("s"), []byte("v"+p), SetOpts{}))
+		must[SetResult](t)(e.Set([]byte("t"), []byte("ttl"+p), SetOpts{ExpireAt: now + 60_000}))
+		must[int64](t)(e.IncrBy([]byte("n"), 5))
+		must[int](t)(e.HSet([]byte("h"), bs("a"+p, "1", "b", p), false))
+		must[int](t)(e.HDel([]byte("h"), bs("a0")))
+		must[int](t)(func() (int, error) {
+			n, _, _, err := e.ZAdd([]byte("z"), ZAddOpts{}, []ScoredMember{{[]byte("m" + p), float64(phase)}, {[]byte("x"), -1}})
+			return n, err
+		}())
+		must[int](t)(e.SAdd([]byte("set"), bs("a", p)))
+		must[int](t)(e.SRem([]byte("set"), bs("0")))
+		must[SetResult](t)(e.Set([]byte("gone"), []byte("x"), SetOpts{}))
+		must[int](t)(e.Del(bs("gone")))
+		must[SetResult](t)(e.Set([]byte("src"+p), []byte("moving"), SetOpts{}))
+		must[bool](t)(e.Rename([]byte("src"+p), []byte("moved"), false))
+		// A string that becomes a hash, and a hash that is deleted.
+		must[SetResult](t)(e.Set([]byte("retyped"), []byte("str"), SetOpts{}))
+		must[int](t)(e.Del(bs("retyped")))
+		must[int](t)(e.HSet([]byte("retyped"), bs("f", p), false))
+		must[int](t)(e.HSet([]byte("dropped"), bs("f", p), false))
+		must[bool](t)(e.Expire([]byte("dropped"), now+30_000, ExpireOpts{}))
+		must[int](t)(e.Del(bs("dropped")))
+		if err := e.Barrier(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step(0)
+	if err := e.checkpoint(true); err != nil {
+		t.Fatal(err)
+	}
+	step(1)
+	e.flushDirty() // some changed records reach Pebble's memtable, and are lost with it
+	step(2)
+	want := dump(t, e, keys)
+	e.crash()
+
+	e2, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	if got := dump(t, e2, keys); got != want {
+		t.Fatalf("after the crash:\n%s\nbefore:\n%s", got, want)
+	}
+	// The replayed segments went with the checkpoint Open made.
+	segs, _ := filepath.Glob(filepath.Join(dir, "aof", "*.aof"))
+	if len(segs) != 1 {
+		t.Fatalf("segments after recovery: %v", segs)
+	}
+	if fi, _ := os.Stat(segs[0]); fi.Size() != 0 {
+		t.Fatalf("the new segment holds %d bytes already", fi.Size())
+	}
+	// And the reaper still finds t's expiry (in the index after replay).
+	c.ms.Add(60_000)
+	if n := must[int](t)(e2.Reap()); n != 1 {
+		t.Fatalf("reap after replay handled %d index entries, want 1 (t)", n)
+	}
+}
+
+// TestFlushDBReplay: FLUSHDB is a record too; keys written after it are
+// all that a crash leaves.
+func TestFlushDBReplay(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{Dir: dir, FlushInterval: time.Hour, ReapInterval: time.Hour, Logger: quiet}
+	e, _ := Open(o)
+	must[SetResult](t)(e.Set([]byte("a"), []byte("1"), SetOpts{}))
+	must[int](t)(e.HSet([]byte("h"), bs("f", "v"), false))
+	e.checkpoint(true)
+	if err := e.FlushDB(); err != nil {
+		t.Fatal(err)
+	}
+	must[SetResult](t)(e.Set([]byte("b"), []byte("2"), SetOpts{}))
+	e.Barrier()
+	e.crash()
+	e2, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close()
+	keys := must[[][]byte](t)(e2.Keys([]byte("*")))
+	if len(keys) != 1 || string(keys[0]) != "b" || e2.DBSize() != 1 {
+		t.Fatalf("keys after FLUSHDB and a crash: %q (dbsize %d)", keys, e2.DBSize())
+	}
+}
+
+// TestExpiryIndexAfterFlush: the expiry index Pebble gets from flushes
+// has one entry per key with a TTL, at its current time, however often
+// the TTL changed or the key went between flushes.
+func TestExpiryIndexAfterFlush(t *testing.T) {
+	e, st := open(t, "", &clock{})
+	entries := func() (out []string) {
+		t.Helper()
+		if err := e.flushDirty(); err != nil {
+			t.Fatal(err)
+		}
+		st.Iterate('K', []byte{'x'}, []byte{'y'}, false, func(k, _ []byte) bool {
+			out = append(out, fmt.Sprintf("%d:%s", int64(binary.BigEndian.Uint64(k[1:9])), k[9:]))
+			return true
+		})
+		return out
+	}
+	must[SetResult](t)(e.Set([]byte("a"), []byte("1"), SetOpts{ExpireAt: 100}))
+	must[SetResult](t)(e.Set([]byte("b"), []byte("1"), SetOpts{ExpireAt: 100}))
+	if got := fmt.Sprint(entries()); got != "[100:a 100:b]" {
+		t.Fatalf("index %s", got)
+	}
+	must[bool](t)(e.Expire([]byte("a"), 200, ExpireOpts{}))
+	must[bool](t)(e.Expire([]byte("a"), 300, ExpireOpts{}))
+	must[bool](t)(e.Persist([]byte("b")))
+	must[bool](t)(e.Expire([]byte("b"), 400, ExpireOpts{}))
+	must[int](t)(e.HSet([]byte("h"), bs("f", "v"), false))
+	must[bool](t)(e.Expire([]byte("h"), 500, ExpireOpts{}))
+	must[int](t)(e.Del(bs("h")))
+	if got := fmt.Sprint(entries()); got != "[300:a 400:b]" {
+		t.Fatalf("index %s", got)
+	}
+	must[int](t)(e.Del(bs("a")))
+	must[bool](t)(e.Persist([]byte("b")))
+	if got := fmt.Sprint(entries()); got != "[]" {
+		t.Fatalf("index %s", got)
+	}
+}
+
+// TestMigrateLegacy: KV data in the node's shared database (where the
+// engine kept it before it had its own) is moved on Open and gone from
+// there.
+func TestMigrateLegacy(t *testing.T) {
+	dir := t.TempDir()
+	legacy, err := store.Open(filepath.Join(dir, "meta"), store.Options{Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer legacy.Close()
+	b := legacy.NewBatch()
+	str := meta{typ: TypeString, val: []byte("old value")}
+	b.Set(store.KeyspaceKV, metaKey([]byte("s")), str.encode())
+	h := meta{typ: TypeHash, count: 1}
+	b.Set(store.KeyspaceKV, metaKey([]byte("h")), h.encode())
+	b.Set(store.KeyspaceKV, memberKey([]byte("h"), []byte("f")), []byte("v"))
+	b.Set(store.KeyspaceQueue, []byte("not ours"), []byte("kept"))
+	if err := b.CommitSync(true); err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(Options{Dir: filepath.Join(dir, "kv"), Legacy: legacy, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if v, ok, _ := e.Get([]byte("s")); !ok || string(v) != "old value" {
+		t.Fatalf("s after the move: %q %v", v, ok)
+	}
+	if v, ok, _ := e.HGet([]byte("h"), []byte("f")); !ok || string(v) != "v" || e.DBSize() != 2 {
+		t.Fatalf("h.f after the move: %q %v, dbsize %d", v, ok, e.DBSize())
+	}
+	left := 0
+	legacy.Scan(store.KeyspaceKV, nil, func(_, _ []byte) bool { left++; return true })
+	if v, err := legacy.Get(store.KeyspaceQueue, []byte("not ours")); left != 0 || err != nil || string(v) != "kept" {
+		t.Fatalf("legacy database after the move: %d KV records left, queue record %q %v", left, v, err)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +166,7 @@ func Open(o Options) (*Engine, error) {
 	e := &Engine{o: o, seed: maphash.MakeSeed(), stop: make(chan struct{}), flushNow: make(chan struct{}, 1),
 		aofDir: filepath.Join(o.Dir, "aof")}
 	for i := range e.caches {
-		e.caches[i] = cacheShard{m: make(map[string]cached), budget: max(o.CacheBytes, 0) / nStripes}
+		e.caches[i] = cacheShard{m: make(map[string]*cached), budget: max(o.CacheBytes, 0) / nStripes}
 	}
 	st, err := store.Open(filepath.Join(o.Dir, "db"), store.Options{InMemory: o.InMemory, NoWAL: !o.InMemory,
 		Logger: o.Logger, BeforeFlush: e.beforeFlush})
@@ -416,10 +417,20 @@ type meta struct {
 	count    int64  // a collection's cardinality
 }
 
-func (m *meta) encode() []byte {
-	b := make([]byte, 9, 9+len(m.val)+binary.MaxVarintLen64)
-	b[0] = byte(m.typ)
-	binary.BigEndian.PutUint64(b[1:], uint64(m.expireAt))
+func (m *meta) encode() []byte { return m.appendTo(make([]byte, 0, m.size())) }
+
+// size is the length of m's encoding.
+func (m *meta) size() int {
+	if m.typ == TypeString {
+		return 9 + len(m.val)
+	}
+	var v [binary.MaxVarintLen64]byte
+	return 9 + len(binary.AppendUvarint(v[:0], uint64(m.count)))
+}
+
+func (m *meta) appendTo(b []byte) []byte {
+	b = append(b, byte(m.typ))
+	b = binary.BigEndian.AppendUint64(b, uint64(m.expireAt))
 	if m.typ == TypeString {
 		return append(b, m.val...)
 	}
@@ -545,7 +556,25 @@ type cacheOp struct {
 	prevExp int64
 }
 
-func (e *Engine) newBatch() *batch { return &batch{e: e} }
+// batches recycles batches: a command's record and cache list are reused
+// by the next, so a SET allocates little beyond the value it keeps.
+var batches = sync.Pool{New: func() any { return new(batch) }}
+
+func (e *Engine) newBatch() *batch {
+	b := batches.Get().(*batch)
+	b.e = e
+	return b
+}
+
+// release returns b to the pool; commit does it, as the last use of b.
+func (b *batch) release() {
+	if cap(b.rec) > 64<<10 || cap(b.cache) > 1024 {
+		return // a big command's buffers are not worth keeping
+	}
+	clear(b.cache)
+	*b = batch{rec: b.rec[:0], cache: b.cache[:0]}
+	batches.Put(b)
+}
 
 // Record operations. A record is a sequence of them; keys are keyspace K
 // keys.
@@ -627,8 +656,10 @@ func applyRecord(pb *store.Batch, rec []byte) error {
 // commit appends the record, applies the member writes to Pebble and
 // installs the key records in the cache. The record goes first: Pebble
 // must not flush a change whose record is not in the file (beforeFlush
-// writes what is appended). Call with the stripes of every key held.
+// writes what is appended). Call with the stripes of every key held; b is
+// not usable afterwards.
 func (b *batch) commit() error {
+	defer b.release()
 	if len(b.rec) == 0 {
 		return nil
 	}
@@ -649,8 +680,8 @@ func (b *batch) commit() error {
 		}
 	}
 	var grew int64
-	for _, op := range b.cache {
-		grew += e.caches[e.stripeOf(op.key)].install(op)
+	for i := range b.cache {
+		grew += e.caches[e.stripeOf(b.cache[i].key)].install(&b.cache[i])
 	}
 	if grew != 0 && e.dirtyBytes.Add(grew) > e.o.DirtyBytes {
 		select {
@@ -666,8 +697,13 @@ func (b *batch) commit() error {
 // put writes key's record; old is the record it replaces (exists: there
 // was one), for the key count and the expiry index.
 func (b *batch) put(key []byte, m *meta, old meta, exists bool) {
-	mk := metaKey(key)
-	b.op(opSet, mk, m.encode())
+	// opSet(metaKey(key), m.encode()), without building either.
+	b.rec = append(b.rec, opSet)
+	b.rec = binary.AppendUvarint(b.rec, uint64(9+len(key)))
+	b.rec = append(b.rec, 'm')
+	b.rec = binary.BigEndian.AppendUint64(b.rec, keyHash(key))
+	b.rec = append(b.rec, key...)
+	b.rec = m.appendTo(binary.AppendUvarint(b.rec, uint64(m.size())))
 	c := cached{m: *m, ok: true}
 	c.m.val = bytes.Clone(m.val) // m.val may point into the caller's (the network's) buffer
 	b.cache = append(b.cache, cacheOp{key: key, c: c, prevOK: exists, prevExp: old.expireAt})
@@ -875,7 +911,7 @@ func (e *Engine) checkValue(v []byte) error {
 // insert, in the map's (random) iteration order, a cheap approximation of
 // random eviction.
 type cacheShard struct {
-	m      map[string]cached
+	m      map[string]*cached // pointers: a change updates its entry in place, no key to allocate
 	bytes  int
 	budget int
 	dirty  []string // keys whose record is dirty, each once
@@ -891,9 +927,9 @@ type cached struct {
 	pexp int64
 }
 
-const cacheEntryOverhead = 80 // map slot, string header, meta
+const cacheEntryOverhead = 96 // map slot, string header, the entry
 
-func (c cached) size(key string) int { return len(key) + len(c.m.val) + cacheEntryOverhead }
+func (c *cached) size(key string) int { return len(key) + len(c.m.val) + cacheEntryOverhead }
 
 // evictScan bounds the entries an insert looks at to find clean ones to
 // evict, so a shard full of dirty records costs no full map walk.
@@ -904,47 +940,50 @@ func (sh *cacheShard) set(key []byte, c cached) {
 	if sh.budget <= 0 {
 		return
 	}
-	k := string(key)
-	n := c.size(k)
-	if old, ok := sh.m[k]; ok {
+	if old, ok := sh.m[string(key)]; ok {
 		if old.dirty {
 			return // newer than what was read
 		}
-		sh.bytes -= old.size(k)
+		sh.bytes -= old.size(string(key))
+		delete(sh.m, string(key))
 	}
+	k := string(key)
+	n := c.size(k)
 	if n > sh.budget/4 {
-		delete(sh.m, k) // too big to be worth a quarter of the shard
-		return
+		return // too big to be worth a quarter of the shard
 	}
-	sh.m[k] = c
+	sh.m[k] = &c
 	sh.bytes += n
 	sh.evict(k, evictScan)
 }
 
 // install puts a committed change in the cache, dirty, and returns how
 // many dirty bytes that added.
-func (sh *cacheShard) install(op cacheOp) int64 {
+func (sh *cacheShard) install(op *cacheOp) int64 {
+	if c, had := sh.m[string(op.key)]; had {
+		k := string(op.key) // no allocation: only compared and measured
+		was := 0
+		sh.bytes -= c.size(k)
+		if c.dirty {
+			was = c.size(k)
+		} else {
+			c.dirty, c.pok, c.pexp = true, op.prevOK, op.prevExp
+			sh.dirty = append(sh.dirty, strings.Clone(k))
+		}
+		c.m, c.ok = op.c.m, op.c.ok
+		n := c.size(k)
+		sh.bytes += n
+		return int64(n - was)
+	}
 	k := string(op.key)
 	c := op.c
-	c.dirty = true
-	old, had := sh.m[k]
-	var was int
-	if had {
-		sh.bytes -= old.size(k)
-		if old.dirty {
-			c.pok, c.pexp = old.pok, old.pexp
-			was = old.size(k)
-		}
-	}
-	if !had || !old.dirty {
-		c.pok, c.pexp = op.prevOK, op.prevExp
-		sh.dirty = append(sh.dirty, k)
-	}
-	sh.m[k] = c
+	c.dirty, c.pok, c.pexp = true, op.prevOK, op.prevExp
+	sh.m[k] = &c
+	sh.dirty = append(sh.dirty, k)
 	n := c.size(k)
 	sh.bytes += n
 	sh.evict(k, evictScan)
-	return int64(n - was)
+	return int64(n)
 }
 
 // evict drops clean entries other than keep while the shard is over its
@@ -998,7 +1037,6 @@ func (sh *cacheShard) flush(st *store.Store) (int64, error) {
 		c := sh.m[k]
 		freed += int64(c.size(k))
 		c.dirty, c.pok, c.pexp = false, false, 0
-		sh.m[k] = c
 	}
 	sh.dirty = sh.dirty[:0]
 	sh.evict("", -1) // all clean now: back within the budget

@@ -191,7 +191,7 @@ func (e *Engine) FlushDB() error {
 		for _, k := range sh.dirty {
 			dirty += int64(sh.m[k].size(k))
 		}
-		sh.m, sh.bytes, sh.dirty = make(map[string]cached), 0, nil
+		sh.m, sh.bytes, sh.dirty = make(map[string]*cached), 0, nil
 	}
 	e.dirtyBytes.Add(-dirty)
 	e.keys.Store(0)

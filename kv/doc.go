@@ -1,6 +1,7 @@
 // Package kv is the KV cache engine: strings, hashes, sets and sorted sets
-// with TTLs, on the node's Pebble database (kv/store, keyspace K). The
-// native protocol's KV verbs and the Redis-compatible port both call it.
+// with TTLs, on a Pebble database of its own (kv/store, keyspace K, no
+// WAL) made durable by an append-only file (kv/aof). The native
+// protocol's KV verbs and the Redis-compatible port both call it.
 //
 // Layout in the keyspace (docs/storage.md has the table):
 //
@@ -14,11 +15,19 @@
 // deleting a hash of a million fields is one range tombstone.
 //
 // Every command runs under the mutex of its key's stripe (multi-key
-// commands take theirs in order), reads from Pebble and commits one batch,
-// so a command is all or nothing and no two commands on one key interleave.
+// commands take theirs in order), reads key records from the record cache
+// (Pebble on a miss) and commits one batch: one append-only file record
+// holding all its writes, its member writes applied to Pebble, its key
+// records put in the cache as dirty; so a command is all or nothing and no
+// two commands on one key interleave. Callers acknowledge writes after
+// Barrier. Dirty key records reach Pebble in background flushes (a key
+// written often costs Pebble one write per flush); checkpoints let the
+// file's old segments go; Open replays the file from the last checkpoint
+// (docs/storage.md has the invariants).
+//
 // An expired key is never returned (reads check the expiry time); the reaper
 // deletes expired keys from the expiry index, a bounded batch at a time,
 // never by scanning the keys.
 //
-// Imports: kv/store and the standard library.
+// Imports: kv/store, kv/aof and the standard library.
 package kv

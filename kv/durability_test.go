@@ -99,8 +99,14 @@ func TestCrashReplay(t *testing.T) {
 		}
 	}
 	step(0)
+	if st := e.Stats(); st.UnflushedBytes == 0 || st.AOFBytes == 0 {
+		t.Fatalf("stats after writes: %+v", st)
+	}
 	if err := e.checkpoint(true); err != nil {
 		t.Fatal(err)
+	}
+	if st := e.Stats(); st.UnflushedBytes != 0 || st.AOFBytes != 0 {
+		t.Fatalf("stats after a checkpoint: %+v", st)
 	}
 	step(1)
 	e.flushDirty() // some changed records reach Pebble's memtable, and are lost with it

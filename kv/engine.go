@@ -115,8 +115,9 @@ type Engine struct {
 	dirtyBytes atomic.Int64 // records changed and not yet in Pebble
 	flushNow   chan struct{}
 
-	cpMu  sync.Mutex // one checkpoint at a time
-	cpPos uint64     // the last checkpoint's position in the append-only file; under cpMu
+	cpMu    sync.Mutex    // one checkpoint at a time
+	cpPos   uint64        // the last checkpoint's position in the append-only file; under cpMu
+	cpStart atomic.Uint64 // cpPos, for Stats
 
 	stop chan struct{}
 	done sync.WaitGroup
@@ -324,12 +325,20 @@ func (e *Engine) Barrier() error {
 
 // Stats are the engine's counters.
 type Stats struct {
-	Keys    int64  `json:"keys"`
-	Expired uint64 `json:"expired"`
+	Keys           int64  `json:"keys"`
+	Expired        uint64 `json:"expired"`
+	UnflushedBytes int64  `json:"unflushed_bytes"` // dirty key records, not yet in Pebble
+	AOFBytes       uint64 `json:"aof_bytes"`       // append-only file since the last checkpoint
 }
 
 // Stats returns the counters.
-func (e *Engine) Stats() Stats { return Stats{Keys: e.keys.Load(), Expired: e.expired.Load()} }
+func (e *Engine) Stats() Stats {
+	st := Stats{Keys: e.keys.Load(), Expired: e.expired.Load(), UnflushedBytes: e.dirtyBytes.Load()}
+	if f := e.aof.Load(); f != nil {
+		st.AOFBytes = f.Size(e.cpStart.Load())
+	}
+	return st
+}
 
 func (e *Engine) now() int64 { return e.o.Now().UnixMilli() }
 
@@ -821,6 +830,7 @@ func (e *Engine) checkpoint(force bool) error {
 		return fmt.Errorf("kv: checkpoint: %w", err)
 	}
 	e.cpPos = p
+	e.cpStart.Store(p)
 	return nil
 }
 

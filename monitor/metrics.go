@@ -103,6 +103,8 @@ var (
 	dKVOps          = desc("kv_ops_total", "KV commands run, by command (both ports).", "command")
 	dKVKeys         = desc("kv_keys", "KV keys (expired ones not yet reaped included).")
 	dKVExpired      = desc("kv_expired_keys_total", "KV keys removed because their TTL passed.")
+	dKVUnflushed    = desc("kv_unflushed_bytes", "KV key records changed in memory and not yet written to Pebble (durable in the append-only file).")
+	dKVAOFBytes     = desc("kv_aof_bytes", "KV append-only file bytes since the last checkpoint (what a restart replays).")
 	dRedisConns     = desc("redis_connections", "Connections open now on the Redis-compatible port.")
 	dRedisBytes     = desc("redis_bytes_total", "Bytes read from and written to the Redis-compatible port's clients.", "direction")
 	fsyncBoundsSecs = func() []float64 {
@@ -192,6 +194,8 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(dKVOps, float64(n), cmd)
 	}
 	gauge(dKVKeys, float64(s.KV.Keys))
+	gauge(dKVUnflushed, float64(s.KV.UnflushedBytes))
+	gauge(dKVAOFBytes, float64(s.KV.AOFBytes))
 	if s.RedisPort {
 		gauge(dRedisConns, float64(s.RedisConns))
 		counter(dRedisBytes, float64(s.RedisBytesIn), "in")

@@ -63,9 +63,9 @@ type File struct {
 	dir      string
 	syncEach bool
 
-	mu  sync.Mutex // guards buf and end
+	mu  sync.Mutex // guards buf; end changes under it
 	buf []byte
-	end uint64 // position after the last appended record
+	end atomic.Uint64 // position after the last appended record
 
 	wmu   sync.Mutex // guards f, start, spare; held for every file write
 	f     *os.File
@@ -95,7 +95,8 @@ func Create(dir string, start uint64, o Options) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &File{dir: dir, syncEach: o.SyncEach, f: f, start: start, end: start}
+	a := &File{dir: dir, syncEach: o.SyncEach, f: f, start: start}
+	a.end.Store(start)
 	a.written.Store(start)
 	a.synced.Store(start)
 	return a, nil
@@ -155,18 +156,14 @@ func (a *File) Append(rec []byte) (uint64, error) {
 	binary.LittleEndian.PutUint32(h[4:], maskCRC(crc32.Checksum(rec, castagnoli)))
 	a.mu.Lock()
 	a.buf = append(append(a.buf, h[:]...), rec...)
-	a.end += uint64(headerSize + len(rec))
-	end := a.end
+	end := a.end.Add(uint64(headerSize + len(rec)))
 	a.mu.Unlock()
 	return end, nil
 }
 
-// End is the position after the last appended record.
-func (a *File) End() uint64 {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.end
-}
+// End is the position after the last appended record (lock-free: the
+// ports ask after every read, most of which wrote nothing).
+func (a *File) End() uint64 { return a.end.Load() }
 
 // Barrier returns once every record before pos is written to the file,
 // and fsynced if the file syncs on each barrier. Callers acknowledge a
@@ -196,7 +193,7 @@ func (a *File) flushLocked(pos uint64, sync bool) error {
 	}
 	if a.written.Load() < pos {
 		a.mu.Lock()
-		b, end := a.buf, a.end
+		b, end := a.buf, a.end.Load()
 		a.buf = a.spare[:0]
 		a.mu.Unlock()
 		if _, err := a.f.Write(b); err != nil {

@@ -216,19 +216,22 @@ func (a *File) flushLocked(pos uint64, sync bool) error {
 }
 
 // Rotate closes the current segment, fsynced, and starts the next one at
-// the end position, which it returns: every record before it is in the
-// older segments. With nothing appended since the current segment began,
-// it keeps that segment and returns its start.
+// the position where the records written to it end, which it returns:
+// every record before it is in the older segments. With nothing appended
+// since the current segment began, it keeps that segment and returns its
+// start.
 func (a *File) Rotate() (uint64, error) {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
-	end := a.End()
-	if end == a.start {
+	if a.End() == a.start {
 		return a.start, a.Err()
 	}
-	if err := a.flushLocked(end, true); err != nil {
+	if err := a.flushLocked(a.End(), true); err != nil {
 		return 0, err
 	}
+	// What the write took (appends may have come in since End was read):
+	// the next segment starts there, or replay would find a gap.
+	end := a.written.Load()
 	f, err := createSegment(a.dir, end)
 	if err != nil {
 		return 0, a.fail(err)

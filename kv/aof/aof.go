@@ -14,8 +14,12 @@ import (
 	"sync/atomic"
 )
 
-// headerSize is a record's length (4 bytes) and masked CRC-32C (4 bytes).
-const headerSize = 8
+// headerSize is a record's header: its length (4 bytes LE), the masked
+// CRC-32C of its bytes (4 bytes LE) and the masked CRC-32C of those 8
+// bytes (4 bytes LE). The header's own checksum lets recovery test any
+// position for a record start in constant time (validAfter), without a
+// checksum over a length read from garbage.
+const headerSize = 12
 
 // MaxRecord is the largest record accepted (and believed on replay).
 const MaxRecord = 1 << 30
@@ -154,6 +158,7 @@ func (a *File) Append(rec []byte) (uint64, error) {
 	var h [headerSize]byte
 	binary.LittleEndian.PutUint32(h[0:], uint32(len(rec)))
 	binary.LittleEndian.PutUint32(h[4:], maskCRC(crc32.Checksum(rec, castagnoli)))
+	binary.LittleEndian.PutUint32(h[8:], maskCRC(crc32.Checksum(h[:8], castagnoli)))
 	a.mu.Lock()
 	a.buf = append(append(a.buf, h[:]...), rec...)
 	end := a.end.Add(uint64(headerSize + len(rec)))

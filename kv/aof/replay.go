@@ -43,14 +43,11 @@ func Replay(dir string, from uint64, fn func(rec []byte) error) (uint64, error) 
 		if err != nil {
 			return 0, fmt.Errorf("aof: replay: %w", err)
 		}
-		n, bad := scan(data, fn)
-		if bad != nil {
-			return 0, fmt.Errorf("aof: replay %s: %w", path, bad)
+		n, err := checkSegment(data, i == len(segs)-1, fn)
+		if err != nil {
+			return 0, fmt.Errorf("aof: replay %s: %w", path, err)
 		}
 		if n < len(data) {
-			if i != len(segs)-1 || validAfter(data, n) {
-				return 0, fmt.Errorf("%w: %s at byte %d of %d", ErrCorrupt, path, n, len(data))
-			}
 			if err := os.Truncate(path, int64(n)); err != nil {
 				return 0, fmt.Errorf("aof: cut torn write: %w", err)
 			}
@@ -58,6 +55,20 @@ func Replay(dir string, from uint64, fn func(rec []byte) error) (uint64, error) 
 		end = s + uint64(n)
 	}
 	return end, nil
+}
+
+// checkSegment calls fn for each record of a segment's data and returns
+// how much of it to keep: all of it, or (last segment only) the part
+// before a torn write. Anything else bad is ErrCorrupt.
+func checkSegment(data []byte, last bool, fn func(rec []byte) error) (int, error) {
+	n, err := scan(data, fn)
+	if err != nil {
+		return 0, err
+	}
+	if n < len(data) && (!last || validAfter(data, n)) {
+		return 0, fmt.Errorf("%w at byte %d of %d", ErrCorrupt, n, len(data))
+	}
+	return n, nil
 }
 
 // scan calls fn for each whole, valid record of data and returns where
@@ -76,13 +87,18 @@ func scan(data []byte, fn func(rec []byte) error) (n int, bad error) {
 	return n, nil
 }
 
-// recordAt returns the record at data[off:] if it is whole and its CRC
-// holds.
+// recordAt returns the record at data[off:] if it is whole and both its
+// checksums hold. The header's is tested first: at a position that is not
+// a record start it fails, and the data's checksum is never computed.
 func recordAt(data []byte, off int) ([]byte, bool) {
 	if len(data)-off < headerSize {
 		return nil, false
 	}
-	l := binary.LittleEndian.Uint32(data[off:])
+	h := data[off : off+headerSize]
+	if maskCRC(crc32.Checksum(h[:8], castagnoli)) != binary.LittleEndian.Uint32(h[8:]) {
+		return nil, false
+	}
+	l := binary.LittleEndian.Uint32(h)
 	if l > MaxRecord || uint64(l) > uint64(len(data)-off-headerSize) {
 		return nil, false
 	}
@@ -94,7 +110,7 @@ func recordAt(data []byte, off int) ([]byte, bool) {
 }
 
 // validAfter reports whether a valid record starts anywhere after the
-// bad one at off. Only run on a bad tail, which a torn write keeps short.
+// bad one at off: a header checksum per byte, linear in the tail.
 func validAfter(data []byte, off int) bool {
 	for o := off + 1; o+headerSize <= len(data); o++ {
 		if rec, ok := recordAt(data, o); ok && len(rec) > 0 {

@@ -119,8 +119,21 @@ type Engine struct {
 	cpPos   uint64        // the last checkpoint's position in the append-only file; under cpMu
 	cpStart atomic.Uint64 // cpPos, for Stats
 
+	// Waiters for an fsync (the always policy): AfterDurable queues them,
+	// the syncer goroutine serves all that came during one fsync with the
+	// next (group commit).
+	syncMu   sync.Mutex
+	syncQ    []syncWaiter
+	syncDone bool // the syncer stopped; under syncMu
+	syncKick chan struct{}
+
 	stop chan struct{}
 	done sync.WaitGroup
+}
+
+type syncWaiter struct {
+	pos uint64
+	fn  func(error)
 }
 
 // checkpointKey holds the append-only file's position from which Open
@@ -165,7 +178,7 @@ func Open(o Options) (*Engine, error) {
 		return nil, errors.New("kv: no directory")
 	}
 	e := &Engine{o: o, seed: maphash.MakeSeed(), stop: make(chan struct{}), flushNow: make(chan struct{}, 1),
-		aofDir: filepath.Join(o.Dir, "aof")}
+		syncKick: make(chan struct{}, 1), aofDir: filepath.Join(o.Dir, "aof")}
 	for i := range e.caches {
 		e.caches[i] = cacheShard{m: make(map[string]*cached), budget: max(o.CacheBytes, 0) / nStripes}
 	}
@@ -187,6 +200,10 @@ func Open(o Options) (*Engine, error) {
 	e.keys.Store(n)
 	e.done.Add(1)
 	go e.background()
+	if e.SyncsEach() {
+		e.done.Add(1)
+		go e.syncer()
+	}
 	return e, nil
 }
 
@@ -321,6 +338,85 @@ func (e *Engine) Barrier() error {
 		return nil
 	}
 	return f.Barrier(f.End())
+}
+
+// SyncsEach reports whether a write is acknowledged only after an fsync
+// of the append-only file (the always policy). The ports then wait for
+// the fsync without holding their loop: AfterDurable.
+func (e *Engine) SyncsEach() bool { return e.o.SyncEach && e.aof.Load() != nil }
+
+// Position is the append-only file position after the last write made:
+// a write made before the call is durable once Durable(Position()) is.
+func (e *Engine) Position() uint64 {
+	if f := e.aof.Load(); f != nil {
+		return f.End()
+	}
+	return 0
+}
+
+// Durable reports whether every write before pos is past its barrier.
+func (e *Engine) Durable(pos uint64) bool {
+	f := e.aof.Load()
+	return f == nil || f.Durable(pos)
+}
+
+// AfterDurable calls fn once every write before pos is past its barrier
+// (written and fsynced under the always policy), or with the error that
+// stopped the file. It does not block: fn runs on the engine's syncer
+// goroutine, or at once if pos is durable already, and must not block.
+// One fsync serves every waiter that came while the previous one ran.
+func (e *Engine) AfterDurable(pos uint64, fn func(error)) {
+	f := e.aof.Load()
+	switch {
+	case f == nil:
+		fn(nil)
+		return
+	case !e.SyncsEach() || f.Durable(pos):
+		fn(f.Barrier(pos)) // a write at most: no fsync to wait for
+		return
+	}
+	e.syncMu.Lock()
+	if e.syncDone {
+		e.syncMu.Unlock()
+		fn(f.Sync())
+		return
+	}
+	e.syncQ = append(e.syncQ, syncWaiter{pos, fn})
+	e.syncMu.Unlock()
+	select {
+	case e.syncKick <- struct{}{}:
+	default:
+	}
+}
+
+// syncer fsyncs the append-only file for AfterDurable's waiters. At stop
+// it serves the last ones; later callers sync for themselves.
+func (e *Engine) syncer() {
+	defer e.done.Done()
+	f := e.aof.Load()
+	for {
+		stopping := false
+		select {
+		case <-e.syncKick:
+		case <-e.stop:
+			stopping = true
+		}
+		e.syncMu.Lock()
+		q := e.syncQ
+		e.syncQ, e.syncDone = nil, stopping
+		e.syncMu.Unlock()
+		if len(q) > 0 {
+			// Every waiter in q appended before it queued, so this one
+			// write and fsync covers them all.
+			err := f.Sync()
+			for _, w := range q {
+				w.fn(err)
+			}
+		}
+		if stopping {
+			return
+		}
+	}
 }
 
 // Stats are the engine's counters.

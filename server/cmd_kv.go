@@ -44,18 +44,32 @@ func (s *Server) kvRun(c *Call, args [][]byte) {
 	}
 	rc.w.B = rc.w.B[:0]
 	rc.run(args)
-	if err := s.kv.Barrier(); err != nil {
+	e := s.kv
+	if pos := e.Position(); e.SyncsEach() && !e.Durable(pos) {
+		// Under always, the reply waits for the fsync off the loop (the
+		// session keeps later replies behind it); one fsync serves every
+		// connection that wrote meanwhile.
+		out := bytes.Clone(rc.w.B)
+		p := c.Defer()
+		e.AfterDurable(pos, func(err error) { kvReply(p.Err, p.Res, out, err) })
+		return
+	}
+	kvReply(c.Err, c.Res, rc.w.B, e.Barrier())
+}
+
+// kvReply answers a KV command with its RESP reply out, once its writes
+// are past the engine's barrier (err: they are not, no success reply).
+func kvReply(fail func(*protocol.Error), res func(args [][]byte, hdr, payload []byte), out []byte, err error) {
+	switch {
+	case err != nil:
 		// The write is applied in memory but not durable: no success
 		// reply for it.
-		c.Err(protocol.Errorf(protocol.CodeStorage, "KV write not durable: %v", err))
-		return
+		fail(protocol.Errorf(protocol.CodeStorage, "KV write not durable: %v", err))
+	case len(out) > 0 && out[0] == '-':
+		fail(nativeKVError(out[1 : len(out)-2]))
+	default:
+		res(nil, nil, out)
 	}
-	out := rc.w.B
-	if len(out) > 0 && out[0] == '-' {
-		c.Err(nativeKVError(out[1 : len(out)-2]))
-		return
-	}
-	c.Res(nil, nil, out)
 }
 
 // nativeKVError maps a Redis error reply to the native catalog.

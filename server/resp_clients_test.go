@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -122,6 +123,115 @@ func TestRedisTools(t *testing.T) {
 	for _, cmd := range []string{"SET", "GET", "INCR", "HSET", "ZADD"} {
 		if !strings.Contains(out, cmd+": ") || !strings.Contains(out, "requests per second") {
 			t.Fatalf("redis-benchmark did not run %s:\n%s", cmd, out)
+		}
+	}
+}
+
+// TestRESPAlwaysHeldReplies: under fsync=always the Redis port holds each
+// read's replies until the fsync of its writes (off the loop), behind the
+// replies before them. Pipelines from many clients get every reply, in
+// order (INCRs count up one by one, each GET sees the INCR before it), and
+// a pipeline whose held replies pass the hold limit (GETs of a big value)
+// gets them all once its reads resume.
+func TestRESPAlwaysHeldReplies(t *testing.T) {
+	s := startServer(t, Config{RESPAddr: "127.0.0.1:0", Fsync: "always"}, func(s *Server) {
+		s.cfg.InMemory, s.cfg.DataDir = false, t.TempDir()
+	})
+	if !s.kv.SyncsEach() {
+		t.Fatal("the node does not fsync each KV write")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const clients, rounds, depth = 8, 20, 50
+	errs := make(chan error, clients)
+	for c := 0; c < clients; c++ {
+		go func() {
+			rdb := redis.NewClient(&redis.Options{Addr: s.RESPAddr().String()})
+			defer rdb.Close()
+			key := fmt.Sprint("counter:", c)
+			want := int64(0)
+			for r := 0; r < rounds; r++ {
+				pipe := rdb.Pipeline()
+				incrs := make([]*redis.IntCmd, depth)
+				gets := make([]*redis.StringCmd, depth)
+				for i := range depth {
+					incrs[i] = pipe.Incr(ctx, key)
+					gets[i] = pipe.Get(ctx, key)
+				}
+				if _, err := pipe.Exec(ctx); err != nil {
+					errs <- err
+					return
+				}
+				for i := range depth {
+					want++
+					if n := incrs[i].Val(); n != want {
+						errs <- fmt.Errorf("%s: INCR answered %d, want %d", key, n, want)
+						return
+					}
+					if v := gets[i].Val(); v != strconv.FormatInt(want, 10) {
+						errs <- fmt.Errorf("%s: GET after INCR %d answered %q", key, want, v)
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for c := 0; c < clients; c++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Writes and reads in separate packets, never waiting for a reply: a
+	// read that arrives while the write before it waits for its fsync is
+	// answered after it.
+	nc, err := net.Dial("tcp", s.RESPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const n = 300
+	go func() {
+		for i := 0; i < n; i++ {
+			nc.Write([]byte("INCR seq\r\n"))
+			nc.Write([]byte("GET seq\r\n"))
+		}
+	}()
+	nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(nc)
+	for i := 1; i <= n; i++ {
+		incr, _ := br.ReadString('\n')
+		size, _ := br.ReadString('\n')
+		val, err := br.ReadString('\n')
+		want := strconv.Itoa(i)
+		if err != nil || incr != ":"+want+"\r\n" || size != fmt.Sprintf("$%d\r\n", len(want)) || val != want+"\r\n" {
+			t.Fatalf("round %d: INCR %q, GET %q %q (%v)", i, incr, size, val, err)
+		}
+	}
+
+	rdb := redis.NewClient(&redis.Options{Addr: s.RESPAddr().String()})
+	defer rdb.Close()
+	big := strings.Repeat("v", 256<<10)
+	if err := rdb.Set(ctx, "big", big, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	pipe := rdb.Pipeline()
+	set := pipe.Set(ctx, "marker", "1", 0)
+	gets := make([]*redis.StringCmd, 12) // 3 MiB of replies behind one write
+	for i := range gets {
+		gets[i] = pipe.Get(ctx, "big")
+	}
+	after := pipe.Incr(ctx, "marker")
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if set.Val() != "OK" || after.Val() != 2 {
+		t.Fatalf("SET %q, INCR after it %d", set.Val(), after.Val())
+	}
+	for i, g := range gets {
+		if g.Val() != big {
+			t.Fatalf("GET %d of the big value: %d bytes", i, len(g.Val()))
 		}
 	}
 }

@@ -170,12 +170,18 @@ func (a *File) Append(rec []byte) (uint64, error) {
 // ports ask after every read, most of which wrote nothing).
 func (a *File) End() uint64 { return a.end.Load() }
 
+// Durable reports whether every record before pos is past its barrier:
+// written, and fsynced if the file syncs on each barrier.
+func (a *File) Durable(pos uint64) bool {
+	return a.written.Load() >= pos && (!a.syncEach || a.synced.Load() >= pos)
+}
+
 // Barrier returns once every record before pos is written to the file,
 // and fsynced if the file syncs on each barrier. Callers acknowledge a
 // change only after its barrier: then a killed process loses nothing
 // acknowledged (and a power loss nothing, under SyncEach).
 func (a *File) Barrier(pos uint64) error {
-	if a.written.Load() >= pos && (!a.syncEach || a.synced.Load() >= pos) {
+	if a.Durable(pos) {
 		return a.Err()
 	}
 	a.wmu.Lock()

@@ -331,7 +331,9 @@ func (e *Engine) closeFiles() {
 // Barrier returns once every write made so far is in the append-only
 // file (and fsynced, under the always policy). The ports call it before
 // sending the replies of the commands they ran: a write is acknowledged
-// only after its barrier. In memory it does nothing.
+// only after its barrier. Under the always policy they use AfterDurable
+// instead, so that the loop does not wait for the disk. In memory it does
+// nothing.
 func (e *Engine) Barrier() error {
 	f := e.aof.Load()
 	if f == nil {

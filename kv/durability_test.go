@@ -269,3 +269,48 @@ func FuzzApplyRecord(f *testing.F) {
 		_ = applyRecord(pb, rec)
 	})
 }
+
+// TestAfterDurable: under the always policy every waiter is called once,
+// after its writes are fsynced (many writers, few fsyncs); after Close a
+// waiter is still answered.
+func TestAfterDurable(t *testing.T) {
+	e, err := Open(Options{Dir: t.TempDir(), SyncEach: true, FlushInterval: time.Hour, ReapInterval: time.Hour, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.SyncsEach() {
+		t.Fatal("SyncsEach is false under SyncEach")
+	}
+	const writers, each = 8, 50
+	errs := make(chan error, writers*each)
+	for w := 0; w < writers; w++ {
+		go func() {
+			for i := 0; i < each; i++ {
+				if _, err := e.Set([]byte(fmt.Sprint("k", w, ":", i)), []byte("v"), SetOpts{}); err != nil {
+					errs <- err
+					continue
+				}
+				pos := e.Position()
+				e.AfterDurable(pos, func(err error) {
+					if err == nil && !e.Durable(pos) {
+						err = fmt.Errorf("called before position %d was durable", pos)
+					}
+					errs <- err
+				})
+			}
+		}()
+	}
+	for i := 0; i < writers*each; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	must[SetResult](t)(e.Set([]byte("last"), []byte("v"), SetOpts{}))
+	pos := e.Position()
+	e.Close()
+	called := false
+	e.AfterDurable(pos, func(err error) { called = err == nil })
+	if !called {
+		t.Fatal("a waiter after Close was not answered at once")
+	}
+}

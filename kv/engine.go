@@ -94,7 +94,8 @@ type Options struct {
 	// FlushInterval is how often changed key records are written to
 	// Pebble (default 5 s); DirtyBytes of them (default 64 MiB) start a
 	// write at once; CheckpointBytes of append-only file (default 64 MiB)
-	// start a checkpoint, after which the file's older segments go.
+	// start a checkpoint, after which the file's older segments go (so a
+	// segment, which replay reads whole, stays near that size).
 	FlushInterval   time.Duration
 	DirtyBytes      int64
 	CheckpointBytes uint64
@@ -135,6 +136,10 @@ type syncWaiter struct {
 	pos uint64
 	fn  func(error)
 }
+
+// replayBatchBytes is how many bytes of records replay applies to Pebble
+// in one batch.
+const replayBatchBytes = 1 << 20
 
 // checkpointKey holds the append-only file's position from which Open
 // replays (keyspace KVState, so FLUSHDB does not touch it).
@@ -224,16 +229,27 @@ func (e *Engine) recover() error {
 		return fmt.Errorf("kv: read checkpoint: %w", err)
 	}
 	start := time.Now()
-	records := 0
+	records, size := 0, 0
+	// Records are applied in order, many to a Pebble batch (one batch is
+	// atomic and ordered, so a batch boundary never splits a command).
+	b := e.st.NewBatch()
 	end, err := aof.Replay(e.aofDir, e.cpPos, func(rec []byte) error {
 		records++
-		b := e.st.NewBatch()
 		if err := applyRecord(b, rec); err != nil {
-			b.Discard()
 			return err
 		}
-		return b.CommitSync(false)
+		if size += len(rec); size >= replayBatchBytes {
+			err := b.CommitSync(false)
+			b, size = e.st.NewBatch(), 0
+			return err
+		}
+		return nil
 	})
+	if err == nil {
+		err = b.CommitSync(false)
+	} else {
+		b.Discard()
+	}
 	if err != nil {
 		return fmt.Errorf("kv: replay: %w", err)
 	}
@@ -771,13 +787,16 @@ func (b *batch) commit() error {
 		return nil
 	}
 	e := b.e
+	grown := false // the file passed CheckpointBytes since the last checkpoint
 	if f := e.aof.Load(); f != nil {
-		if _, err := f.Append(b.rec); err != nil {
+		pos, err := f.Append(b.rec)
+		if err != nil {
 			if b.pb != nil {
 				b.pb.Discard()
 			}
 			return fmt.Errorf("kv: %w", err)
 		}
+		grown = pos-e.cpStart.Load() >= e.o.CheckpointBytes
 	}
 	if b.pb != nil {
 		if err := b.pb.CommitSync(false); err != nil {
@@ -790,7 +809,7 @@ func (b *batch) commit() error {
 	for i := range b.cache {
 		grew += e.caches[e.stripeOf(b.cache[i].key)].install(&b.cache[i])
 	}
-	if grew != 0 && e.dirtyBytes.Add(grew) > e.o.DirtyBytes {
+	if (grew != 0 && e.dirtyBytes.Add(grew) > e.o.DirtyBytes) || grown {
 		select {
 		case e.flushNow <- struct{}{}:
 		default:

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
 	"strconv"
 	"sync"
@@ -302,7 +301,8 @@ func WorkerName(n string) WorkerOption { return func(o *workerOpts) { o.name = n
 
 // TouchEvery sets how often the worker extends the visibility timeout of a
 // job whose handler is still running (QTOUCH, by the queue's visibility
-// timeout), so a long job is not delivered to another worker meanwhile.
+// timeout), so a long job is not delivered to another worker meanwhile: a
+// running job is touched between every d/2 and every 1.5·d.
 // Default: a third of the queue's visibility timeout, read when the worker
 // starts; 0 or less turns it off.
 func TouchEvery(d time.Duration) WorkerOption {
@@ -361,8 +361,31 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 		n  int
 	}
 	var gets []get // replies come in this order
+	// Jobs run on concurrency long-lived goroutines: a goroutine per job
+	// grew a fresh stack for every handler (copystack was a tenth of a
+	// busy worker's CPU), and a timer per job for its touches another.
+	// avail never promises more jobs than there are runners, so a job
+	// sent here always has one.
+	jobs := make(chan *Job, o.concurrency)
+	var tw *toucher
+	if o.touch > 0 {
+		tw = newToucher(q.c, o.touch)
+		defer tw.stop()
+	}
 	var running sync.WaitGroup
-	defer running.Wait()
+	for range o.concurrency {
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			for j := range jobs {
+				q.runJob(ctx, j, fn, tw, func() { freed <- struct{}{} })
+			}
+		}()
+	}
+	defer func() {
+		close(jobs)
+		running.Wait()
+	}()
 	hb := time.NewTicker(10 * time.Second)
 	defer hb.Stop()
 	var retry <-chan time.Time // set while backing off after a failed QGET
@@ -424,11 +447,7 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 			avail += g.n - len(g.cl.jobs)
 			for _, j := range g.cl.jobs {
 				j.conn = q.c // acks on the main connection: they must not wait behind a long poll
-				running.Add(1)
-				go func() {
-					defer running.Done()
-					q.runJob(ctx, j, fn, o.touch, func() { freed <- struct{}{} })
-				}()
+				jobs <- j
 			}
 		}
 	}
@@ -438,11 +457,8 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 // returns, before the outcome's reply: the slot takes its next job while
 // the ack is being made durable, so the ack and the next reservation share
 // the server's next write instead of following each other.
-func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, touch time.Duration, free func()) {
-	stop := func() {}
-	if touch > 0 {
-		stop = j.keepAlive(touch, q.c.opts.logger)
-	}
+func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, tw *toucher, free func()) {
+	tw.add(j)
 	j.span = q.c.process(ctx, j.Queue, j.MessageID(), j.Header, attribute.Int("flowmesh.attempt", j.Attempt))
 	ctx = j.Context(ctx)
 	err := func() (err error) {
@@ -454,7 +470,7 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 		return fn(ctx, j)
 	}()
 	defer endSpan(j.span, err) // after the outcome's reply: the span covers the ack
-	stop()                     // before the outcome is sent: a touch after it would only fail
+	tw.remove(j)               // before the outcome is sent: a touch after it would only fail
 	free()
 	// Acks use a context of their own: a worker stopping (ctx done) still
 	// reports the jobs it finished.
@@ -475,33 +491,94 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 	}
 }
 
-// keepAlive touches j every d until stop is called; stop waits for a touch
-// under way.
-func (j *Job) keepAlive(d time.Duration, log *slog.Logger) (stop func()) {
-	var mu sync.Mutex
-	stopped := false
-	var t *time.Timer
-	mu.Lock() // t is set before the first touch reads it
-	defer mu.Unlock()
-	t = time.AfterFunc(d, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped {
+// toucher extends the visibility timeout of a worker's running jobs: one
+// goroutine and one ticker for all of them. Each tick touches the jobs
+// whose last touch (or start) is at least half a period old, so a job
+// goes at most 1.5 periods untouched (the period is a third of the
+// visibility timeout by default) and a job that ends quickly is never
+// touched.
+type toucher struct {
+	c      *Conn
+	period time.Duration
+	mu     sync.Mutex
+	jobs   map[*Job]time.Time // running job -> its last touch or start
+	quit   chan struct{}
+	done   chan struct{}
+}
+
+func newToucher(c *Conn, period time.Duration) *toucher {
+	t := &toucher{c: c, period: period, jobs: make(map[*Job]time.Time), quit: make(chan struct{}), done: make(chan struct{})}
+	go t.run()
+	return t
+}
+
+// add starts keeping j alive. A nil toucher (touching off) does nothing.
+func (t *toucher) add(j *Job) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.jobs[j] = time.Now()
+	t.mu.Unlock()
+}
+
+// remove stops keeping j alive: no touch of j is sent after it returns,
+// so one sent before is ahead of j's outcome on the connection.
+func (t *toucher) remove(j *Job) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	delete(t.jobs, j)
+	t.mu.Unlock()
+}
+
+func (t *toucher) stop() {
+	close(t.quit)
+	<-t.done
+}
+
+func (t *toucher) run() {
+	defer close(t.done)
+	tick := time.NewTicker(t.period)
+	defer tick.Stop()
+	type sent struct {
+		j  *Job
+		cl *call
+	}
+	var out []sent
+	for {
+		select {
+		case <-t.quit:
 			return
+		case now := <-tick.C:
+			out = out[:0]
+			t.mu.Lock()
+			for j, last := range t.jobs {
+				if now.Sub(last) < t.period/2 {
+					continue
+				}
+				// Sent under the lock: remove cannot return between the
+				// check and the send.
+				cl, err := t.c.send(func(b []byte) []byte {
+					return protocol.AppendCommand(b, "QTOUCH", j.Queue, itoa(j.ID), strconv.Itoa(j.Attempt))
+				})
+				if err != nil {
+					break // the connection is closed
+				}
+				t.jobs[j] = now
+				out = append(out, sent{j, cl})
+			}
+			t.mu.Unlock()
+			for _, s := range out {
+				ctx, cancel := context.WithTimeout(context.Background(), t.period)
+				err := t.c.wait(ctx, s.cl)
+				cancel()
+				if err != nil {
+					t.c.opts.logger.Warn("flowmesh: job not touched; it may be delivered again", "queue", s.j.Queue, "id", s.j.ID, "err", err)
+				}
+			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), d)
-		err := j.Touch(ctx, 0)
-		cancel()
-		if err != nil {
-			log.Warn("flowmesh: job not touched; it may be delivered again", "queue", j.Queue, "id", j.ID, "err", err)
-		}
-		t.Reset(d)
-	})
-	return func() {
-		t.Stop()
-		mu.Lock()
-		stopped = true
-		mu.Unlock()
 	}
 }
 

@@ -48,6 +48,10 @@ type Queue struct {
 	st       *State
 	keys     map[string][]func(uint64, bool, error) // enqueues with a key whose append is in flight
 	waiters  []*waiter
+	// consumers get jobs pushed while they have room (consumer.go);
+	// nextConsumer is whose turn is first.
+	consumers    []*Consumer
+	nextConsumer int
 	ready    []delivery // reservations decided, waiting for their write
 	ops      []op       // state changes not yet in Pebble
 	opsCbs   []func(error)
@@ -87,6 +91,7 @@ type waiter struct {
 	visibility time.Duration
 	deadline   int64 // Unix ns; 0: answer at once
 	cb         func([]Delivery, error)
+	standing   bool // a Consumer's: answered many times, never with an error for one batch
 }
 
 type freshJob struct{ hdr, payload []byte }
@@ -490,12 +495,16 @@ func (q *Queue) Ack(id uint64, attempt int, cb func(took time.Duration, err erro
 		cb(took, err)
 	}, func() ([]op, error) {
 		var reservedAt int64
-		if j := q.st.Lookup(id); j != nil {
+		j := q.st.Lookup(id)
+		if j != nil {
 			reservedAt = j.ReservedAt
-			wk, _ = j.Holder.(*Worker)
+			wk = holderWorker(j.Holder)
 		}
 		if err := q.st.Ack(id, attempt); err != nil {
 			return nil, err
+		}
+		if j != nil {
+			letGo(j)
 		}
 		if reservedAt > 0 {
 			took = time.Duration(q.e.opts.Now().UnixNano() - reservedAt)
@@ -533,8 +542,8 @@ func (q *Queue) Nack(id uint64, attempt int, o NackOpts, cb func(Where, time.Dur
 	}, func() ([]op, error) {
 		if j := q.st.Lookup(id); j != nil && j.Where == InFlight && j.Attempts == attempt {
 			took = time.Duration(q.e.opts.Now().UnixNano() - j.ReservedAt)
-			wk, _ = j.Holder.(*Worker)
-			j.Holder = nil
+			wk = holderWorker(j.Holder)
+			letGo(j)
 		}
 		w, err := q.st.Nack(id, attempt, q.e.opts.Now().UnixNano(), o)
 		if err != nil {
@@ -599,12 +608,13 @@ func (q *Queue) run() {
 			if j.Where == Dead && q.e.opts.DeadLettered != nil {
 				dead = append(dead, *j)
 			}
-			if wk, _ := j.Holder.(*Worker); wk != nil {
+			if wk := holderWorker(j.Holder); wk != nil {
 				wk.done(false, time.Duration(now.UnixNano()-j.ReservedAt))
 			}
-			j.Holder = nil
+			letGo(j)
 		}
 		deliveries := append(q.ready, q.serveWaiters(now.UnixNano())...)
+		deliveries = append(deliveries, q.serveConsumers(now.UnixNano())...)
 		q.ready = nil
 		ops, cbs := q.ops, q.opsCbs
 		q.ops, q.opsCbs = nil, nil
@@ -635,7 +645,7 @@ func (q *Queue) run() {
 				next = w.deadline
 			}
 		}
-		busy := len(q.ops) > 0 || len(q.ready) > 0 || q.readyForWaiters()
+		busy := len(q.ops) > 0 || len(q.ready) > 0 || q.readyForWaiters() || q.readyForConsumers()
 		q.mu.Unlock()
 		if busy {
 			continue
@@ -708,8 +718,11 @@ func (q *Queue) deliver(ds []delivery, persistErr error) {
 		if persistErr != nil && len(d.jobs) > 0 {
 			// The reservation is not durable: deliver nothing a crash could
 			// forget. The jobs stay reserved and come back when their
-			// visibility timeout passes.
-			d.w.cb(nil, fmt.Errorf("queue: reserve from %q: %w", q.name, persistErr))
+			// visibility timeout passes (a consumer gets the places in its
+			// window back then; it is not ended by one failed write).
+			if !d.w.standing {
+				d.w.cb(nil, fmt.Errorf("queue: reserve from %q: %w", q.name, persistErr))
+			}
 			continue
 		}
 		out := make([]Delivery, 0, len(d.jobs))
@@ -821,6 +834,11 @@ func (q *Queue) shutdown(err error) {
 	q.closed = err
 	waiters := q.waiters
 	q.waiters = nil
+	consumers := q.consumers
+	q.consumers = nil
+	for _, c := range consumers {
+		c.closed = true
+	}
 	q.mu.Unlock()
 	close(q.stop)
 	<-q.done
@@ -835,6 +853,9 @@ func (q *Queue) shutdown(err error) {
 	}
 	for _, w := range waiters {
 		w.cb(nil, err)
+	}
+	for _, c := range consumers {
+		c.w.cb(nil, err)
 	}
 }
 

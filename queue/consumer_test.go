@@ -1,0 +1,191 @@
+package queue
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// pushes collects what a consumer is pushed.
+type pushes struct {
+	jobs chan Delivery
+	end  chan error
+}
+
+func newPushes() *pushes { return &pushes{jobs: make(chan Delivery, 100), end: make(chan error, 1)} }
+
+func (p *pushes) push(ds []Delivery, err error) {
+	if err != nil {
+		p.end <- err
+		return
+	}
+	for _, d := range ds {
+		p.jobs <- d
+	}
+}
+
+// take waits for n pushed jobs.
+func (p *pushes) take(t *testing.T, n int) []Delivery {
+	t.Helper()
+	var out []Delivery
+	for len(out) < n {
+		select {
+		case d := <-p.jobs:
+			out = append(out, d)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d pushed jobs, want %d", len(out), n)
+		}
+	}
+	return out
+}
+
+// none checks that nothing more is pushed once the queue's goroutine has
+// gone around its loop (a Reserve answered through it).
+func (p *pushes) none(t *testing.T, q *Queue) {
+	t.Helper()
+	reserve(t, q, 1, 0) // may take a ready job: callers leave none when it matters
+	select {
+	case d := <-p.jobs:
+		t.Fatalf("pushed %d beyond the window", d.ID)
+	default:
+	}
+}
+
+func TestConsumerWindow(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, t.TempDir(), clk)
+	defer n.close(t)
+	q, err := n.e.Queue("q", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 7; i++ {
+		enq(t, q, EnqueueRequest{Payload: []byte(fmt.Sprintf("job-%d", i))})
+	}
+	w, _ := n.e.RegisterWorker("w", []string{"q"}, 3)
+	p := newPushes()
+	if _, err := q.Consume(w, nil, 0, 0, p.push); !errors.Is(err, ErrBadConfig) {
+		t.Fatalf("window 0: %v, want ErrBadConfig", err)
+	}
+	c, err := q.Consume(w, nil, 3, 10*time.Second, p.push)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := p.take(t, 3)
+	for i, d := range got {
+		if d.ID != uint64(i) || d.Attempt != 1 || string(d.Payload) != fmt.Sprintf("job-%d", i) {
+			t.Fatalf("push %d: %+v", i, d)
+		}
+	}
+	// The window is full: an anonymous reserve takes job 3, nothing more
+	// is pushed.
+	p.none(t, q)
+	if in := q.Info(); in.InFlight != 4 || in.Ready != 3 {
+		t.Fatalf("info %+v, want 4 in flight and 3 ready", in)
+	}
+	if wi := n.e.Workers()[0]; wi.InFlight != 3 {
+		t.Fatalf("worker in flight %d, want 3", wi.InFlight)
+	}
+
+	// An ack frees one place, a nack another: two more are pushed.
+	if err := ack(q, got[0].ID, 1); err != nil {
+		t.Fatal(err)
+	}
+	nacked := make(chan error, 1)
+	q.Nack(got[1].ID, 1, NackOpts{Delay: time.Hour, UseDelay: true, Error: "later"}, func(_ Where, _ time.Duration, err error) { nacked <- err })
+	if err := <-nacked; err != nil {
+		t.Fatal(err)
+	}
+	more := p.take(t, 2)
+	if more[0].ID != 4 || more[1].ID != 5 {
+		t.Fatalf("after ack and nack pushed %d, %d; want 4, 5", more[0].ID, more[1].ID)
+	}
+
+	// A passed visibility timeout frees the place too, and the job comes
+	// back (to this consumer, the only one) with its attempt raised.
+	clk.Add(11 * time.Second)
+	q.kick()
+	back := p.take(t, 3)
+	seen := map[uint64]int{}
+	for _, d := range back {
+		seen[d.ID] = d.Attempt
+	}
+	if seen[2] != 2 || seen[4] != 2 || seen[5] != 2 {
+		t.Fatalf("after the timeout pushed %v; want jobs 2, 4, 5 at attempt 2", seen)
+	}
+
+	// Cancelled: no more pushes; the jobs it holds are acked as usual.
+	c.Cancel()
+	for _, d := range back {
+		if err := ack(q, d.ID, d.Attempt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.none(t, q) // takes job 6 (or job 3, back after its timeout)
+}
+
+func TestConsumersShareAndEnd(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, t.TempDir(), clk)
+	defer n.close(t)
+	q, err := n.e.Queue("q", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := newPushes(), newPushes()
+	if _, err := q.Consume(nil, nil, 2, 0, a.push); err != nil {
+		t.Fatal(err)
+	}
+	var gone atomic.Bool
+	if _, err := q.Consume(nil, gone.Load, 2, 0, b.push); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		enq(t, q, EnqueueRequest{Payload: []byte("x")})
+	}
+	// Both consumers get jobs: two each, as the windows allow.
+	ga, gb := a.take(t, 2), b.take(t, 2)
+	if ga[0].ID == gb[0].ID {
+		t.Fatalf("job %d pushed twice", ga[0].ID)
+	}
+	// A consumer whose connection went takes nothing.
+	gone.Store(true)
+	for _, d := range gb {
+		if err := ack(q, d.ID, d.Attempt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enq(t, q, EnqueueRequest{Payload: []byte("y")})
+	for _, d := range ga {
+		if err := ack(q, d.ID, d.Attempt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := a.take(t, 1)[0]; d.ID != 4 {
+		t.Fatalf("pushed %d, want 4", d.ID)
+	}
+	select {
+	case d := <-b.jobs:
+		t.Fatalf("gone consumer got job %d", d.ID)
+	default:
+	}
+	// Deleting the queue ends the consumers with the reason.
+	if err := n.e.Delete("q"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*pushes{a, b} {
+		select {
+		case err := <-p.end:
+			if !errors.Is(err, ErrQueueNotFound) {
+				t.Fatalf("end: %v, want ErrQueueNotFound", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("consumer not ended by the delete")
+		}
+	}
+	if _, err := q.Consume(nil, nil, 1, 0, a.push); !errors.Is(err, ErrQueueNotFound) {
+		t.Fatalf("consume on a deleted queue: %v", err)
+	}
+}

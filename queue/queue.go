@@ -43,23 +43,23 @@ type Queue struct {
 	log  *commitlog.Log
 	rdr  *commitlog.Reader // the queue goroutine's
 
-	mu       sync.Mutex
-	cfg      Config
-	st       *State
-	keys     map[string][]func(uint64, bool, error) // enqueues with a key whose append is in flight
-	waiters  []*waiter
+	mu      sync.Mutex
+	cfg     Config
+	st      *State
+	keys    map[string][]func(uint64, bool, error) // enqueues with a key whose append is in flight
+	waiters []*waiter
 	// consumers get jobs pushed while they have room (consumer.go);
 	// nextConsumer is whose turn is first.
 	consumers    []*Consumer
 	nextConsumer int
-	ready    []delivery // reservations decided, waiting for their write
-	ops      []op       // state changes not yet in Pebble
-	opsCbs   []func(error)
-	released uint64
-	closed   error
-	recovery RecoveryStats
-	hist     histogram // processing time: reserve to ack
-	rates    rates
+	ready        []delivery // reservations decided, waiting for their write
+	ops          []op       // state changes not yet in Pebble
+	opsCbs       []func(error)
+	released     uint64
+	closed       error
+	recovery     RecoveryStats
+	hist         histogram // processing time: reserve to ack
+	rates        rates
 
 	// fresh holds the payloads of jobs enqueued and not yet delivered, up
 	// to freshMax bytes: most jobs are reserved soon after they are

@@ -23,10 +23,15 @@ const (
 	VerbQWorker
 	VerbQHb
 	VerbQWorkers
+	VerbQSub
+	VerbQUnsub
 
 	// Server→client queue frames.
 	VerbJob
 	VerbHJob
+	VerbQMsg
+	VerbHQMsg
+	VerbQClosed
 
 	// FirstKVVerb is where the next engine's verbs start.
 	FirstKVVerb Verb = FirstQueueVerb + 32
@@ -43,6 +48,7 @@ const (
 //	QBROWSE <queue> <ready|delayed|in_flight|dead> [from=ID] [limit=N]
 //	QREDRIVE <queue> <id|all>   QPURGE <queue> [dead]   QPAUSE <queue>   QRESUME <queue>
 //	QWORKER <name> <queue[,queue...]> [concurrency=N]   QHB   QWORKERS
+//	QSUB <queue> <sid> [window=N] [visibility=D]   QUNSUB <sid>
 func QueueSpecs() []Spec {
 	return []Spec{
 		{Name: "QCREATE", ID: VerbQCreate, MinArgs: 1, MaxArgs: MaxArgs},
@@ -63,6 +69,8 @@ func QueueSpecs() []Spec {
 		{Name: "QWORKER", ID: VerbQWorker, MinArgs: 2, MaxArgs: 3},
 		{Name: "QHB", ID: VerbQHb},
 		{Name: "QWORKERS", ID: VerbQWorkers},
+		{Name: "QSUB", ID: VerbQSub, MinArgs: 2, MaxArgs: 4},
+		{Name: "QUNSUB", ID: VerbQUnsub, MinArgs: 1, MaxArgs: 1},
 	}
 }
 
@@ -70,8 +78,15 @@ func QueueSpecs() []Spec {
 //
 //	JOB <queue> <id> <attempt> <enqueued-ns> <#bytes>
 //	HJOB <queue> <id> <attempt> <enqueued-ns> <#hdr> <#total>
+//	QMSG <sid> <queue> <id> <attempt> <enqueued-ns> <#bytes>          (pushed to a QSUB)
+//	HQMSG <sid> <queue> <id> <attempt> <enqueued-ns> <#hdr> <#total>
+//	QCLOSED <sid> <reason...>
 func QueueClientSpecs() []Spec {
-	return []Spec{{Name: "JOB", ID: VerbJob, Shape: Sized, MinArgs: 4, MaxArgs: 4, HeaderID: VerbHJob}}
+	return []Spec{
+		{Name: "JOB", ID: VerbJob, Shape: Sized, MinArgs: 4, MaxArgs: 4, HeaderID: VerbHJob},
+		{Name: "QMSG", ID: VerbQMsg, Shape: Sized, MinArgs: 5, MaxArgs: 5, HeaderID: VerbHQMsg},
+		{Name: "QCLOSED", ID: VerbQClosed, MinArgs: 1, MaxArgs: MaxArgs},
+	}
 }
 
 // AppendJob appends a JOB (hdr == nil) or HJOB frame.
@@ -81,6 +96,23 @@ func AppendJob(dst []byte, queue string, id uint64, attempt int, enqueued int64,
 	} else {
 		dst = append(dst, "JOB "...)
 	}
+	return appendJobTail(dst, queue, id, attempt, enqueued, hdr, payload)
+}
+
+// AppendQMsg appends a QMSG (hdr == nil) or HQMSG frame: a job pushed to
+// the consumer sid.
+func AppendQMsg(dst, sid []byte, queue string, id uint64, attempt int, enqueued int64, hdr, payload []byte) []byte {
+	if hdr != nil {
+		dst = append(dst, "HQMSG "...)
+	} else {
+		dst = append(dst, "QMSG "...)
+	}
+	dst = append(dst, sid...)
+	dst = append(dst, ' ')
+	return appendJobTail(dst, queue, id, attempt, enqueued, hdr, payload)
+}
+
+func appendJobTail(dst []byte, queue string, id uint64, attempt int, enqueued int64, hdr, payload []byte) []byte {
 	dst = append(dst, queue...)
 	dst = append(dst, ' ')
 	dst = strconv.AppendUint(dst, id, 10)

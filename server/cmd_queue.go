@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/flowmesh/flowmesh/monitor/tracing"
+	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
 	"github.com/flowmesh/flowmesh/queue"
 )
@@ -17,6 +18,10 @@ import (
 // enqueues complete from the log's writer; reserves, acks, nacks and the
 // rest complete once the queue's goroutine has written the state change;
 // browsing reads the log on its own goroutine.
+//
+// QSUB makes the connection a consumer: jobs are pushed to it (QMSG)
+// while fewer than its window are unfinished, so a worker sends only
+// outcomes and its next job rides back with the outcome's reply.
 //
 // QGET with wait=D holds its reply (and so the replies after it on the
 // same connection) until a job comes or D passes, like Redis' BLPOP: a
@@ -29,7 +34,7 @@ func (s *Server) registerQueue() {
 		protocol.VerbQAck: s.qack, protocol.VerbQNack: s.qnack, protocol.VerbQTouch: s.qtouch,
 		protocol.VerbQBrowse: s.qbrowse, protocol.VerbQRedrive: s.qredrive, protocol.VerbQPurge: s.qpurge,
 		protocol.VerbQPause: s.qpause, protocol.VerbQResume: s.qresume, protocol.VerbQWorker: s.qworker,
-		protocol.VerbQHb: s.qhb, protocol.VerbQWorkers: s.qworkers,
+		protocol.VerbQHb: s.qhb, protocol.VerbQWorkers: s.qworkers, protocol.VerbQSub: s.qsub, protocol.VerbQUnsub: s.qunsub,
 	}
 	for _, spec := range protocol.QueueSpecs() {
 		s.Handle(spec, h[spec.ID])
@@ -518,4 +523,114 @@ func (s *Server) queueOptions(dir string) queue.Options {
 		o.TraceOf, o.DeadLettered = traceOf, s.deadLettered
 	}
 	return o
+}
+
+// defaultWindow is a QSUB's window when it names none.
+const defaultWindow = 1
+
+// qsub: QSUB <queue> <sid> [window=N] [visibility=D] → +OK, then QMSG frames
+func (s *Server) qsub(c *Call) {
+	f := c.Frame
+	sess := c.s
+	sid := string(f.Args[1])
+	if !protocol.ValidToken(f.Args[1], 64) {
+		c.Err(protocol.Errorf(protocol.CodeBadSid, "%q", sid))
+		return
+	}
+	if sess.qsubs[sid] != nil {
+		c.Err(protocol.Errorf(protocol.CodeBadSid, "%q is in use on this connection", sid))
+		return
+	}
+	window, vis := defaultWindow, time.Duration(0)
+	for _, a := range f.Args[2:] {
+		k, v, _ := optArg(a)
+		var perr *protocol.Error
+		switch k {
+		case "window":
+			window, perr = intArg(k, v, 1, queue.MaxWindow)
+		case "visibility":
+			vis, perr = duration(v, k)
+		default:
+			perr = badArgs("unknown QSUB option %q", a)
+		}
+		if perr != nil {
+			c.Err(perr)
+			return
+		}
+	}
+	q, err := s.queues.Queue(string(f.Args[0]), false)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	qs := &queueSub{srv: s, sess: sess, sid: []byte(sid), queue: q.Name()}
+	cons, err := q.Consume(sess.worker, sess.gone.Load, window, vis, qs.push)
+	if err != nil {
+		c.Err(queueErr(err))
+		return
+	}
+	qs.cons = cons
+	if sess.qsubs == nil {
+		sess.qsubs = make(map[string]*queueSub)
+	}
+	sess.qsubs[sid] = qs
+	c.OK()
+}
+
+// qunsub: QUNSUB <sid> → +OK. The jobs pushed and not yet finished stay
+// reserved: their outcomes are taken as usual.
+func (s *Server) qunsub(c *Call) {
+	sid := string(c.Frame.Args[0])
+	qs := c.s.qsubs[sid]
+	if qs == nil {
+		c.Err(protocol.Errorf(protocol.CodeBadSid, "no QSUB %q on this connection", sid))
+		return
+	}
+	qs.cons.Cancel()
+	delete(c.s.qsubs, sid)
+	c.OK()
+}
+
+// queueSub is one QSUB of a session. push runs on the queue's goroutine.
+type queueSub struct {
+	srv   *Server
+	sess  *session
+	sid   []byte
+	queue string
+	cons  *queue.Consumer
+}
+
+func (qs *queueSub) push(ds []queue.Delivery, err error) {
+	if err != nil {
+		// The queue was deleted or the node is stopping: the consumer
+		// is over.
+		b := protocol.AppendCommand(nil, "QCLOSED", string(qs.sid), queueErr(err).WireText())
+		_ = qs.sess.conn.Execute(func(c *netpoll.Conn) {
+			if qs.sess.qsubs[string(qs.sid)] == qs {
+				delete(qs.sess.qsubs, string(qs.sid))
+			}
+			c.Write(b)
+		})
+		return
+	}
+	n := 0
+	for i := range ds {
+		n += 80 + len(qs.sid) + len(qs.queue) + len(ds[i].Header) + len(ds[i].Payload)
+	}
+	b := make([]byte, 0, n)
+	for _, d := range ds {
+		b = protocol.AppendQMsg(b, qs.sid, qs.queue, d.ID, d.Attempt, d.EnqueuedAt, d.Header, d.Payload)
+		if d.Trace != nil {
+			qs.srv.jobSpan(tracing.Deliver, qs.queue, d.ID, d.Attempt, d.Trace).End(nil)
+		}
+	}
+	qs.sess.push(b)
+}
+
+// leaveQueues cancels the session's consumers (its connection closed).
+func (s *session) leaveQueues() {
+	for sid, qs := range s.qsubs {
+		qs.cons.Cancel()
+		delete(s.qsubs, sid)
+	}
 }

@@ -87,3 +87,52 @@ func TestQueueWire(t *testing.T) {
 		t.Fatalf("QLIST after delete: %s", b)
 	}
 }
+
+// TestQueueSubWire is the nc session of docs/protocol.md's consumer part:
+// jobs pushed into a window, each outcome bringing the next, QUNSUB, and
+// QCLOSED when the queue goes.
+func TestQueueSubWire(t *testing.T) {
+	s := startServer(t, Config{})
+	w := dial(t, s)
+	w.send("QCREATE jobs\r\nQPUT jobs 1\r\na\r\nQPUT jobs 1\r\nb\r\nQPUT jobs 1\r\nc\r\n")
+	w.expect("+OK", "+OK 0", "+OK 1", "+OK 2")
+	w.send("QSUB jobs s1 window=0\r\nQSUB nosuch s1\r\nQSUB jobs s1 size=3\r\n")
+	w.expectPrefix("-ERR 'Invalid Arguments: window")
+	w.expect("-ERR 'Not Found: queue not found: \"nosuch\"'")
+	w.expectPrefix("-ERR 'Invalid Arguments: unknown QSUB option")
+	w.send("QSUB jobs s1 window=2\r\n")
+	w.expect("+OK")
+	w.expectPrefix("QMSG s1 jobs 0 1 ")
+	w.expect("a")
+	w.expectPrefix("QMSG s1 jobs 1 1 ")
+	w.expect("b")
+	w.send("QSUB jobs s1\r\n")
+	w.expectPrefix("-ERR 'Invalid Subscription ID: \"s1\" is in use")
+	// The window is full: job 2 waits for an outcome, then rides with its reply.
+	w.send("QACK jobs 0 1\r\n")
+	w.expect("+OK")
+	w.expectPrefix("QMSG s1 jobs 2 1 ")
+	w.expect("c")
+	w.send("QNACK jobs 1 1 delay=1h 4\r\nslow\r\n")
+	w.expect("+OK delayed")
+	w.send("QPUT jobs 1\r\nd\r\n")
+	w.expect("+OK 3")
+	w.expectPrefix("QMSG s1 jobs 3 1 ")
+	w.expect("d")
+	// After QUNSUB nothing is pushed; held jobs are still acked.
+	w.send("QUNSUB s1\r\nQUNSUB s1\r\nQPUT jobs 1\r\ne\r\nQACK jobs 2 1\r\nQACK jobs 3 1\r\nQGET jobs wait=5s\r\n")
+	w.expect("+OK")
+	w.expectPrefix("-ERR 'Invalid Subscription ID: no QSUB")
+	w.expect("+OK 4", "+OK", "+OK")
+	w.expectPrefix("JOB jobs 4 1 ")
+	w.expect("e", "+OK 1")
+	// Deleting the queue closes its consumers.
+	w.send("QSUB jobs s2\r\n")
+	w.expect("+OK")
+	o := dial(t, s)
+	o.send("QDELETE jobs\r\n")
+	o.expect("+OK")
+	w.expect("QCLOSED s2 Not Found: queue not found: \"jobs\" was deleted")
+	w.send("QUNSUB s2\r\n")
+	w.expectPrefix("-ERR 'Invalid Subscription ID: no QSUB")
+}

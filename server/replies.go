@@ -72,6 +72,23 @@ func (p *Pending) complete(frame []byte) {
 	s.srv.inflight.done()
 }
 
+// push sends frames that answer no command (a consumer's jobs) from any
+// goroutine. They travel with the session's completed replies: a job
+// pushed when an ack's reply completes goes out in the same socket write.
+func (s *session) push(frames []byte) {
+	d := &s.done
+	d.mu.Lock()
+	d.items = append(d.items, completion{push: true, frame: frames})
+	schedule := !d.scheduled
+	d.scheduled = true
+	d.mu.Unlock()
+	if schedule {
+		if err := s.conn.Execute(func(*netpoll.Conn) { s.drainCompletions() }); err != nil {
+			s.srv.log.Debug("server: pushed frames dropped, connection gone", "conn", s.conn.ID(), "err", err)
+		}
+	}
+}
+
 // completions is a session's queue of completed deferred replies, filled
 // from any goroutine and drained on the session's loop.
 type completions struct {
@@ -83,6 +100,7 @@ type completions struct {
 
 type completion struct {
 	seq   uint64
+	push  bool // frames that answer nothing: written now, not in a reply's place
 	frame []byte
 }
 
@@ -95,7 +113,11 @@ func (s *session) drainCompletions() {
 	d.scheduled = false
 	d.mu.Unlock()
 	for i, c := range items {
-		s.replies.fill(s, c.seq, c.frame)
+		if c.push {
+			s.conn.Write(c.frame)
+		} else {
+			s.replies.fill(s, c.seq, c.frame)
+		}
 		items[i] = completion{}
 	}
 	d.mu.Lock()

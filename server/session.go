@@ -29,6 +29,7 @@ type session struct {
 
 	subs  map[string]*subscription // by sid
 	ssubs map[string]*streamSub    // stream group memberships, by sid
+	qsubs map[string]*queueSub     // queue consumers, by sid
 
 	worker *queue.Worker // set by QWORKER
 	kvc    *respConn     // runs this connection's KV commands; made by its first
@@ -159,6 +160,7 @@ func (s *session) sendReply(frame []byte) {
 func (s *session) close() {
 	s.gone.Store(true)
 	s.leaveStreams()
+	s.leaveQueues()
 	if s.worker != nil {
 		s.worker.Leave()
 	}

@@ -42,6 +42,7 @@ type Conn struct {
 	closedCh   chan struct{}
 	inbox      *requestMux
 	cons       map[string]*Consumer // stream consumers, by sid
+	jobSubs    map[string]*jobSub   // queue consumers (a Worker's QSUB), by sid
 	producer   string               // this Conn's idempotent-producer id
 	seq        uint64               // its last write sequence
 	writeSlots chan struct{}        // MaxInflightWrites
@@ -185,6 +186,23 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 			}
 		}()
 	}
+	// A worker's queue consumer subscribes again the same way; the new
+	// consumer's window starts empty on the server, and the jobs the old
+	// one pushed are still the worker's to finish.
+	for _, js := range c.jobSubs {
+		hello = js.appendSub(hello)
+		cl := &call{done: make(chan struct{})}
+		rejoin = append(rejoin, cl)
+		go func() {
+			select {
+			case <-cl.done:
+				if cl.err != nil && !errors.Is(cl.err, ErrConnectionLost) {
+					js.end(cl.err)
+				}
+			case <-c.closedCh:
+			}
+		}()
+	}
 	c.pending = append(rejoin, c.pending...)
 	c.mu.Unlock()
 	if _, err := nc.Write(hello); err != nil {
@@ -295,6 +313,8 @@ func (c *Conn) handleFrame(f *protocol.Frame) {
 		c.consumerNotice(f)
 	case protocol.VerbJob, protocol.VerbHJob:
 		c.addJob(f)
+	case protocol.VerbQMsg, protocol.VerbHQMsg, protocol.VerbQClosed:
+		c.jobPushed(f)
 	case protocol.VerbPing:
 		c.write(protocol.AppendPong(nil))
 	case protocol.VerbInfo:
@@ -542,7 +562,12 @@ func (c *Conn) Close() error {
 	c.subs = map[string]*Subscription{}
 	cons := c.cons
 	c.cons = map[string]*Consumer{}
+	jobSubs := c.jobSubs
+	c.jobSubs = nil
 	c.mu.Unlock()
+	for _, js := range jobSubs {
+		js.end(ErrClosed)
+	}
 	close(c.closedCh)
 	for _, s := range subs {
 		s.q.close(ErrClosed)

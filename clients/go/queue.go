@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,7 +33,10 @@ type Job struct {
 }
 
 func parseJob(f *protocol.Frame) (*Job, error) {
-	a := f.Args // <queue> <id> <attempt> <enqueued-ns>
+	return parseJobArgs(f.Args, f) // <queue> <id> <attempt> <enqueued-ns>
+}
+
+func parseJobArgs(a [][]byte, f *protocol.Frame) (*Job, error) {
 	id, att, ts := protocol.ParseUint(a[1]), protocol.ParseUint(a[2]), parseNanos(a[3])
 	if id < 0 || att < 1 || ts < 0 {
 		return nil, fmt.Errorf("flowmesh: bad job frame %q", a)
@@ -289,7 +293,6 @@ type WorkerOption func(*workerOpts)
 type workerOpts struct {
 	concurrency int
 	name        string
-	wait        time.Duration
 	touch       time.Duration // 0: a third of the queue's visibility timeout; <0: never
 }
 
@@ -315,16 +318,17 @@ func TouchEvery(d time.Duration) WorkerOption {
 }
 
 // Worker runs fn for each job of queue, up to Concurrency at once, until
-// ctx ends; then it finishes the jobs it holds (up to a second's poll) and
-// returns. A nil error
+// ctx ends; then it finishes the jobs it holds and returns. A nil error
 // acks the job; an error nacks it (retried per the queue's policy;
 // Permanent(err) dead-letters it); a panic is recovered and counts as a
 // failure with its stack as the error. The worker registers with the
-// server (name, queue, concurrency) and heartbeats, and reserves on a
-// connection of its own so its long polls do not hold up the Conn's other
-// replies.
+// server (name, queue, concurrency) and heartbeats on a connection of its
+// own, where it consumes the queue (QSUB with a window of Concurrency
+// jobs): the server pushes a job whenever one of the worker's places is
+// free, and each outcome brings the next job back with its reply.
+// Worker returns an error if the queue does not exist or is deleted.
 func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.Context, job *Job) error, opts ...WorkerOption) error {
-	o := workerOpts{concurrency: 1, name: "worker", wait: time.Second}
+	o := workerOpts{concurrency: 1, name: "worker"}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -349,115 +353,173 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 			}
 		}
 	}
-	// avail counts the slots neither running a job nor promised to a QGET
-	// on its way. Every free slot is asked for at once, in a QGET of its
-	// own if one is already out: reservations are pipelined, so a slot
-	// that frees while a QGET waits for the server's write does not wait
-	// for that round trip to end before it is asked for.
-	avail := o.concurrency
-	freed := make(chan struct{}, o.concurrency)
-	type get struct {
-		cl *call
-		n  int
+	// The subscription is registered before its QSUB goes out: a pushed
+	// job can arrive before the QSUB's reply.
+	js := newJobSub("w", queue, o.concurrency)
+	fetch.mu.Lock()
+	if fetch.jobSubs == nil {
+		fetch.jobSubs = make(map[string]*jobSub)
 	}
-	var gets []get // replies come in this order
-	// Jobs run on concurrency long-lived goroutines: a goroutine per job
-	// grew a fresh stack for every handler (copystack was a tenth of a
-	// busy worker's CPU), and a timer per job for its touches another.
-	// avail never promises more jobs than there are runners, so a job
-	// sent here always has one.
-	jobs := make(chan *Job, o.concurrency)
+	fetch.jobSubs[js.sid] = js
+	fetch.mu.Unlock()
+	if _, err := fetch.do(ctx, js.appendSub); err != nil {
+		return err
+	}
 	var tw *toucher
 	if o.touch > 0 {
-		tw = newToucher(q.c, o.touch)
+		tw = newToucher(fetch, o.touch)
 		defer tw.stop()
 	}
+	// Jobs run on Concurrency long-lived goroutines: a goroutine per job
+	// grew a fresh stack for every handler, and a timer per job for its
+	// touches cost as much again.
 	var running sync.WaitGroup
 	for range o.concurrency {
 		running.Add(1)
 		go func() {
 			defer running.Done()
-			for j := range jobs {
-				q.runJob(ctx, j, fn, tw, func() { freed <- struct{}{} })
+			for {
+				j, ok := js.next()
+				if !ok {
+					return
+				}
+				q.runJob(ctx, j, fn, tw)
 			}
 		}()
 	}
-	defer func() {
-		close(jobs)
-		running.Wait()
-	}()
 	hb := time.NewTicker(10 * time.Second)
 	defer hb.Stop()
-	var retry <-chan time.Time // set while backing off after a failed QGET
-	var giveUp <-chan time.Time
-	args := []string{queue, "", "wait=" + o.wait.String()}
 	for {
-		stopping := ctx.Err() != nil
-		if stopping && len(gets) == 0 {
-			return nil
-		}
-		if avail > 0 && !stopping && retry == nil {
-			args[1] = "max=" + strconv.Itoa(avail)
-			cl, err := fetch.send(func(b []byte) []byte { return protocol.AppendCommand(b, "QGET", args...) })
-			if err != nil {
-				return err // the fetch connection was closed
-			}
-			gets = append(gets, get{cl, avail})
-			avail = 0
-		}
-		var head <-chan struct{}
-		if len(gets) > 0 {
-			head = gets[0].cl.done
-		}
-		var done <-chan struct{}
-		if !stopping {
-			done = ctx.Done()
-		} else if giveUp == nil {
-			// Once stopping, the QGETs out are still waited for (each
-			// waits at most o.wait on the server): jobs reserved for them
-			// would otherwise sit invisible until their visibility timeout.
-			giveUp = time.After(o.wait + 30*time.Second)
-		}
 		select {
-		case <-giveUp:
-			return nil
-		case <-freed:
-			avail++
-		case <-retry:
-			retry = nil
 		case <-hb.C:
 			_ = fetch.write(protocol.AppendCommand(nil, "QHB"))
-		case <-done:
-		case <-head:
-			g := gets[0]
-			gets = gets[1:]
-			if err := g.cl.err; err != nil {
-				avail += g.n
-				var fe *Error
-				if errors.As(err, &fe) && fe.Code == protocol.CodeNotFound {
-					return err // the queue is gone
-				}
-				if errors.Is(err, ErrClosed) {
-					return err
-				}
-				q.c.opts.logger.Warn("flowmesh: worker reserve failed; retrying", "queue", queue, "err", err)
-				retry = time.After(500 * time.Millisecond)
-				continue
-			}
-			avail += g.n - len(g.cl.jobs)
-			for _, j := range g.cl.jobs {
-				j.conn = q.c // acks on the main connection: they must not wait behind a long poll
-				jobs <- j
-			}
+			continue
+		case <-js.ended:
+			// Deleted queue or closed connection: the jobs already here are
+			// still run (their outcomes may fail and be logged).
+			js.finish()
+			running.Wait()
+			return js.err
+		case <-ctx.Done():
 		}
+		break
 	}
+	// Stopping: no more pushes, then the jobs already here are run. A PING
+	// after the QUNSUB's reply comes back behind every job pushed before
+	// the server took the QUNSUB.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := fetch.do(sctx, func(b []byte) []byte { return protocol.AppendCommand(b, "QUNSUB", js.sid) }); err == nil {
+		_ = fetch.Flush(sctx)
+	}
+	js.finish()
+	running.Wait()
+	return nil
 }
 
-// runJob runs fn on j and reports the outcome. free runs as soon as fn
-// returns, before the outcome's reply: the slot takes its next job while
-// the ack is being made durable, so the ack and the next reservation share
-// the server's next write instead of following each other.
-func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, tw *toucher, free func()) {
+// jobSub is a Worker's queue consumer on its connection: the jobs the
+// server pushes wait here for the worker's goroutines.
+type jobSub struct {
+	sid, queue string
+	window     int
+	ended      chan struct{} // closed by end
+	err        error         // why it ended; set before ended is closed
+
+	mu       sync.Mutex
+	cond     sync.Cond
+	jobs     []*Job
+	finished bool // no job will be taken any more once jobs is empty
+	once     sync.Once
+}
+
+func newJobSub(sid, queue string, window int) *jobSub {
+	js := &jobSub{sid: sid, queue: queue, window: window, ended: make(chan struct{})}
+	js.cond.L = &js.mu
+	return js
+}
+
+func (js *jobSub) appendSub(b []byte) []byte {
+	return protocol.AppendCommand(b, "QSUB", js.queue, js.sid, "window="+strconv.Itoa(js.window))
+}
+
+// add queues a pushed job. Reader goroutine: it never blocks.
+func (js *jobSub) add(j *Job) {
+	js.mu.Lock()
+	js.jobs = append(js.jobs, j)
+	js.mu.Unlock()
+	js.cond.Signal()
+}
+
+// next takes the oldest pushed job, waiting for one; false once finish
+// was called and none is left.
+func (js *jobSub) next() (*Job, bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	for len(js.jobs) == 0 {
+		if js.finished {
+			return nil, false
+		}
+		js.cond.Wait()
+	}
+	j := js.jobs[0]
+	js.jobs[0] = nil
+	js.jobs = js.jobs[1:]
+	return j, true
+}
+
+// finish lets the goroutines return once the queued jobs are taken.
+func (js *jobSub) finish() {
+	js.mu.Lock()
+	js.finished = true
+	js.mu.Unlock()
+	js.cond.Broadcast()
+}
+
+// end records why the subscription is over and wakes the worker.
+func (js *jobSub) end(err error) {
+	js.once.Do(func() {
+		js.err = err
+		close(js.ended)
+	})
+}
+
+// jobPushed takes a QMSG (a pushed job) or QCLOSED frame. Reader only.
+func (c *Conn) jobPushed(f *protocol.Frame) {
+	sid := string(f.Args[0])
+	c.mu.Lock()
+	js := c.jobSubs[sid]
+	c.mu.Unlock()
+	if js == nil {
+		return // the worker is gone; the job comes back after its visibility timeout
+	}
+	if f.Verb == protocol.VerbQClosed {
+		parts := make([]string, 0, len(f.Args)-1)
+		for _, a := range f.Args[1:] {
+			parts = append(parts, string(a))
+		}
+		text := strings.Join(parts, " ")
+		e := &Error{Code: protocol.CodeOf(text), Message: text}
+		if e.Code == protocol.CodeShuttingDown {
+			return // the node is stopping: the consumer subscribes again when the connection is back
+		}
+		c.mu.Lock()
+		delete(c.jobSubs, sid)
+		c.mu.Unlock()
+		js.end(e)
+		return
+	}
+	j, err := parseJobArgs(f.Args[1:], f)
+	if err != nil {
+		c.opts.logger.Warn("flowmesh: dropped a bad job frame", "err", err)
+		return
+	}
+	j.conn = c
+	js.add(j)
+}
+
+// runJob runs fn on j and reports the outcome on j's connection, where
+// the server answers it and pushes the next job in the same write.
+func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, tw *toucher) {
 	tw.add(j)
 	j.span = q.c.process(ctx, j.Queue, j.MessageID(), j.Header, attribute.Int("flowmesh.attempt", j.Attempt))
 	ctx = j.Context(ctx)
@@ -471,9 +533,8 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 	}()
 	defer endSpan(j.span, err) // after the outcome's reply: the span covers the ack
 	tw.remove(j)               // before the outcome is sent: a touch after it would only fail
-	free()
-	// Acks use a context of their own: a worker stopping (ctx done) still
-	// reports the jobs it finished.
+	// Outcomes use a context of their own: a worker stopping (ctx done)
+	// still reports the jobs it finished.
 	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var perm *PermanentError

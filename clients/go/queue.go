@@ -327,6 +327,9 @@ func TouchEvery(d time.Duration) WorkerOption {
 // jobs): the server pushes a job whenever one of the worker's places is
 // free, and each outcome brings the next job back with its reply.
 // Worker returns an error if the queue does not exist or is deleted.
+// Closing the Conn stops its workers as a crash would: no more outcomes
+// are reported, and the jobs they held come back after their visibility
+// timeouts.
 func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.Context, job *Job) error, opts ...WorkerOption) error {
 	o := workerOpts{concurrency: 1, name: "worker"}
 	for _, opt := range opts {
@@ -400,6 +403,13 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 			js.finish()
 			running.Wait()
 			return js.err
+		case <-q.c.closedCh:
+			// The Conn was closed under the worker: it stops as a crashed
+			// process would, reporting nothing more; the jobs it held come
+			// back when their visibility timeouts pass.
+			js.abandon()
+			running.Wait()
+			return ErrClosed
 		case <-ctx.Done():
 		}
 		break
@@ -475,6 +485,15 @@ func (js *jobSub) finish() {
 	js.cond.Broadcast()
 }
 
+// abandon drops the queued jobs and lets the goroutines return.
+func (js *jobSub) abandon() {
+	js.mu.Lock()
+	clear(js.jobs)
+	js.jobs = nil
+	js.mu.Unlock()
+	js.finish()
+}
+
 // end records why the subscription is over and wakes the worker.
 func (js *jobSub) end(err error) {
 	js.once.Do(func() {
@@ -533,6 +552,9 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 	}()
 	defer endSpan(j.span, err) // after the outcome's reply: the span covers the ack
 	tw.remove(j)               // before the outcome is sent: a touch after it would only fail
+	if q.c.isClosed() {
+		return // closed under the worker: as after a crash, the job comes back after its visibility timeout
+	}
 	// Outcomes use a context of their own: a worker stopping (ctx done)
 	// still reports the jobs it finished.
 	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

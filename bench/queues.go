@@ -319,7 +319,9 @@ func delayedLateness(t *target, n int) ([]time.Duration, error) {
 	}, flowmesh.Concurrency(16))
 	base := time.Now().Add(time.Second)
 	for i := 0; i < probes; i++ {
-		due := base.Add(time.Duration(i) * 4 * time.Millisecond)
+		// RunAt travels in Unix milliseconds: the job is due at the
+		// millisecond, and lateness is measured from there.
+		due := base.Add(time.Duration(i) * 4 * time.Millisecond).Truncate(time.Millisecond)
 		b := make([]byte, 8)
 		binary.LittleEndian.PutUint64(b, uint64(due.UnixNano()))
 		if _, err := fm.Queue.Enqueue(ctx, "delayed", b, flowmesh.RunAt(due)); err != nil {

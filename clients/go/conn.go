@@ -165,43 +165,20 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 	for _, s := range c.subs {
 		hello = protocol.AppendSub(hello, s.subject, s.queue, s.sid)
 	}
-	// Consumers join again; the server answers each SSUB with +OK, and
-	// nobody waits for those: a marker call per consumer keeps the reply
-	// queue aligned.
+	// Consumers join again (stream groups' SSUB, a worker's QSUB); the
+	// server answers each with +OK, and nobody waits for those: a marker
+	// call per consumer keeps the reply queue aligned. A worker's new
+	// queue consumer starts with an empty window on the server; the jobs
+	// the old one pushed are still the worker's to finish.
 	var rejoin []*call
 	for _, cs := range c.cons {
 		hello = cs.appendSub(hello)
-		cl := &call{done: make(chan struct{})}
-		rejoin = append(rejoin, cl)
+		rejoin = append(rejoin, c.rejoinMarker(cs.end))
 		cs.reconnected()
-		go func() {
-			// A refused rejoin (the topic was deleted meanwhile) ends the
-			// consumer instead of leaving it waiting.
-			select {
-			case <-cl.done:
-				if cl.err != nil && !errors.Is(cl.err, ErrConnectionLost) {
-					cs.end(cl.err)
-				}
-			case <-c.closedCh:
-			}
-		}()
 	}
-	// A worker's queue consumer subscribes again the same way; the new
-	// consumer's window starts empty on the server, and the jobs the old
-	// one pushed are still the worker's to finish.
 	for _, js := range c.jobSubs {
 		hello = js.appendSub(hello)
-		cl := &call{done: make(chan struct{})}
-		rejoin = append(rejoin, cl)
-		go func() {
-			select {
-			case <-cl.done:
-				if cl.err != nil && !errors.Is(cl.err, ErrConnectionLost) {
-					js.end(cl.err)
-				}
-			case <-c.closedCh:
-			}
-		}()
+		rejoin = append(rejoin, c.rejoinMarker(js.end))
 	}
 	c.pending = append(rejoin, c.pending...)
 	c.mu.Unlock()
@@ -210,6 +187,34 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 		return nil, nil, fmt.Errorf("flowmesh: connect %s: %w", c.addr, err)
 	}
 	return nc, br, nil
+}
+
+// rejoinMarker is the call that takes the reply to a consumer's
+// subscription sent again after a reconnect. A refused rejoin (its topic
+// or queue was deleted meanwhile) ends the consumer with end instead of
+// leaving it waiting.
+func (c *Conn) rejoinMarker(end func(error)) *call {
+	cl := &call{done: make(chan struct{})}
+	go func() {
+		select {
+		case <-cl.done:
+			if cl.err != nil && !errors.Is(cl.err, ErrConnectionLost) {
+				end(cl.err)
+			}
+		case <-c.closedCh:
+		}
+	}()
+	return cl
+}
+
+// closedError is the error a SCLOSED or QCLOSED frame carries after its sid.
+func closedError(f *protocol.Frame) *Error {
+	parts := make([]string, 0, len(f.Args)-1)
+	for _, a := range f.Args[1:] {
+		parts = append(parts, string(a))
+	}
+	text := strings.Join(parts, " ")
+	return &Error{Code: protocol.CodeOf(text), Message: text}
 }
 
 // writeLoop hands buffered output to the socket: whatever accumulated while

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -392,11 +391,10 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 	}
 	hb := time.NewTicker(10 * time.Second)
 	defer hb.Stop()
-	for {
+	for stopping := false; !stopping; {
 		select {
 		case <-hb.C:
 			_ = fetch.write(protocol.AppendCommand(nil, "QHB"))
-			continue
 		case <-js.ended:
 			// Deleted queue or closed connection: the jobs already here are
 			// still run (their outcomes may fail and be logged).
@@ -411,8 +409,8 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 			running.Wait()
 			return ErrClosed
 		case <-ctx.Done():
+			stopping = true
 		}
-		break
 	}
 	// Stopping: no more pushes, then the jobs already here are run. A PING
 	// after the QUNSUB's reply comes back behind every job pushed before
@@ -512,12 +510,7 @@ func (c *Conn) jobPushed(f *protocol.Frame) {
 		return // the worker is gone; the job comes back after its visibility timeout
 	}
 	if f.Verb == protocol.VerbQClosed {
-		parts := make([]string, 0, len(f.Args)-1)
-		for _, a := range f.Args[1:] {
-			parts = append(parts, string(a))
-		}
-		text := strings.Join(parts, " ")
-		e := &Error{Code: protocol.CodeOf(text), Message: text}
+		e := closedError(f)
 		if e.Code == protocol.CodeShuttingDown {
 			return // the node is stopping: the consumer subscribes again when the connection is back
 		}

@@ -494,15 +494,10 @@ func (c *Conn) consumerNotice(f *protocol.Frame) {
 		return
 	}
 	if f.Verb == protocol.VerbSClosed {
-		parts := make([]string, 0, len(f.Args)-1)
-		for _, a := range f.Args[1:] {
-			parts = append(parts, string(a))
-		}
-		text := strings.Join(parts, " ")
 		c.mu.Lock()
 		delete(c.cons, cs.sid)
 		c.mu.Unlock()
-		cs.end(&Error{Code: protocol.CodeOf(text), Message: text})
+		cs.end(closedError(f))
 		return
 	}
 	var ps []int

@@ -29,6 +29,7 @@ type Conn struct {
 	stallOn  *Conn // destination this conn waits on; loop only
 	paused   bool  // reading is off in epoll (a stall or a hold); loop only
 	held     bool  // the handler asked to stop reading (HoldReads); loop only
+	barred   bool  // out waits for the loop's barrier (CommitAfterBarrier); loop only
 
 	// Session is the handler's per-connection state. Loop only.
 	Session any
@@ -78,6 +79,28 @@ func (c *Conn) Commit(b []byte) {
 	}
 }
 
+// CommitAfterBarrier is Commit for output that may leave only after the
+// handler's Barrier (see BarrierHandler): it stays in c's buffer, with
+// whatever is committed after it, until the loop's barrier has run once
+// after this call. One barrier serves every connection that committed
+// this way during the loop's turn. Loop only.
+func (c *Conn) CommitAfterBarrier(b []byte) {
+	if c.closed || c.closing {
+		c.out = c.out[:0]
+		return
+	}
+	c.out = b
+	if len(c.out)+c.gc.OutboundBuffered() > c.loop.s.cfg.MaxPending {
+		c.slowConsumer()
+		return
+	}
+	if !c.barred {
+		c.barred = true
+		c.loop.barred = append(c.loop.barred, c)
+	}
+	c.loop.queueBarrier()
+}
+
 // Write appends frame to the output. Loop only.
 func (c *Conn) Write(frame []byte) { c.Commit(append(c.Buf(), frame...)) }
 
@@ -98,11 +121,14 @@ func (c *Conn) writeNow(frames []byte) {
 }
 
 // CloseAfter sends frame, flushes, and closes the connection. Loop only.
+// Output waiting for the barrier goes too: a BarrierHandler calls its
+// Barrier before.
 func (c *Conn) CloseAfter(frame []byte) {
 	if c.closed || c.closing {
 		return
 	}
 	c.out = append(c.out, frame...)
+	c.barred = false // it stays in the loop's list; the barrier skips closing connections
 	c.flush()
 	c.closing = true
 	_ = c.gc.Close()
@@ -118,7 +144,7 @@ func (c *Conn) slowConsumer() {
 
 func (c *Conn) flush() {
 	c.dirty = false
-	if len(c.out) == 0 || c.closed {
+	if len(c.out) == 0 || c.closed || c.barred {
 		return
 	}
 	n := len(c.out)
@@ -226,6 +252,10 @@ type loop struct {
 	pendingBoxes []int
 	epfd         int // the loop's epoll descriptor for stalls: 0 unknown, -1 unavailable
 
+	barred        []*Conn // connections whose output waits for the barrier
+	barrierQueued bool    // runBarrier is queued on the loop
+	barrierTask   gnet.RunnableFunc
+
 	freeMu sync.Mutex
 	free   []*batch
 }
@@ -246,6 +276,51 @@ func (l *loop) flush() {
 		}
 	}
 	l.pendingBoxes = l.pendingBoxes[:0]
+}
+
+// queueBarrier makes sure runBarrier runs on the loop. gnet has no hook at
+// the end of a loop turn, so the barrier is a task: queued during a turn,
+// it runs after the next turn's events (the eventfd written to queue it
+// is among them). So one barrier, and one write of the handler's file,
+// serves every connection read in up to two turns. Loop only.
+func (l *loop) queueBarrier() {
+	if l.barrierQueued {
+		return
+	}
+	l.barrierQueued = true
+	if err := l.gl.Execute(context.Background(), l.barrierTask); err != nil {
+		// The engine is stopping: run it now rather than hold the replies.
+		l.barrierQueued = false
+		_ = l.barrierTask(context.Background())
+	}
+}
+
+// runBarrier runs the handler's Barrier once for every connection that
+// committed output after the last one, then sends their output, or on
+// failure drops it and lets the handler close them. Loop only.
+func (l *loop) runBarrier(context.Context) error {
+	l.barrierQueued = false
+	if len(l.barred) == 0 {
+		return nil
+	}
+	bh := l.s.h.(BarrierHandler)
+	err := bh.Barrier()
+	for i, c := range l.barred {
+		l.barred[i] = nil
+		if !c.barred || c.closed || c.closing {
+			continue
+		}
+		c.barred = false
+		if err != nil {
+			c.out = c.out[:0]
+			bh.BarrierFailed(c, err)
+			continue
+		}
+		c.flush()
+	}
+	l.barred = l.barred[:0]
+	l.flush()
+	return nil
 }
 
 // sendBox hands the batch for loop idx to that loop.

@@ -26,6 +26,22 @@ type Handler interface {
 	OnClose(c *Conn, err error)
 }
 
+// BarrierHandler is a Handler some of whose output may leave only after a
+// barrier, such as the KV port's replies, which acknowledge writes that
+// must reach the append-only file first. Feed commits such output with
+// Conn.CommitAfterBarrier; the loop then calls Barrier once for all the
+// connections that did so in its turn (one file write instead of one per
+// connection) and sends their output after it.
+type BarrierHandler interface {
+	Handler
+	// Barrier runs on the loop; the held output is sent once it returns nil.
+	Barrier() error
+	// BarrierFailed is called for each connection whose held output was
+	// dropped because Barrier failed; it sends what the client should see
+	// and closes c.
+	BarrierFailed(c *Conn, err error)
+}
+
 // Config configures a Server. Zero values take the defaults noted.
 type Config struct {
 	Addr         string        // host:port to listen on
@@ -217,6 +233,7 @@ func (s *Server) loopOf(gl gnet.EventLoop) *loop {
 		for i := range l.outboxes {
 			l.outboxes[i] = &batch{from: l}
 		}
+		l.barrierTask = l.runBarrier
 		s.loops[gl] = l
 		s.list = append(s.list, l)
 	}

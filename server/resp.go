@@ -97,7 +97,7 @@ func (h *respHandler) OnClose(c *netpoll.Conn, err error) {}
 // Feed runs every complete command in in. The replies go out only after
 // the KV engine's barrier: every write they acknowledge is in the
 // append-only file by then (fsynced under the always policy), one write
-// call for all the commands of this read.
+// call for all the commands the loop read in its turn.
 func (h *respHandler) Feed(c *netpoll.Conn, in []byte) (int, int, bool) {
 	rc := c.Session.(*respConn)
 	s := (*Server)(h)
@@ -154,12 +154,28 @@ func (rc *respConn) commit(c *netpoll.Conn, start int) bool {
 			return false
 		}
 	}
-	if err := e.Barrier(); err != nil {
-		rc.failed(c, start, err)
-		return true
+	if !e.Durable(e.Position()) {
+		// The write call waits for the end of the loop's turn (Barrier
+		// below): one for every connection read meanwhile, as Redis
+		// writes its AOF buffer once per event-loop iteration.
+		c.CommitAfterBarrier(rc.w.B)
+		return false
 	}
 	c.Commit(rc.w.B)
 	return false
+}
+
+// Barrier writes the engine's append-only file up to its last record: the
+// replies held with CommitAfterBarrier acknowledge nothing that is not in
+// it. Loop only (netpoll.BarrierHandler).
+func (h *respHandler) Barrier() error { return h.kv.Barrier() }
+
+// BarrierFailed closes c without the replies whose writes the file did
+// not take. Loop only (netpoll.BarrierHandler).
+func (h *respHandler) BarrierFailed(c *netpoll.Conn, err error) {
+	rc := c.Session.(*respConn)
+	rc.w.B = c.Buf()
+	rc.failed(c, len(rc.w.B), err)
 }
 
 // wait asks the engine to call release once the newest held replies'

@@ -48,26 +48,41 @@ func startChild(t *testing.T, dir, addr string) *exec.Cmd {
 // startChildFsync is startChild under the given fsync policy.
 func startChildFsync(t *testing.T, dir, addr, policy string) *exec.Cmd {
 	t.Helper()
+	return startChildRESP(t, dir, addr, "", policy)
+}
+
+// startChildRESP is startChildFsync with the Redis-compatible port on
+// respAddr too, unless it is "".
+func startChildRESP(t *testing.T, dir, addr, respAddr, policy string) *exec.Cmd {
+	t.Helper()
+	args := "server --data-dir " + dir + " --addr " + addr + " --http-addr off --fsync " + policy + " --log-level error"
+	wait := []string{addr}
+	if respAddr != "" {
+		args += " --resp-addr " + respAddr
+		wait = append(wait, respAddr)
+	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "FLOWMESH_CRASH_CHILD=server --data-dir "+dir+" --addr "+addr+
-		" --http-addr off --fsync "+policy+" --log-level error")
+	cmd.Env = append(os.Environ(), "FLOWMESH_CRASH_CHILD="+args)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return cmd
+	for _, a := range wait {
+		for {
+			c, err := net.Dial("tcp", a)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("server child not listening on %s: %v", a, err)
+			}
+			time.Sleep(20 * time.Millisecond) // polling a port: there is no signal to wait on
 		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			t.Fatalf("server child not listening on %s: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a port: there is no signal to wait on
 	}
+	return cmd
 }
 
 // TestStreamKill9 kills the server (SIGKILL of a real process) while

@@ -9,10 +9,13 @@ import (
 	"time"
 
 	flowmesh "github.com/flowmesh/flowmesh/clients/go"
+	"github.com/redis/go-redis/v9"
 )
 
 // TestKVKill9 kills the server (SIGKILL of a real process) while writers
-// run SETs, HSETs and INCRs, twice (the second life starts from the
+// run SETs, HSETs and INCRs, half of them through the Go SDK on the
+// native port, half through go-redis on the Redis port (whose replies
+// wait for a barrier at the end of the loop's turn), twice (the second life starts from the
 // first's replayed append-only file), under fsync=always and under
 // interval: a write is acknowledged after its record is written, so a
 // killed process loses none under either. After each restart every
@@ -28,16 +31,52 @@ func TestKVKill9(t *testing.T) {
 	for _, policy := range []string{"always", "interval"} {
 		t.Run(policy, func(t *testing.T) {
 			dir := t.TempDir()
-			addr := freeAddr(t)
+			addr, respAddr := freeAddr(t), freeAddr(t)
 			for life := 0; life < 2; life++ {
-				kvKillOnce(t, dir, addr, policy)
+				kvKillOnce(t, dir, addr, respAddr, policy)
 			}
 		})
 	}
 }
 
-func kvKillOnce(t *testing.T, dir, addr, policy string) {
-	child := startChildFsync(t, dir, addr, policy)
+// kvWriter is one crash-test writer's client: the Go SDK or go-redis.
+type kvWriter interface {
+	set(ctx context.Context, key, val string) error
+	hset(ctx context.Context, key, field, val string) error
+	incr(ctx context.Context, key string) (int64, error)
+	Close() error
+}
+
+type sdkWriter struct{ *flowmesh.Conn }
+
+func (w sdkWriter) set(ctx context.Context, key, val string) error {
+	_, err := w.KV.Set(ctx, key, []byte(val))
+	return err
+}
+
+func (w sdkWriter) hset(ctx context.Context, key, field, val string) error {
+	_, err := w.KV.HSet(ctx, key, map[string][]byte{field: []byte(val)})
+	return err
+}
+
+func (w sdkWriter) incr(ctx context.Context, key string) (int64, error) { return w.KV.Incr(ctx, key) }
+
+type redisWriter struct{ *redis.Client }
+
+func (w redisWriter) set(ctx context.Context, key, val string) error {
+	return w.Set(ctx, key, val, 0).Err()
+}
+
+func (w redisWriter) hset(ctx context.Context, key, field, val string) error {
+	return w.HSet(ctx, key, field, val).Err()
+}
+
+func (w redisWriter) incr(ctx context.Context, key string) (int64, error) {
+	return w.Incr(ctx, key).Result()
+}
+
+func kvKillOnce(t *testing.T, dir, addr, respAddr, policy string) {
+	child := startChildRESP(t, dir, addr, respAddr, policy)
 	defer func() { child.Process.Kill(); child.Wait() }()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -58,30 +97,38 @@ func kvKillOnce(t *testing.T, dir, addr, policy string) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			fm, err := flowmesh.Connect(ctx, addr, flowmesh.MaxReconnects(0))
-			if err != nil {
-				t.Error(err)
-				return
+			var cl kvWriter
+			if w%2 == 0 {
+				fm, err := flowmesh.Connect(ctx, addr, flowmesh.MaxReconnects(0))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				cl = sdkWriter{fm}
+			} else {
+				// No retries: a command cut off by the kill must not be sent
+				// again to the next life.
+				cl = redisWriter{redis.NewClient(&redis.Options{Addr: respAddr, MaxRetries: -1, Protocol: 2})}
 			}
-			defer fm.Close()
+			defer cl.Close()
 			a := &got[w]
 			for i := 0; ; i++ {
 				key := fmt.Sprintf("w%d:k%d", w, i%50)
 				val := fmt.Sprintf("v%d", i)
-				if _, err := fm.KV.Set(ctx, key, []byte(val)); err != nil {
+				if err := cl.set(ctx, key, val); err != nil {
 					return
 				}
 				a.mu.Lock()
 				a.vals[key] = val
 				a.mu.Unlock()
 				field := fmt.Sprint("f", i%20)
-				if _, err := fm.KV.HSet(ctx, fmt.Sprint("w", w, ":h"), map[string][]byte{field: []byte(val)}); err != nil {
+				if err := cl.hset(ctx, fmt.Sprint("w", w, ":h"), field, val); err != nil {
 					return
 				}
 				a.mu.Lock()
 				a.fields[field] = val
 				a.mu.Unlock()
-				n, err := fm.KV.Incr(ctx, fmt.Sprint("w", w, ":n"))
+				n, err := cl.incr(ctx, fmt.Sprint("w", w, ":n"))
 				if err != nil {
 					return
 				}
@@ -111,7 +158,7 @@ func kvKillOnce(t *testing.T, dir, addr, policy string) {
 	close(killed)
 	wg.Wait()
 
-	child = startChildFsync(t, dir, addr, policy)
+	child = startChildRESP(t, dir, addr, respAddr, policy)
 	fm, err := flowmesh.Connect(ctx, addr)
 	if err != nil {
 		t.Fatal(err)

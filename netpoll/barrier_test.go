@@ -18,7 +18,7 @@ type echoBarrier struct {
 	fail     atomic.Bool
 }
 
-func (h *echoBarrier) OnOpen(c *Conn) []byte     { return nil }
+func (h *echoBarrier) OnOpen(c *Conn) []byte      { return nil }
 func (h *echoBarrier) OnClose(c *Conn, err error) {}
 
 func (h *echoBarrier) Feed(c *Conn, in []byte) (int, int, bool) {

@@ -165,9 +165,9 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 	for _, s := range c.subs {
 		hello = protocol.AppendSub(hello, s.subject, s.queue, s.sid)
 	}
-	// Consumers join again (stream groups' SSUB, a worker's QSUB); the
-	// server answers each with +OK, and nobody waits for those: a marker
-	// call per consumer keeps the reply queue aligned. A worker's new
+	// Consumers join again (stream groups' SSUB, a worker's QWORKER and
+	// QSUB); the server answers each with +OK, and nobody waits for those:
+	// a marker call per command keeps the reply queue aligned. A worker's new
 	// queue consumer starts with an empty window on the server; the jobs
 	// the old one pushed are still the worker's to finish.
 	var rejoin []*call
@@ -177,8 +177,8 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 		cs.reconnected()
 	}
 	for _, js := range c.jobSubs {
-		hello = js.appendSub(hello)
-		rejoin = append(rejoin, c.rejoinMarker(js.end))
+		hello = js.appendSub(js.appendWorker(hello)) // the worker registers again, then consumes
+		rejoin = append(rejoin, c.rejoinMarker(js.end), c.rejoinMarker(js.end))
 	}
 	c.pending = append(rejoin, c.pending...)
 	c.mu.Unlock()

@@ -342,9 +342,10 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 		return err
 	}
 	defer fetch.Close()
-	if _, err := fetch.do(ctx, func(b []byte) []byte {
-		return protocol.AppendCommand(b, "QWORKER", o.name, queue, "concurrency="+strconv.Itoa(o.concurrency))
-	}); err != nil {
+	// The subscription carries the worker's registration, so that a
+	// reconnect registers it again before its QSUB (Conn.hello).
+	js := newJobSub("w", queue, o.name, o.concurrency)
+	if _, err := fetch.do(ctx, js.appendWorker); err != nil {
 		return err
 	}
 	if o.touch == 0 {
@@ -357,7 +358,6 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 	}
 	// The subscription is registered before its QSUB goes out: a pushed
 	// job can arrive before the QSUB's reply.
-	js := newJobSub("w", queue, o.concurrency)
 	fetch.mu.Lock()
 	if fetch.jobSubs == nil {
 		fetch.jobSubs = make(map[string]*jobSub)
@@ -429,6 +429,7 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 // server pushes wait here for the worker's goroutines.
 type jobSub struct {
 	sid, queue string
+	worker     string // the worker's name (QWORKER)
 	window     int
 	ended      chan struct{} // closed by end
 	err        error         // why it ended; set before ended is closed
@@ -440,10 +441,16 @@ type jobSub struct {
 	once     sync.Once
 }
 
-func newJobSub(sid, queue string, window int) *jobSub {
-	js := &jobSub{sid: sid, queue: queue, window: window, ended: make(chan struct{})}
+func newJobSub(sid, queue, worker string, window int) *jobSub {
+	js := &jobSub{sid: sid, queue: queue, worker: worker, window: window, ended: make(chan struct{})}
 	js.cond.L = &js.mu
 	return js
+}
+
+// appendWorker registers the connection as the worker (concurrency: the
+// window).
+func (js *jobSub) appendWorker(b []byte) []byte {
+	return protocol.AppendCommand(b, "QWORKER", js.worker, js.queue, "concurrency="+strconv.Itoa(js.window))
 }
 
 func (js *jobSub) appendSub(b []byte) []byte {
@@ -772,6 +779,36 @@ type QueueInfo struct {
 		SumMs    float64   `json:"sum_ms"`
 		Count    uint64    `json:"count"`
 	} `json:"processing"`
+}
+
+// WorkerInfo is a worker as the server sees it (QWORKERS).
+type WorkerInfo struct {
+	ID          string   `json:"id"`
+	Name        string   `json:"name"`
+	Queues      []string `json:"queues"`
+	Concurrency int      `json:"concurrency"`
+	State       string   `json:"state"` // idle, busy or gone
+	InFlight    int      `json:"in_flight"`
+	Processed   uint64   `json:"processed"`
+	Failed      uint64   `json:"failed"`
+	PerSecond   float64  `json:"per_second"` // completions per second since it joined
+	AvgMs       float64  `json:"avg_ms"`     // mean processing time
+	LastSeenMs  int64    `json:"last_seen_ms"`
+	UptimeMs    int64    `json:"uptime_ms"`
+}
+
+// Workers lists the workers the server knows: those registered now and,
+// for a while, those gone.
+func (q *Queues) Workers(ctx context.Context) ([]WorkerInfo, error) {
+	cl, err := q.command(ctx, "QWORKERS")
+	if err != nil {
+		return nil, err
+	}
+	var ws []WorkerInfo
+	if err := json.Unmarshal(cl.data, &ws); err != nil {
+		return nil, fmt.Errorf("flowmesh: bad QWORKERS reply: %w", err)
+	}
+	return ws, nil
 }
 
 // Info returns a queue's stats.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	flowmesh "github.com/flowmesh/flowmesh/clients/go"
+	"github.com/flowmesh/flowmesh/server"
 )
 
 // TestWorker: jobs enqueued with headers, priorities and delays are
@@ -279,5 +282,85 @@ func TestWorkerTouchesLongJobs(t *testing.T) {
 		if tc.expired != (in.Counters.Expired > 0) || (!tc.expired && got != 1) {
 			t.Fatalf("%s: %d deliveries, counters %+v", tc.queue, got, in.Counters)
 		}
+	}
+}
+
+// TestWorkerAcrossRestart: the node restarts on the same address and data
+// directory under a running worker; the worker reconnects, registers
+// again (the new node lists it by name, with the jobs it did since) and
+// goes on consuming.
+func TestWorkerAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	start := func(addr string) *server.Server {
+		s, err := server.New(server.Config{Addr: addr, HTTPAddr: "off", DataDir: dir},
+			slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := start("127.0.0.1:0")
+	addr := s.Addr().String()
+	fm := connect(t, s, flowmesh.ReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := fm.Queue.Create(ctx, "restart.q", flowmesh.QueueConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan string, 4)
+	wctx, stop := context.WithCancel(ctx)
+	werr := make(chan error, 1)
+	go func() {
+		werr <- fm.Queue.Worker(wctx, "restart.q", func(ctx context.Context, j *flowmesh.Job) error {
+			done <- string(j.Payload)
+			return nil
+		}, flowmesh.WorkerName("survivor"), flowmesh.Concurrency(2))
+	}()
+	for i, payload := range []string{"before", "after"} {
+		if i == 1 {
+			if err := s.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			s = start(addr)
+			t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
+		}
+		if _, err := fm.Queue.Enqueue(ctx, "restart.q", []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-done:
+			if got != payload {
+				t.Fatalf("worker did %q, want %q", got, payload)
+			}
+		case <-ctx.Done():
+			t.Fatalf("job %q not done", payload)
+		}
+	}
+	// The outcome of "after" is reported after the handler returned: wait
+	// for the new node to count it.
+	var ws []flowmesh.WorkerInfo
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		var err error
+		if ws, err = fm.Queue.Workers(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(ws) == 1 && ws[0].Processed == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers on the restarted node: %+v", ws)
+		}
+		time.Sleep(10 * time.Millisecond) // no event announces an ack's count
+	}
+	if w := ws[0]; w.Name != "survivor" || w.Concurrency != 2 || w.State == "gone" ||
+		len(w.Queues) != 1 || w.Queues[0] != "restart.q" {
+		t.Fatalf("worker after restart: %+v", w)
+	}
+	stop()
+	if err := <-werr; err != nil {
+		t.Fatal(err)
 	}
 }

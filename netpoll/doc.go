@@ -3,7 +3,8 @@
 // bytes it consumed and how many it needs next, so a large payload is not
 // re-parsed on every read), outbound buffering with a per-connection cap
 // (a connection that falls behind past it is cut as a slow consumer),
-// batched delivery between loops, keepalive PINGs, a connection limit and a
+// batched delivery between loops, output held for a barrier that runs once
+// per loop turn (BarrierHandler), keepalive PINGs, a connection limit and a
 // graceful stop.
 //
 // It knows no verbs: the frames it writes on its own (keepalive PING, the

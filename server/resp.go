@@ -15,10 +15,11 @@ import (
 
 // The Redis-compatible port: the same netpoll core as the protocol port,
 // a RESP parser, and a command table over the KV engine. Commands run on
-// the connection's loop; the replies of one read go out after one
-// barrier of the engine's append-only file (a write call, and an fsync
-// under the always policy; the engine fsyncs every fsync_interval under
-// interval).
+// the connection's loop; their replies go out after a barrier of the
+// engine's append-only file: one write call for every connection the loop
+// read in its turn (netpoll's CommitAfterBarrier), or an fsync the
+// engine's syncer shares between connections under the always policy (the
+// engine fsyncs every fsync_interval under interval).
 
 // respCmd is one command of the table.
 type respCmd struct {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -25,6 +26,12 @@ func (h *echoBarrier) Feed(c *Conn, in []byte) (int, int, bool) {
 	end := strings.LastIndexByte(string(in), '\n') + 1
 	if end == 0 {
 		return 0, 0, false
+	}
+	// "quit" closes after what came before it (held) and "bye".
+	if q := strings.Index(string(in[:end]), "quit\n"); q >= 0 {
+		c.CommitAfterBarrier(append(c.Buf(), in[:q]...))
+		c.CloseAfter([]byte("bye\n"))
+		return end, 0, true
 	}
 	c.CommitAfterBarrier(append(c.Buf(), in[:end]...))
 	return end, 0, false
@@ -147,4 +154,36 @@ func errString(err error) string {
 		return "<nil>"
 	}
 	return err.Error()
+}
+
+// TestBarrierCloseAfter: closing a connection whose output is held runs
+// the barrier first: the held output goes before the last frame when the
+// barrier succeeds, and is dropped (the last frame still sent) when it
+// fails.
+func TestBarrierCloseAfter(t *testing.T) {
+	for _, fail := range []bool{false, true} {
+		h := &echoBarrier{}
+		h.fail.Store(fail)
+		s := listenBarrier(t, h)
+		c, err := net.Dial("tcp", s.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Write([]byte("held\nquit\n")); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		c.Close()
+		want := "held\nbye\n"
+		if fail {
+			want = "bye\n"
+		}
+		if err != nil || string(got) != want {
+			t.Fatalf("barrier failing %v: read %q (%v), want %q", fail, got, err, want)
+		}
+		if h.barriers.Load() == 0 {
+			t.Fatalf("barrier failing %v: closed without a barrier", fail)
+		}
+	}
 }

@@ -121,14 +121,20 @@ func (c *Conn) writeNow(frames []byte) {
 }
 
 // CloseAfter sends frame, flushes, and closes the connection. Loop only.
-// Output waiting for the barrier goes too: a BarrierHandler calls its
-// Barrier before.
+// Output waiting for the barrier runs the handler's Barrier now and goes
+// only if it succeeds; frame goes in any case. frame is what comes after
+// the committed output, not a Buf extended by it.
 func (c *Conn) CloseAfter(frame []byte) {
 	if c.closed || c.closing {
 		return
 	}
+	if c.barred {
+		c.barred = false // it stays in the loop's list; the barrier skips closing connections
+		if err := c.loop.s.h.(BarrierHandler).Barrier(); err != nil {
+			c.out = c.out[:0]
+		}
+	}
 	c.out = append(c.out, frame...)
-	c.barred = false // it stays in the loop's list; the barrier skips closing connections
 	c.flush()
 	c.closing = true
 	_ = c.gc.Close()

@@ -54,7 +54,15 @@ func (s *Server) kvRun(c *Call, args [][]byte) {
 		e.AfterDurable(pos, func(err error) { kvReply(p.Err, p.Res, out, err) })
 		return
 	}
-	kvReply(c.Err, c.Res, rc.w.B, e.Barrier())
+	hold := !e.Durable(e.Position())
+	kvReply(c.Err, c.Res, rc.w.B, nil)
+	if hold {
+		// The reply is in the connection's output (or queued behind
+		// outstanding ones) and leaves only after the loop's barrier: one
+		// write of the file for every connection the loop read in its turn.
+		conn := c.s.conn
+		conn.CommitAfterBarrier(conn.Buf())
+	}
 }
 
 // kvReply answers a KV command with its RESP reply out, once its writes

@@ -1,6 +1,11 @@
 package server
 
-import "testing"
+import (
+	"io"
+	"net"
+	"testing"
+	"time"
+)
 
 // TestKVWire: the native KV verbs as a person with nc uses them, the
 // binary form an SDK uses, and the native error catalog for refused
@@ -40,4 +45,36 @@ func TestKVWire(t *testing.T) {
 	w.send("KVB 5\r\nhello\r\n")
 	w.expect("-ERR 'Invalid Arguments: KVB payload is not one RESP array of bulk strings'")
 	w.flush()
+}
+
+// TestKVHeldRepliesThenClose: on a node with its KV on disk (interval),
+// replies of KV writes wait for the loop's barrier; a command that closes
+// the connection in the same read comes after them, each reply once, on
+// both ports: a fatal error on the native port, QUIT on the Redis port.
+func TestKVHeldRepliesThenClose(t *testing.T) {
+	s := startServer(t, Config{RESPAddr: "127.0.0.1:0", Fsync: "interval"}, func(s *Server) {
+		s.cfg.InMemory, s.cfg.DataDir = false, t.TempDir()
+	})
+	if s.kv.SyncsEach() {
+		t.Fatal("the node fsyncs each KV write under interval")
+	}
+	w := dial(t, s)
+	w.send("KV SET a 1\r\nKV INCR n\r\nPUB x 99999999\r\n")
+	w.expect("RES 5", "+OK", "", "RES 4", ":1", "")
+	w.expectPrefix("-ERR 'Maximum Payload Violation")
+	w.expectClosed()
+
+	c, err := net.Dial("tcp", s.RESPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("SET b 2\r\nINCR n\r\nQUIT\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if want := "+OK\r\n:2\r\n+OK\r\n"; err != nil || string(got) != want {
+		t.Fatalf("Redis port read %q (%v), want %q", got, err, want)
+	}
 }

@@ -222,7 +222,7 @@ func (rc *respConn) failed(c *netpoll.Conn, start int, err error) {
 	rc.srv.log.Error("resp: KV writes not durable; closing the connection without their replies", "err", err)
 	rc.w.B = rc.w.B[:start]
 	rc.w.Error("ERR " + err.Error())
-	c.CloseAfter(rc.w.B)
+	c.CloseAfter(rc.w.B[start:]) // output held before start is dropped by the failing barrier
 }
 
 // closeAfter is commit for the last replies of a connection that closes:
@@ -240,7 +240,7 @@ func (rc *respConn) closeAfter(c *netpoll.Conn, start int) bool {
 		rc.w.B = append(append(rc.w.B[:start:start], out...), rc.w.B[start:]...)
 		rc.held, rc.heldLen = nil, 0
 	}
-	c.CloseAfter(rc.w.B)
+	c.CloseAfter(rc.w.B[start:])
 	return true
 }
 

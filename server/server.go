@@ -367,6 +367,18 @@ func (h *portHandler) Feed(c *netpoll.Conn, in []byte) (int, int, bool) {
 	return c.Session.(*session).Feed(in)
 }
 
+// Barrier writes the KV engine's append-only file up to its last record
+// before the output of the reads that ran KV writes leaves. Loop only
+// (netpoll.BarrierHandler).
+func (h *portHandler) Barrier() error { return h.kv.Barrier() }
+
+// BarrierFailed closes c: its KV writes are applied but not durable, and
+// the replies held for them are gone. Loop only (netpoll.BarrierHandler).
+func (h *portHandler) BarrierFailed(c *netpoll.Conn, err error) {
+	h.log.Error("server: KV writes not durable; closing the connection without their replies", "conn", c.ID(), "err", err)
+	c.CloseAfter(protocol.AppendError(nil, protocol.Errorf(protocol.CodeStorage, "KV write not durable: %v", err)))
+}
+
 func (h *portHandler) OnClose(c *netpoll.Conn, err error) {
 	if sess, ok := c.Session.(*session); ok {
 		sess.close()

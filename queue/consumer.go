@@ -52,13 +52,28 @@ func (q *Queue) Consume(wk *Worker, gone func() bool, window int, visibility tim
 
 // Cancel stops the pushes. The jobs in flight with the consumer stay
 // reserved: they are acked or nacked as usual, or come back when their
-// visibility timeout passes.
-func (c *Consumer) Cancel() {
+// visibility timeout passes. done, if not nil, runs once no push to the
+// consumer can follow: on the queue's goroutine after it pushed every job
+// reserved for the consumer before the cancel (so an answer sent by done
+// through the same ordered path as the pushes comes after all of them,
+// as AMQP's basic.cancel-ok does), or at once if the queue is closed.
+func (c *Consumer) Cancel(done func()) {
 	q := c.q
 	q.mu.Lock()
-	defer q.mu.Unlock()
 	c.closed = true
 	q.dropConsumer(c)
+	if done == nil {
+		q.mu.Unlock()
+		return
+	}
+	if q.closed != nil {
+		q.mu.Unlock()
+		done()
+		return
+	}
+	q.cancelled = append(q.cancelled, done)
+	q.mu.Unlock()
+	q.kick()
 }
 
 // dropConsumer removes c from the queue's list. q.mu held.

@@ -3,6 +3,7 @@ package queue
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -117,7 +118,7 @@ func TestConsumerWindow(t *testing.T) {
 	}
 
 	// Cancelled: no more pushes; the jobs it holds are acked as usual.
-	c.Cancel()
+	c.Cancel(nil)
 	for _, d := range back {
 		if err := ack(q, d.ID, d.Attempt); err != nil {
 			t.Fatal(err)
@@ -187,5 +188,83 @@ func TestConsumersShareAndEnd(t *testing.T) {
 	}
 	if _, err := q.Consume(nil, nil, 1, 0, a.push); !errors.Is(err, ErrQueueNotFound) {
 		t.Fatalf("consume on a deleted queue: %v", err)
+	}
+}
+
+// TestConsumerCancelOrdered: Cancel's done runs after the last push to
+// the consumer, so an answer sent by it behind the pushes (the QUNSUB
+// reply) tells the client no job can follow. Jobs are enqueued all the
+// while; each round cancels a fresh consumer mid-stream, then lets the
+// queue's goroutine go around (a Reserve) and looks for a push after done.
+func TestConsumerCancelOrdered(t *testing.T) {
+	n := openNode(t, t.TempDir(), &clock{now: time.Unix(1_700_000_000, 0)})
+	defer n.close(t)
+	q, err := n.e.Queue("q", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			errc := make(chan error, 1)
+			q.Enqueue(&EnqueueRequest{Payload: []byte("x")}, func(_ uint64, _ bool, err error) { errc <- err })
+			if err := <-errc; err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	for round := 0; round < 200; round++ {
+		var mu sync.Mutex
+		var log []string
+		pushed := make(chan struct{}, 1)
+		c, err := q.Consume(nil, nil, MaxWindow, time.Minute, func(ds []Delivery, err error) {
+			mu.Lock()
+			for _, d := range ds {
+				log = append(log, fmt.Sprint("push ", d.ID))
+			}
+			mu.Unlock()
+			select {
+			case pushed <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-pushed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("nothing pushed")
+		}
+		done := make(chan struct{})
+		c.Cancel(func() {
+			mu.Lock()
+			log = append(log, "done")
+			mu.Unlock()
+			close(done)
+		})
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("cancel's done not called")
+		}
+		reserve(t, q, 1, 0) // the queue's goroutine has gone around since done
+		mu.Lock()
+		for i, e := range log {
+			if e == "done" && i != len(log)-1 {
+				t.Fatalf("round %d: %q after the cancel's done", round, log[i+1])
+			}
+		}
+		mu.Unlock()
 	}
 }

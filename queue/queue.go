@@ -51,6 +51,7 @@ type Queue struct {
 	// consumers get jobs pushed while they have room (consumer.go);
 	// nextConsumer is whose turn is first.
 	consumers    []*Consumer
+	cancelled    []func() // Cancel's done calls, run after the next deliveries
 	nextConsumer int
 	ready        []delivery // reservations decided, waiting for their write
 	ops          []op       // state changes not yet in Pebble
@@ -618,6 +619,9 @@ func (q *Queue) run() {
 		q.ready = nil
 		ops, cbs := q.ops, q.opsCbs
 		q.ops, q.opsCbs = nil, nil
+		// Consumers cancelled by now get no job after these deliveries.
+		cancelled := q.cancelled
+		q.cancelled = nil
 		q.mu.Unlock()
 
 		err := q.persist(ops)
@@ -630,6 +634,9 @@ func (q *Queue) run() {
 			}
 		}
 		q.deliver(deliveries, err)
+		for _, done := range cancelled {
+			done()
+		}
 		if now.Sub(lastRelease) >= 100*time.Millisecond {
 			q.release(now)
 			lastRelease = now
@@ -645,7 +652,7 @@ func (q *Queue) run() {
 				next = w.deadline
 			}
 		}
-		busy := len(q.ops) > 0 || len(q.ready) > 0 || q.readyForWaiters() || q.readyForConsumers()
+		busy := len(q.ops) > 0 || len(q.ready) > 0 || len(q.cancelled) > 0 || q.readyForWaiters() || q.readyForConsumers()
 		q.mu.Unlock()
 		if busy {
 			continue
@@ -846,7 +853,14 @@ func (q *Queue) shutdown(err error) {
 	q.mu.Lock()
 	ops, cbs := q.ops, q.opsCbs
 	q.ops, q.opsCbs = nil, nil
+	cancelled := q.cancelled
+	q.cancelled = nil
 	q.mu.Unlock()
+	defer func() {
+		for _, done := range cancelled {
+			done()
+		}
+	}()
 	perr := q.persist(ops)
 	for _, cb := range cbs {
 		cb(perr)

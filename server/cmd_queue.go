@@ -586,9 +586,12 @@ func (s *Server) qunsub(c *Call) {
 		c.Err(protocol.Errorf(protocol.CodeBadSid, "no QSUB %q on this connection", sid))
 		return
 	}
-	qs.cons.Cancel()
 	delete(c.s.qsubs, sid)
-	c.OK()
+	// The +OK travels behind every job pushed to the consumer before the
+	// cancel (both go through the session's completions): after it the
+	// client knows no job of this sid can come.
+	p := c.Defer()
+	qs.cons.Cancel(func() { p.OK() })
 }
 
 // queueSub is one QSUB of a session. push runs on the queue's goroutine.
@@ -630,7 +633,7 @@ func (qs *queueSub) push(ds []queue.Delivery, err error) {
 // leaveQueues cancels the session's consumers (its connection closed).
 func (s *session) leaveQueues() {
 	for sid, qs := range s.qsubs {
-		qs.cons.Cancel()
+		qs.cons.Cancel(nil)
 		delete(s.qsubs, sid)
 	}
 }

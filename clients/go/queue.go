@@ -412,14 +412,12 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 			stopping = true
 		}
 	}
-	// Stopping: no more pushes, then the jobs already here are run. A PING
-	// after the QUNSUB's reply comes back behind every job pushed before
-	// the server took the QUNSUB.
+	// Stopping: no more pushes, then the jobs already here are run. The
+	// server sends the QUNSUB's reply behind every job it pushed to the
+	// consumer, so once it is here every job is.
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := fetch.do(sctx, func(b []byte) []byte { return protocol.AppendCommand(b, "QUNSUB", js.sid) }); err == nil {
-		_ = fetch.Flush(sctx)
-	}
+	_, _ = fetch.do(sctx, func(b []byte) []byte { return protocol.AppendCommand(b, "QUNSUB", js.sid) })
 	js.finish()
 	running.Wait()
 	return nil

@@ -119,11 +119,26 @@ func TestRedisTools(t *testing.T) {
 	if out := run(cli, "--scan", "--pattern", "greet*"); strings.TrimSpace(out) != "greeting" {
 		t.Fatalf("redis-cli --scan: %q", out)
 	}
+	// CONFIG GET answers what clients check, in Redis' terms (job
+	// libraries warn unless nothing is evicted).
+	if out := run(cli, "CONFIG", "GET", "maxmemory*"); strings.Fields(out)[0] != "maxmemory" ||
+		!strings.Contains(out, "maxmemory-policy\nnoeviction") {
+		t.Fatalf("redis-cli CONFIG GET maxmemory*: %q", out)
+	}
+	if out := run(cli, "CONFIG", "GET", "appendonly", "save"); out != "appendonly\nno\nsave\n\n" { // in memory
+		t.Fatalf("redis-cli CONFIG GET appendonly save: %q", out)
+	}
+	if out := run(cli, "CONFIG", "GET"); !strings.Contains(out, "wrong number of arguments") {
+		t.Fatalf("redis-cli CONFIG GET without a pattern: %q", out)
+	}
 	out := run(bench, "-t", "set,get,incr,hset,zadd", "-n", "2000", "-c", "10", "-P", "4", "-q")
 	for _, cmd := range []string{"SET", "GET", "INCR", "HSET", "ZADD"} {
 		if !strings.Contains(out, cmd+": ") || !strings.Contains(out, "requests per second") {
 			t.Fatalf("redis-benchmark did not run %s:\n%s", cmd, out)
 		}
+	}
+	if strings.Contains(out, "Could not fetch server CONFIG") {
+		t.Fatalf("redis-benchmark could not read the settings it checks:\n%s", out)
 	}
 }
 

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"math"
 	"strconv"
 	"strings"
@@ -309,12 +310,53 @@ func portOf(addr string) string {
 	return addr
 }
 
+// respConfigParams are the settings CONFIG GET shows, read-only, in
+// Redis' names and terms: what clients look at (redis-benchmark reads save
+// and appendonly; job libraries such as Bull and Sidekiq warn unless
+// maxmemory-policy is noeviction, and FlowMesh never evicts).
+func (s *Server) respConfigParams() [][2]string {
+	appendonly, fsync := "yes", "everysec" // interval: every 10 ms by default, the closest Redis term
+	switch {
+	case s.cfg.InMemory:
+		appendonly, fsync = "no", "no"
+	case s.cfg.Fsync == "always":
+		fsync = "always"
+	case s.cfg.Fsync == "none":
+		fsync = "no"
+	}
+	dir := s.cfg.DataDir
+	if s.cfg.InMemory {
+		dir = ""
+	}
+	return [][2]string{
+		{"appendfsync", fsync}, {"appendonly", appendonly}, {"databases", "1"}, {"dir", dir},
+		{"maxmemory", "0"}, {"maxmemory-policy", "noeviction"}, {"port", portOf(s.cfg.RESPAddr)},
+		{"save", ""}, {"timeout", "0"},
+	}
+}
+
 func respConfig(c *respConn, a [][]byte) {
 	switch lower(a[1]) {
 	case "get":
-		// Nothing is configurable through this port; clients (and
-		// redis-benchmark) that read settings get an empty answer.
-		c.w.Map(0)
+		// Read-only: the node is configured by its file and flags.
+		if len(a) < 3 {
+			c.w.Error("ERR wrong number of arguments for 'config|get' command")
+			return
+		}
+		var match [][2]string
+		for _, param := range c.srv.respConfigParams() {
+			for _, pat := range a[2:] {
+				if kv.Glob(bytes.ToLower(pat), []byte(param[0])) {
+					match = append(match, param)
+					break
+				}
+			}
+		}
+		c.w.Map(len(match))
+		for _, param := range match {
+			c.w.BulkString(param[0])
+			c.w.BulkString(param[1])
+		}
 	case "set":
 		c.w.Error("ERR CONFIG SET is not supported: FlowMesh is configured by its config file and flags")
 	case "resetstat":

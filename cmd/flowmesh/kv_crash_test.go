@@ -14,11 +14,12 @@ import (
 
 // TestKVKill9 kills the server (SIGKILL of a real process) while writers
 // run SETs, HSETs and INCRs, half of them through the Go SDK on the
-// native port, half through go-redis on the Redis port (whose replies
-// wait for a barrier at the end of the loop's turn), twice (the second life starts from the
-// first's replayed append-only file), under fsync=always and under
-// interval: a write is acknowledged after its record is written, so a
-// killed process loses none under either. After each restart every
+// native port, half through go-redis on the Redis port (on both, replies
+// wait for a barrier at the end of the loop's turn), twice (the second
+// life starts from the first's replayed append-only file), under
+// fsync=always and under interval: a write is acknowledged after its
+// record is written, so a killed process loses none under either. After
+// each restart every
 // acknowledged write is there: the last acknowledged value of each key,
 // each hash field, and a counter at least as high as its last
 // acknowledged INCR (an INCR cut off before its reply may or may not have

@@ -64,7 +64,22 @@ type FeedEvent struct {
 	Group string `json:"group,omitempty"`
 	Count uint64 `json:"count,omitempty"`
 	Text  string `json:"text"`
+	// A dead_letter event of one job (count 1) names it.
+	JobID    *uint64 `json:"job_id,omitempty"`
+	Attempts int     `json:"attempts,omitempty"`
+	Error    string  `json:"error,omitempty"`
+	TraceID  string  `json:"trace_id,omitempty"`
 }
+
+// maxJobEvents bounds the dead_letter events of single jobs in one tick;
+// the rest of a burst is told as a count per queue.
+//
+// DeadLetterWindow is how many of the latest dead letters a snapshot
+// carries (Snapshot.DeadLetters).
+const (
+	maxJobEvents     = 20
+	DeadLetterWindow = 256
+)
 
 // feedInterval is how often the feed sends its stats.
 var feedInterval = time.Second
@@ -135,19 +150,47 @@ func feedStats(s *Snapshot) *FeedStats {
 	return fs
 }
 
-// feedEvents compares two snapshots.
+// feedEvents compares two snapshots. Each job dead-lettered in between
+// gets an event (up to maxJobEvents) with its id, attempts, last error and
+// trace; the rest of a burst is told as a count per queue.
 func feedEvents(prev, cur *Snapshot) []FeedEvent {
 	var out []FeedEvent
-	dead := map[string]uint64{}
-	for _, q := range prev.Queues {
-		dead[q.Name] = q.Counters.DeadLettered
+	seen := uint64(0)
+	if n := len(prev.DeadLetters); n > 0 {
+		seen = prev.DeadLetters[n-1].Seq
 	}
-	for _, q := range cur.Queues {
-		if before, ok := dead[q.Name]; ok && q.Counters.DeadLettered > before {
-			n := q.Counters.DeadLettered - before
-			out = append(out, FeedEvent{Kind: "dead_letter", Queue: q.Name, Count: n,
-				Text: strconv.FormatUint(n, 10) + " job(s) of " + q.Name + " dead-lettered"})
+	var more []string // queues with untold jobs, in order of first
+	untold := map[string]uint64{}
+	for _, d := range cur.DeadLetters {
+		if d.Seq <= seen {
+			continue
 		}
+		if len(out) == maxJobEvents {
+			if untold[d.Queue] == 0 {
+				more = append(more, d.Queue)
+			}
+			untold[d.Queue]++
+			continue
+		}
+		id := d.ID
+		text := "job " + strconv.FormatUint(d.ID, 10) + " of " + d.Queue + " dead-lettered after " +
+			strconv.Itoa(d.Attempts) + " attempt(s)"
+		if d.Error != "" {
+			text += ": " + d.Error
+		}
+		out = append(out, FeedEvent{Kind: "dead_letter", Queue: d.Queue, Count: 1, Text: text,
+			JobID: &id, Attempts: d.Attempts, Error: d.Error, TraceID: d.TraceID})
+	}
+	for _, q := range more {
+		n := untold[q]
+		out = append(out, FeedEvent{Kind: "dead_letter", Queue: q, Count: n,
+			Text: strconv.FormatUint(n, 10) + " more job(s) of " + q + " dead-lettered"})
+	}
+	if n := len(cur.DeadLetters); n > 0 && cur.DeadLetters[0].Seq > seen+1 {
+		// The window moved past jobs no snapshot showed.
+		lost := cur.DeadLetters[0].Seq - seen - 1
+		out = append(out, FeedEvent{Kind: "dead_letter", Count: lost,
+			Text: strconv.FormatUint(lost, 10) + " more job(s) dead-lettered (too many to list)"})
 	}
 	gens := map[[2]string]uint64{}
 	for _, g := range prev.Groups {

@@ -41,6 +41,19 @@ type Snapshot struct {
 	RedisPort                   bool
 	RedisConns                  int64
 	RedisBytesIn, RedisBytesOut uint64
+	// The latest jobs dead-lettered, oldest first (a bounded window).
+	DeadLetters []DeadLetter
+}
+
+// DeadLetter is one job that went to its queue's dead-letter queue.
+type DeadLetter struct {
+	Seq      uint64 // 1, 2, ... in the order the node dead-lettered them
+	Queue    string
+	ID       uint64
+	Attempts int
+	Error    string
+	TraceID  string // of the job's sampled trace, if it has one
+	AtMs     int64
 }
 
 // LogStats is one commit log's counters and whose it is.

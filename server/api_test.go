@@ -119,8 +119,8 @@ func TestRESTAPI(t *testing.T) {
 }
 
 // TestFeed: the WebSocket feed sends stats at once, then a dead_letter
-// event within a tick of a job failing for good; shutting the node down
-// ends the feed.
+// event naming the job (id, attempts, last error) within a tick of it
+// failing for good; shutting the node down ends the feed.
 func TestFeed(t *testing.T) {
 	s := startServer(t, Config{HTTPAddr: "127.0.0.1:0"})
 	w := dial(t, s)
@@ -148,7 +148,11 @@ func TestFeed(t *testing.T) {
 		if err := wsjson.Read(ctx, c, &m); err != nil {
 			t.Fatalf("no dead_letter event: %v", err)
 		}
-		if m.Type == "event" && m.Event.Kind == "dead_letter" && m.Event.Queue == "jobs" && m.Event.Count == 1 {
+		if m.Type == "event" && m.Event.Kind == "dead_letter" {
+			if ev := m.Event; ev.Queue != "jobs" || ev.Count != 1 || ev.JobID == nil || *ev.JobID != 0 ||
+				ev.Attempts != 1 || ev.Error != "boom" {
+				t.Fatalf("dead_letter event %+v", ev)
+			}
 			break
 		}
 	}

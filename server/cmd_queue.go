@@ -518,9 +518,9 @@ func (s *Server) qworkers(c *Call) {
 func (s *Server) queueOptions(dir string) queue.Options {
 	d := queue.DefaultConfig(s.cfg.MaxPayload, s.cfg.Fsync)
 	o := queue.Options{Dir: dir, Store: s.store, Defaults: d, AutoCreate: true, Logger: s.log,
-		FsyncInterval: time.Duration(s.cfg.FsyncInterval)}
+		FsyncInterval: time.Duration(s.cfg.FsyncInterval), DeadLettered: s.deadLettered}
 	if s.tracer != nil {
-		o.TraceOf, o.DeadLettered = traceOf, s.deadLettered
+		o.TraceOf = traceOf
 	}
 	return o
 }

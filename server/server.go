@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -68,6 +69,40 @@ type Server struct {
 
 	msgsIn, msgsOut, protoErrors atomic.Uint64
 	errLogged                    atomic.Int64 // unix second of the last client-error log line
+	deadLetters                  deadLetters  // the latest dead-lettered jobs, for the feed
+}
+
+// deadLetters keeps the latest jobs that went to a dead-letter queue (the
+// queues' goroutines add, Metrics copies): the WebSocket feed names them.
+type deadLetters struct {
+	mu   sync.Mutex
+	ring [monitor.DeadLetterWindow]monitor.DeadLetter
+	seq  uint64 // how many were added; the newest is ring[(seq-1)%len]
+}
+
+func (d *deadLetters) add(queue string, j queue.Job) {
+	dl := monitor.DeadLetter{Queue: queue, ID: j.ID, Attempts: j.Attempts, Error: j.LastError,
+		AtMs: time.Now().UnixMilli()}
+	if j.Trace != nil {
+		dl.TraceID = tracing.Unpack(j.Trace).TraceID().String()
+	}
+	d.mu.Lock()
+	d.seq++
+	dl.Seq = d.seq
+	d.ring[(d.seq-1)%uint64(len(d.ring))] = dl
+	d.mu.Unlock()
+}
+
+// snapshot returns the kept dead letters, oldest first.
+func (d *deadLetters) snapshot() []monitor.DeadLetter {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := min(d.seq, uint64(len(d.ring)))
+	out := make([]monitor.DeadLetter, 0, n)
+	for s := d.seq - n; s < d.seq; s++ {
+		out = append(out, d.ring[s%uint64(len(d.ring))])
+	}
+	return out
 }
 
 // New validates cfg and builds a node. Start runs it.
@@ -456,6 +491,7 @@ func (s *Server) Metrics() monitor.Snapshot {
 		}
 		m.Workers = s.queues.Workers()
 	}
+	m.DeadLetters = s.deadLetters.snapshot()
 	return m
 }
 

@@ -55,8 +55,10 @@ func traceOf(hdr []byte) *[queue.TraceSize]byte {
 	return tracing.Pack(sc)
 }
 
-// deadLettered records a job's arrival in its dead-letter queue.
+// deadLettered records a job's arrival in its dead-letter queue: in the
+// window the WebSocket feed names, and as a span when tracing is on.
 func (s *Server) deadLettered(q *queue.Queue, j queue.Job) {
+	s.deadLetters.add(q.Name(), j)
 	sp := s.tracer.ContinuePacked(tracing.DeadLetter, q.Name(), j.Trace)
 	if sp.Recording() {
 		sp.Set(tracing.MessageID.String(strconv.FormatUint(j.ID, 10)), tracing.Attempt.Int(j.Attempts),

@@ -59,13 +59,7 @@ func (c *Conn) Buf() []byte {
 // Commit stores the extended output buffer, schedules the flush and cuts the
 // connection if its outbound data passed the cap. Loop only.
 func (c *Conn) Commit(b []byte) {
-	if c.closed || c.closing {
-		c.out = c.out[:0]
-		return
-	}
-	c.out = b
-	if len(c.out)+c.gc.OutboundBuffered() > c.loop.s.cfg.MaxPending {
-		c.slowConsumer()
+	if !c.store(b) {
 		return
 	}
 	if len(c.out) >= maxBatch {
@@ -85,13 +79,7 @@ func (c *Conn) Commit(b []byte) {
 // after this call. One barrier serves every connection that committed
 // this way during the loop's turn. Loop only.
 func (c *Conn) CommitAfterBarrier(b []byte) {
-	if c.closed || c.closing {
-		c.out = c.out[:0]
-		return
-	}
-	c.out = b
-	if len(c.out)+c.gc.OutboundBuffered() > c.loop.s.cfg.MaxPending {
-		c.slowConsumer()
+	if !c.store(b) {
 		return
 	}
 	if !c.barred {
@@ -99,6 +87,22 @@ func (c *Conn) CommitAfterBarrier(b []byte) {
 		c.loop.barred = append(c.loop.barred, c)
 	}
 	c.loop.queueBarrier()
+}
+
+// store keeps b as c's output, or drops it if c is closing, and cuts c as
+// a slow consumer past the outbound cap. It reports whether c still takes
+// output. Loop only.
+func (c *Conn) store(b []byte) bool {
+	if c.closed || c.closing {
+		c.out = c.out[:0]
+		return false
+	}
+	c.out = b
+	if len(c.out)+c.gc.OutboundBuffered() > c.loop.s.cfg.MaxPending {
+		c.slowConsumer()
+		return false
+	}
+	return true
 }
 
 // Write appends frame to the output. Loop only.

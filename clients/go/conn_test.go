@@ -34,6 +34,21 @@ func startNode(t *testing.T, addr string) *server.Server {
 	return s
 }
 
+// startNodeDir starts a node keeping its data in dir, on addr; the caller
+// shuts it down (tests that restart a node on the same dir and address).
+func startNodeDir(t *testing.T, addr, dir string) *server.Server {
+	t.Helper()
+	s, err := server.New(server.Config{Addr: addr, HTTPAddr: "off", DataDir: dir},
+		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func connect(t *testing.T, s *server.Server, opts ...flowmesh.Option) *flowmesh.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

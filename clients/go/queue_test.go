@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -291,17 +289,7 @@ func TestWorkerTouchesLongJobs(t *testing.T) {
 // goes on consuming.
 func TestWorkerAcrossRestart(t *testing.T) {
 	dir := t.TempDir()
-	start := func(addr string) *server.Server {
-		s, err := server.New(server.Config{Addr: addr, HTTPAddr: "off", DataDir: dir},
-			slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	start := func(addr string) *server.Server { return startNodeDir(t, addr, dir) }
 	s := start("127.0.0.1:0")
 	addr := s.Addr().String()
 	fm := connect(t, s, flowmesh.ReconnectBackoff(10*time.Millisecond, 100*time.Millisecond))

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -231,17 +229,7 @@ func TestConcurrentWritesOneConn(t *testing.T) {
 // again by itself and goes on with the events written after the restart.
 func TestConsumerSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	start := func(addr string) *server.Server {
-		s, err := server.New(server.Config{Addr: addr, HTTPAddr: "off", DataDir: dir},
-			slog.New(slog.NewTextHandler(io.Discard, nil)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	start := func(addr string) *server.Server { return startNodeDir(t, addr, dir) }
 	s := start("127.0.0.1:0")
 	addr := s.Addr().String()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

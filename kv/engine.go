@@ -91,11 +91,13 @@ type Options struct {
 	ReapInterval  time.Duration // default 100 ms
 	ReapBatch     int           // expired keys deleted per round, default 1000
 	CacheBytes    int           // the record cache's budget for unchanged records, default 128 MiB; <0: none
-	// FlushInterval is how often changed key records are written to
-	// Pebble (default 5 s); DirtyBytes of them (default 64 MiB) start a
-	// write at once; CheckpointBytes of append-only file (default 64 MiB)
-	// start a checkpoint, after which the file's older segments go (so a
-	// segment, which replay reads whole, stays near that size).
+	// Changed key records are written to Pebble at each checkpoint, once
+	// DirtyBytes of them (default 64 MiB) wait, and, every FlushInterval
+	// (default 5 s), when one of them expires before the next tick (the
+	// reaper finds keys through Pebble's expiry index). CheckpointBytes of
+	// append-only file (default 64 MiB) start a checkpoint, after which the
+	// file's older segments go (so a segment, which replay reads whole,
+	// stays near that size).
 	FlushInterval   time.Duration
 	DirtyBytes      int64
 	CheckpointBytes uint64
@@ -114,7 +116,11 @@ type Engine struct {
 	keys       atomic.Int64 // live keys, expired ones included until reaped
 	expired    atomic.Uint64
 	dirtyBytes atomic.Int64 // records changed and not yet in Pebble
-	flushNow   chan struct{}
+	// dirtyDue is the earliest expiry time (Unix ms) among changed
+	// records not yet in Pebble, whose expiry index entries are not there
+	// either; 0: none (or not known since the last write to Pebble).
+	dirtyDue atomic.Int64
+	flushNow chan struct{}
 
 	cpMu    sync.Mutex    // one checkpoint at a time
 	cpPos   uint64        // the last checkpoint's position in the append-only file; under cpMu
@@ -187,8 +193,13 @@ func Open(o Options) (*Engine, error) {
 	for i := range e.caches {
 		e.caches[i] = cacheShard{m: make(map[string]*cached), budget: max(o.CacheBytes, 0) / nStripes}
 	}
+	// 16 sublevels: a checkpoint writes every changed record, so with a
+	// hot set of 100k keys each one flushed ~4 overlapping tables and was
+	// compacted at once, the same keys merged again every time. Merging
+	// four checkpoints at a time took a fifth off the CPU a checkpoint
+	// costs (docs/benchmarks.md, "KV checkpoints").
 	st, err := store.Open(filepath.Join(o.Dir, "db"), store.Options{InMemory: o.InMemory, NoWAL: !o.InMemory,
-		Logger: o.Logger, BeforeFlush: e.beforeFlush})
+		Logger: o.Logger, BeforeFlush: e.beforeFlush, L0Sublevels: 16})
 	if err != nil {
 		return nil, fmt.Errorf("kv: %w", err)
 	}
@@ -807,7 +818,11 @@ func (b *batch) commit() error {
 	}
 	var grew int64
 	for i := range b.cache {
-		grew += e.caches[e.stripeOf(b.cache[i].key)].install(&b.cache[i])
+		op := &b.cache[i]
+		grew += e.caches[e.stripeOf(op.key)].install(op)
+		if op.c.ok && op.c.m.expireAt != 0 {
+			e.noteDue(op.c.m.expireAt)
+		}
 	}
 	if (grew != 0 && e.dirtyBytes.Add(grew) > e.o.DirtyBytes) || grown {
 		select {
@@ -883,6 +898,13 @@ func (e *Engine) background() {
 				e.o.Logger.Warn("kv: append-only file sync failed", "err", err)
 			}
 		case <-flush.C:
+			// Only for the reaper: writing every changed record on a
+			// timer rewrote a hot key set into Pebble (and compacted it)
+			// twice as often as the checkpoints do, for nothing a reader
+			// needs (reads go through the cache, SCAN flushes first).
+			if !e.expiryDue() {
+				continue
+			}
 			if err := e.checkpoint(false); err != nil {
 				e.o.Logger.Warn("kv: flush of changed keys failed", "err", err)
 			}
@@ -959,22 +981,51 @@ func (e *Engine) flushDirty() error {
 	if e.dirtyBytes.Load() == 0 {
 		return nil
 	}
+	// Cleared before the stripes are written: a record changed meanwhile
+	// either is written below or notes its expiry again.
+	due := e.dirtyDue.Swap(0)
 	for i := range e.stripes {
 		e.stripes[i].Lock()
 		freed, err := e.caches[i].flush(e.st)
 		e.stripes[i].Unlock()
 		e.dirtyBytes.Add(-freed)
 		if err != nil {
+			if due != 0 {
+				e.noteDue(due)
+			}
 			return fmt.Errorf("kv: write changed keys: %w", err)
 		}
 	}
 	return nil
 }
 
+// expiryDue reports whether a changed record not yet in Pebble expires
+// before the next flush tick: its expiry index entry must be written now
+// for the reaper to find it in time.
+func (e *Engine) expiryDue() bool {
+	due := e.dirtyDue.Load()
+	return due != 0 && due <= e.now()+e.o.FlushInterval.Milliseconds()
+}
+
+// noteDue records that a changed record not yet in Pebble expires at at
+// (Unix ms).
+func (e *Engine) noteDue(at int64) {
+	for {
+		cur := e.dirtyDue.Load()
+		if cur != 0 && cur <= at {
+			return
+		}
+		if e.dirtyDue.CompareAndSwap(cur, at) {
+			return
+		}
+	}
+}
+
 // Reap deletes up to ReapBatch keys whose time has passed, found through
 // the expiry index, and returns how many index entries it handled. A key
 // whose expiry time was set since the last flush of records is not in the
-// index yet: it is reaped after the next flush (and never read meanwhile).
+// index yet: the flush timer writes it at the last tick before it is due,
+// and it is reaped after that (and never read meanwhile).
 func (e *Engine) Reap() (int, error) {
 	now := e.now()
 	type due struct {

@@ -262,6 +262,70 @@ func TestReopen(t *testing.T) {
 	}
 }
 
+// TestFlushTimerForExpiries: the flush timer writes changed records to
+// Pebble only when one of them expires before its next tick (the reaper
+// finds keys through Pebble's expiry index); records without a TTL, or
+// with a far one, wait for a checkpoint.
+func TestFlushTimerForExpiries(t *testing.T) {
+	c := &clock{}
+	c.ms.Store(1_000_000)
+	e, err := Open(Options{Dir: t.TempDir(), Now: c.now, FlushInterval: time.Hour, ReapInterval: time.Hour, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	now := c.ms.Load()
+	hour := time.Hour.Milliseconds()
+	due := func(step string, want bool) {
+		t.Helper()
+		if got := e.expiryDue(); got != want {
+			t.Fatalf("%s: expiry due %v, want %v", step, got, want)
+		}
+	}
+	must[SetResult](t)(e.Set([]byte("plain"), []byte("v"), SetOpts{}))
+	due("no TTL", false)
+	must[SetResult](t)(e.Set([]byte("later"), []byte("v"), SetOpts{ExpireAt: now + 2*hour}))
+	due("TTL past the next tick", false)
+	must[int](t)(e.HSet([]byte("soon"), bs("f", "v"), false))
+	must[bool](t)(e.Expire([]byte("soon"), now+1000, ExpireOpts{}))
+	due("EXPIRE before the next tick", true)
+	if err := e.flushDirty(); err != nil {
+		t.Fatal(err)
+	}
+	due("after a flush", false)
+	if st := e.Stats(); st.UnflushedBytes != 0 {
+		t.Fatalf("unflushed after a flush: %d", st.UnflushedBytes)
+	}
+	must[bool](t)(e.Expire([]byte("plain"), now+3*hour, ExpireOpts{}))
+	due("changed, TTL in 3 hours", false)
+	c.ms.Add(2 * hour)
+	due("the clock an hour from it", true)
+}
+
+// TestTimerReapsWithoutCheckpoint: with real timers, a key set with a
+// short TTL is written to the expiry index by the flush timer and reaped,
+// with no checkpoint and no other write.
+func TestTimerReapsWithoutCheckpoint(t *testing.T) {
+	e, err := Open(Options{Dir: t.TempDir(), FlushInterval: 20 * time.Millisecond, ReapInterval: 10 * time.Millisecond,
+		Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	must[SetResult](t)(e.Set([]byte("plain"), []byte("v"), SetOpts{}))
+	must[SetResult](t)(e.Set([]byte("soon"), []byte("v"), SetOpts{ExpireAt: time.Now().UnixMilli() + 30}))
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Stats().Expired != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not reaped in 10 s: %+v", e.Stats())
+		}
+		time.Sleep(5 * time.Millisecond) // polls the reaper's count; the background goroutine has no other signal
+	}
+	if n := e.DBSize(); n != 1 {
+		t.Fatalf("keys after the reap: %d, want 1", n)
+	}
+}
+
 func TestGlob(t *testing.T) {
 	cases := []struct {
 		p, s string

@@ -40,6 +40,13 @@ type Options struct {
 	// it must not call the store.
 	NoWAL       bool
 	BeforeFlush func()
+	// L0Sublevels is how many overlapping layers of flushed tables may
+	// pile up before they are compacted into the level below (0: Pebble's
+	// 4). An owner that rewrites the same keys flush after flush (the KV
+	// engine's checkpoints write its whole hot set each time) merges
+	// several rewrites per compaction with a higher one; point reads look
+	// at more tables, each behind a bloom filter.
+	L0Sublevels int
 }
 
 // Store is the node's Pebble database.
@@ -65,6 +72,10 @@ func Open(dir string, o Options) (*Store, error) {
 		Cache: cache}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	if o.L0Sublevels > 0 {
+		po.L0CompactionThreshold = o.L0Sublevels
+		po.L0StopWritesThreshold = max(po.L0StopWritesThreshold, 3*o.L0Sublevels)
 	}
 	if o.InMemory {
 		po.FS = vfs.NewMem()

@@ -511,10 +511,16 @@ func metaKey(key []byte) []byte {
 	return append(b, key...)
 }
 
-func keyHash(key []byte) uint64 {
+// appendMetaKey appends metaKey(key) to dst.
+func appendMetaKey(dst []byte, key string) []byte {
+	dst = binary.BigEndian.AppendUint64(append(dst, 'm'), keyHash(key))
+	return append(dst, key...)
+}
+
+func keyHash[K string | []byte](key K) uint64 {
 	h := uint64(14695981039346656037)
-	for _, c := range key {
-		h ^= uint64(c)
+	for i := 0; i < len(key); i++ {
+		h ^= uint64(key[i])
 		h *= 1099511628211
 	}
 	return h
@@ -529,6 +535,11 @@ func memberKey(key, member []byte) []byte { return append(memberPrefix('f', key)
 
 func expiryKey(at int64, key []byte) []byte {
 	return append(binary.BigEndian.AppendUint64([]byte{'x'}, uint64(at)), key...)
+}
+
+// appendExpiryKey appends expiryKey(at, key) to dst.
+func appendExpiryKey(dst []byte, at int64, key string) []byte {
+	return append(binary.BigEndian.AppendUint64(append(dst, 'x'), uint64(at)), key...)
 }
 
 // prefixEnd is the first key after every key with prefix p.
@@ -1191,20 +1202,24 @@ func (sh *cacheShard) flush(st *store.Store) (int64, error) {
 		return 0, nil
 	}
 	b := st.NewBatch()
+	// One key and one value buffer for the whole flush (the batch copies
+	// both): a record each way cost four allocations.
+	var kb, vb []byte
 	for _, k := range sh.dirty {
 		c := sh.m[k]
-		key := []byte(k)
+		kb = appendMetaKey(kb[:0], k)
 		switch {
 		case c.ok:
-			b.Set(store.KeyspaceKV, metaKey(key), c.m.encode())
+			vb = c.m.appendTo(vb[:0])
+			b.Set(store.KeyspaceKV, kb, vb)
 		case c.pok:
-			b.Delete(store.KeyspaceKV, metaKey(key))
+			b.Delete(store.KeyspaceKV, kb)
 		}
 		if c.pok && c.pexp != 0 && (!c.ok || c.m.expireAt != c.pexp) {
-			b.Delete(store.KeyspaceKV, expiryKey(c.pexp, key))
+			b.Delete(store.KeyspaceKV, appendExpiryKey(kb[:0], c.pexp, k))
 		}
 		if c.ok && c.m.expireAt != 0 && (!c.pok || c.m.expireAt != c.pexp) {
-			b.Set(store.KeyspaceKV, expiryKey(c.m.expireAt, key), nil)
+			b.Set(store.KeyspaceKV, appendExpiryKey(kb[:0], c.m.expireAt, k), nil)
 		}
 	}
 	if err := b.CommitSync(false); err != nil {

@@ -216,18 +216,27 @@ func (s *Store) Syncs() bool { return s.wo == pebble.Sync }
 // Batch is a set of writes applied atomically by Commit. Not safe for
 // concurrent use.
 type Batch struct {
-	s *Store
-	b *pebble.Batch
+	s    *Store
+	b    *pebble.Batch
+	kbuf []byte // ks+k for the next operation: Pebble copies keys into the batch
 }
 
 // NewBatch starts a batch.
 func (s *Store) NewBatch() *Batch { return &Batch{s: s, b: s.db.NewBatch()} }
 
 // Set adds k=v in ks to the batch.
-func (b *Batch) Set(ks Keyspace, k, v []byte) { _ = b.b.Set(key(ks, k), v, nil) }
+func (b *Batch) Set(ks Keyspace, k, v []byte) { _ = b.b.Set(b.key(ks, k), v, nil) }
 
 // Delete adds the removal of k in ks to the batch.
-func (b *Batch) Delete(ks Keyspace, k []byte) { _ = b.b.Delete(key(ks, k), nil) }
+func (b *Batch) Delete(ks Keyspace, k []byte) { _ = b.b.Delete(b.key(ks, k), nil) }
+
+// key is ks+k in the batch's scratch buffer, valid until the next call:
+// a checkpoint sets a record per changed key, and a fresh slice for each
+// was one allocation per record.
+func (b *Batch) key(ks Keyspace, k []byte) []byte {
+	b.kbuf = append(append(b.kbuf[:0], byte(ks)), k...)
+	return b.kbuf
+}
 
 // DeletePrefix adds the removal of every key of ks with prefix to the batch.
 func (b *Batch) DeletePrefix(ks Keyspace, prefix []byte) {

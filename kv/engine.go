@@ -94,7 +94,8 @@ type Options struct {
 	// Changed key records are written to Pebble at each checkpoint, once
 	// DirtyBytes of them (default 64 MiB) wait, and, every FlushInterval
 	// (default 5 s), when one of them expires before the next tick (the
-	// reaper finds keys through Pebble's expiry index). CheckpointBytes of
+	// reaper finds keys through Pebble's expiry index) or a SCAN ran in
+	// the last minute. CheckpointBytes of
 	// append-only file (default 64 MiB) start a checkpoint, after which the
 	// file's older segments go (so a segment, which replay reads whole,
 	// stays near that size).
@@ -120,6 +121,7 @@ type Engine struct {
 	// records not yet in Pebble, whose expiry index entries are not there
 	// either; 0: none (or not known since the last write to Pebble).
 	dirtyDue atomic.Int64
+	scanAt   atomic.Int64 // when the last SCAN started (Unix ms); 0: none
 	flushNow chan struct{}
 
 	cpMu    sync.Mutex    // one checkpoint at a time
@@ -909,11 +911,12 @@ func (e *Engine) background() {
 				e.o.Logger.Warn("kv: append-only file sync failed", "err", err)
 			}
 		case <-flush.C:
-			// Only for the reaper: writing every changed record on a
-			// timer rewrote a hot key set into Pebble (and compacted it)
-			// twice as often as the checkpoints do, for nothing a reader
-			// needs (reads go through the cache, SCAN flushes first).
-			if !e.expiryDue() {
+			// Writing every changed record on each tick rewrote a hot key
+			// set into Pebble (and compacted it) twice as often as the
+			// checkpoints do; reads go through the cache and do not need
+			// it. Only the reaper and SCAN (which flushes first, on the
+			// caller's loop) gain from a flush between checkpoints.
+			if !e.flushDue() {
 				continue
 			}
 			if err := e.checkpoint(false); err != nil {
@@ -1010,13 +1013,24 @@ func (e *Engine) flushDirty() error {
 	return nil
 }
 
-// expiryDue reports whether a changed record not yet in Pebble expires
-// before the next flush tick: its expiry index entry must be written now
-// for the reaper to find it in time.
-func (e *Engine) expiryDue() bool {
-	due := e.dirtyDue.Load()
-	return due != 0 && due <= e.now()+e.o.FlushInterval.Milliseconds()
+// flushDue reports whether the flush timer should write the changed
+// records now: one of them expires before the next tick (its expiry index
+// entry must be in Pebble for the reaper to find it in time), or a SCAN
+// ran in the last scanRecent (so the next one finds at most a tick's worth
+// of records to flush, as a fixed timer gave it, instead of everything
+// since the last checkpoint).
+func (e *Engine) flushDue() bool {
+	now := e.now()
+	if due := e.dirtyDue.Load(); due != 0 && due <= now+e.o.FlushInterval.Milliseconds() {
+		return true
+	}
+	at := e.scanAt.Load()
+	return at != 0 && now-at < scanRecent.Milliseconds() && e.dirtyBytes.Load() > 0
 }
+
+// scanRecent is how long after a SCAN the flush timer keeps writing the
+// changed records at every tick.
+const scanRecent = time.Minute
 
 // noteDue records that a changed record not yet in Pebble expires at at
 // (Unix ms).

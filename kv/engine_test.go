@@ -264,8 +264,8 @@ func TestReopen(t *testing.T) {
 
 // TestFlushTimerForExpiries: the flush timer writes changed records to
 // Pebble only when one of them expires before its next tick (the reaper
-// finds keys through Pebble's expiry index); records without a TTL, or
-// with a far one, wait for a checkpoint.
+// finds keys through Pebble's expiry index) or a SCAN ran lately; records
+// without a TTL, or with a far one, otherwise wait for a checkpoint.
 func TestFlushTimerForExpiries(t *testing.T) {
 	c := &clock{}
 	c.ms.Store(1_000_000)
@@ -278,8 +278,8 @@ func TestFlushTimerForExpiries(t *testing.T) {
 	hour := time.Hour.Milliseconds()
 	due := func(step string, want bool) {
 		t.Helper()
-		if got := e.expiryDue(); got != want {
-			t.Fatalf("%s: expiry due %v, want %v", step, got, want)
+		if got := e.flushDue(); got != want {
+			t.Fatalf("%s: flush due %v, want %v", step, got, want)
 		}
 	}
 	must[SetResult](t)(e.Set([]byte("plain"), []byte("v"), SetOpts{}))
@@ -300,6 +300,22 @@ func TestFlushTimerForExpiries(t *testing.T) {
 	due("changed, TTL in 3 hours", false)
 	c.ms.Add(2 * hour)
 	due("the clock an hour from it", true)
+	if err := e.flushDirty(); err != nil {
+		t.Fatal(err)
+	}
+
+	// After a SCAN the timer writes every change for a while, so the next
+	// SCAN's own flush stays small.
+	must[SetResult](t)(e.Set([]byte("plain"), []byte("v2"), SetOpts{}))
+	due("no TTL, no SCAN", false)
+	if _, _, err := e.Scan(0, ScanOpts{}); err != nil {
+		t.Fatal(err)
+	}
+	due("after a SCAN, nothing changed", false)
+	must[SetResult](t)(e.Set([]byte("plain"), []byte("v3"), SetOpts{}))
+	due("changed after a SCAN", true)
+	c.ms.Add(scanRecent.Milliseconds())
+	due("a SCAN long ago", false)
 }
 
 // TestTimerReapsWithoutCheckpoint: with real timers, a key set with a

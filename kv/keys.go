@@ -216,7 +216,8 @@ func (e *Engine) Scan(cursor uint64, o ScanOpts) (keys [][]byte, next uint64, er
 		o.Count = 10
 	}
 	// The scan reads Pebble, so the records changed since the last flush
-	// are written first.
+	// are written first (and the flush timer keeps them few meanwhile).
+	e.scanAt.Store(e.now())
 	if err := e.flushDirty(); err != nil {
 		return nil, 0, err
 	}

@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"errors"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -36,22 +34,7 @@ type respConn struct {
 	name string
 	w    resp.Writer
 	args [][]byte
-	// Under the always policy, replies wait for the fsync of the writes
-	// they acknowledge without holding the loop: held in order, each with
-	// the file position it needs, sent by release. Loop only.
-	held    []heldReplies
-	heldLen int
-	waiting bool // an AfterDurable is pending
 }
-
-type heldReplies struct {
-	pos uint64
-	b   []byte
-}
-
-// maxHeldBytes is how much reply data a connection may hold for an fsync
-// before its reads stop (a pipelining client cannot pile up more).
-const maxHeldBytes = 1 << 20
 
 var respIDs atomic.Int64
 
@@ -132,33 +115,13 @@ func (h *respHandler) Feed(c *netpoll.Conn, in []byte) (int, int, bool) {
 // are durable; if the append-only file failed, it sends none of them (the
 // client cannot tell which writes were kept, as after a crash) and closes
 // with the error. It reports whether the connection closes.
-//
-// Under the always policy the fsync is not waited for here: the replies
-// are held (with the replies of later reads behind them) and sent by
-// release when the engine's syncer has fsynced their writes, so one fsync
-// serves every connection that wrote meanwhile and the loop keeps serving
-// the others.
 func (rc *respConn) commit(c *netpoll.Conn, start int) bool {
 	e := rc.srv.kv
-	if e.SyncsEach() {
-		if pos := e.Position(); len(rc.held) > 0 || !e.Durable(pos) {
-			if len(rc.w.B) > start {
-				rc.held = append(rc.held, heldReplies{pos: pos, b: bytes.Clone(rc.w.B[start:])})
-				rc.heldLen += len(rc.w.B) - start
-				rc.w.B = rc.w.B[:start]
-			}
-			c.Commit(rc.w.B)
-			rc.wait(c)
-			if rc.heldLen > maxHeldBytes {
-				c.HoldReads() // released by release
-			}
-			return false
-		}
-	}
 	if !e.Durable(e.Position()) {
-		// The write call waits for the end of the loop's turn (Barrier
-		// below): one for every connection read meanwhile, as Redis
-		// writes its AOF buffer once per event-loop iteration.
+		// The replies wait for the end of the loop's turn (Barrier
+		// below): one write of the file, and under the always policy one
+		// fsync, for every connection read meanwhile, as Redis writes and
+		// fsyncs its AOF buffer once per event-loop iteration.
 		c.CommitAfterBarrier(rc.w.B)
 		return false
 	}
@@ -166,9 +129,14 @@ func (rc *respConn) commit(c *netpoll.Conn, start int) bool {
 	return false
 }
 
-// Barrier writes the engine's append-only file up to its last record: the
-// replies held with CommitAfterBarrier acknowledge nothing that is not in
-// it. Loop only (netpoll.BarrierHandler).
+// Barrier writes the engine's append-only file up to its last record, and
+// fsyncs it under the always policy: the replies held with
+// CommitAfterBarrier acknowledge nothing that is not in it. The loop waits
+// for the fsync: the Redis port's loops carry KV commands alone, and a
+// hand-off to the engine's syncer and back (the native port's way, whose
+// loops serve every other verb too) cost a quarter to a third more CPU per
+// SET and less throughput (docs/benchmarks.md, "KV always"). Loop only
+// (netpoll.BarrierHandler).
 func (h *respHandler) Barrier() error { return h.kv.Barrier() }
 
 // BarrierFailed closes c without the replies whose writes the file did
@@ -177,43 +145,6 @@ func (h *respHandler) BarrierFailed(c *netpoll.Conn, err error) {
 	rc := c.Session.(*respConn)
 	rc.w.B = c.Buf()
 	rc.failed(c, len(rc.w.B), err)
-}
-
-// wait asks the engine to call release once the newest held replies'
-// writes are durable. Loop only.
-func (rc *respConn) wait(c *netpoll.Conn) {
-	if rc.waiting || len(rc.held) == 0 {
-		return
-	}
-	rc.waiting = true
-	rc.srv.kv.AfterDurable(rc.held[len(rc.held)-1].pos, func(err error) {
-		_ = c.Execute(func(c *netpoll.Conn) { rc.release(c, err) }) // an error: c closed, nothing to send
-	})
-}
-
-// release sends the held replies whose writes are durable, in order.
-// Loop only.
-func (rc *respConn) release(c *netpoll.Conn, err error) {
-	rc.waiting = false
-	if err != nil {
-		rc.held, rc.heldLen = nil, 0
-		rc.w.B = c.Buf()
-		rc.failed(c, len(rc.w.B), err)
-		return
-	}
-	e := rc.srv.kv
-	out := c.Buf()
-	n := 0
-	for ; n < len(rc.held) && e.Durable(rc.held[n].pos); n++ {
-		out = append(out, rc.held[n].b...)
-		rc.heldLen -= len(rc.held[n].b)
-	}
-	c.Commit(out)
-	rc.held = slices.Delete(rc.held, 0, n)
-	rc.wait(c)
-	if rc.heldLen <= maxHeldBytes {
-		c.ReleaseReads()
-	}
 }
 
 // failed drops the replies written since start, sends the error and
@@ -225,20 +156,12 @@ func (rc *respConn) failed(c *netpoll.Conn, start int, err error) {
 	c.CloseAfter(rc.w.B[start:]) // output held before start is dropped by the failing barrier
 }
 
-// closeAfter is commit for the last replies of a connection that closes:
-// held ones included, after a barrier that waits for the fsync here.
+// closeAfter is commit for the last replies of a connection that closes,
+// after a barrier here.
 func (rc *respConn) closeAfter(c *netpoll.Conn, start int) bool {
 	if err := rc.srv.kv.Barrier(); err != nil {
 		rc.failed(c, start, err)
 		return true
-	}
-	if len(rc.held) > 0 {
-		var out []byte
-		for _, h := range rc.held {
-			out = append(out, h.b...)
-		}
-		rc.w.B = append(append(rc.w.B[:start:start], out...), rc.w.B[start:]...)
-		rc.held, rc.heldLen = nil, 0
 	}
 	c.CloseAfter(rc.w.B[start:])
 	return true

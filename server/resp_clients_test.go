@@ -142,12 +142,44 @@ func TestRedisTools(t *testing.T) {
 	}
 }
 
+// TestRESPAlwaysFsyncsBeforeReply: under fsync=always a Redis-port reply
+// leaves only once the write it acknowledges is fsynced (the loop's
+// barrier fsyncs), for single commands and for pipelines.
+func TestRESPAlwaysFsyncsBeforeReply(t *testing.T) {
+	s := startServer(t, Config{RESPAddr: "127.0.0.1:0", Fsync: "always"}, func(s *Server) {
+		s.cfg.InMemory, s.cfg.DataDir = false, t.TempDir()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rdb := redis.NewClient(&redis.Options{Addr: s.RESPAddr().String()})
+	defer rdb.Close()
+	// One client writing: when its reply arrives, the file ends at its
+	// last write.
+	for i := range 100 {
+		if err := rdb.Set(ctx, fmt.Sprint("k", i), "v", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if pos := s.kv.Position(); !s.kv.Durable(pos) {
+			t.Fatalf("SET %d answered before its write (file position %d) was fsynced", i, pos)
+		}
+		pipe := rdb.Pipeline()
+		for j := range 10 {
+			pipe.Incr(ctx, fmt.Sprint("n", j))
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if pos := s.kv.Position(); !s.kv.Durable(pos) {
+			t.Fatalf("pipeline %d answered before its writes (file position %d) were fsynced", i, pos)
+		}
+	}
+}
+
 // TestRESPAlwaysHeldReplies: under fsync=always the Redis port holds each
-// read's replies until the fsync of its writes (off the loop), behind the
-// replies before them. Pipelines from many clients get every reply, in
-// order (INCRs count up one by one, each GET sees the INCR before it), and
-// a pipeline whose held replies pass the hold limit (GETs of a big value)
-// gets them all once its reads resume.
+// read's replies until the fsync of its writes, behind the replies before
+// them. Pipelines from many clients get every reply, in order (INCRs count
+// up one by one, each GET sees the INCR before it), big replies (GETs of
+// a big value) included.
 func TestRESPAlwaysHeldReplies(t *testing.T) {
 	s := startServer(t, Config{RESPAddr: "127.0.0.1:0", Fsync: "always"}, func(s *Server) {
 		s.cfg.InMemory, s.cfg.DataDir = false, t.TempDir()

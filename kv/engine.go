@@ -506,15 +506,10 @@ func (e *Engine) lockAll(keys [][]byte) func() {
 // metaKey is 'm', the key's 64-bit FNV-1a hash, the key: the keyspace is
 // in hash order, so a SCAN cursor is a number (the hash to go on from), as
 // Redis clients expect, and needs no state on the server.
-func metaKey(key []byte) []byte {
-	b := make([]byte, 9, 9+len(key))
-	b[0] = 'm'
-	binary.BigEndian.PutUint64(b[1:], keyHash(key))
-	return append(b, key...)
-}
+func metaKey(key []byte) []byte { return appendMetaKey(make([]byte, 0, 9+len(key)), key) }
 
 // appendMetaKey appends metaKey(key) to dst.
-func appendMetaKey(dst []byte, key string) []byte {
+func appendMetaKey[K string | []byte](dst []byte, key K) []byte {
 	dst = binary.BigEndian.AppendUint64(append(dst, 'm'), keyHash(key))
 	return append(dst, key...)
 }
@@ -536,11 +531,11 @@ func memberPrefix(tag byte, key []byte) []byte {
 func memberKey(key, member []byte) []byte { return append(memberPrefix('f', key), member...) }
 
 func expiryKey(at int64, key []byte) []byte {
-	return append(binary.BigEndian.AppendUint64([]byte{'x'}, uint64(at)), key...)
+	return appendExpiryKey(make([]byte, 0, 9+len(key)), at, key)
 }
 
 // appendExpiryKey appends expiryKey(at, key) to dst.
-func appendExpiryKey(dst []byte, at int64, key string) []byte {
+func appendExpiryKey[K string | []byte](dst []byte, at int64, key K) []byte {
 	return append(binary.BigEndian.AppendUint64(append(dst, 'x'), uint64(at)), key...)
 }
 
@@ -854,9 +849,7 @@ func (b *batch) put(key []byte, m *meta, old meta, exists bool) {
 	// opSet(metaKey(key), m.encode()), without building either.
 	b.rec = append(b.rec, opSet)
 	b.rec = binary.AppendUvarint(b.rec, uint64(9+len(key)))
-	b.rec = append(b.rec, 'm')
-	b.rec = binary.BigEndian.AppendUint64(b.rec, keyHash(key))
-	b.rec = append(b.rec, key...)
+	b.rec = appendMetaKey(b.rec, key)
 	b.rec = m.appendTo(binary.AppendUvarint(b.rec, uint64(m.size())))
 	c := cached{m: *m, ok: true}
 	c.m.val = bytes.Clone(m.val) // m.val may point into the caller's (the network's) buffer

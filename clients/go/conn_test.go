@@ -22,14 +22,7 @@ func startNode(t *testing.T, addr string) *server.Server {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	s, err := server.New(server.Config{Addr: addr, HTTPAddr: "off", InMemory: true},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
+	s := runNode(t, server.Config{Addr: addr, HTTPAddr: "off", InMemory: true})
 	t.Cleanup(func() { _ = s.Shutdown(context.Background()) })
 	return s
 }
@@ -38,8 +31,13 @@ func startNode(t *testing.T, addr string) *server.Server {
 // shuts it down (tests that restart a node on the same dir and address).
 func startNodeDir(t *testing.T, addr, dir string) *server.Server {
 	t.Helper()
-	s, err := server.New(server.Config{Addr: addr, HTTPAddr: "off", DataDir: dir},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return runNode(t, server.Config{Addr: addr, HTTPAddr: "off", DataDir: dir})
+}
+
+// runNode builds and starts a node with cfg, logging nowhere.
+func runNode(t *testing.T, cfg server.Config) *server.Server {
+	t.Helper()
+	s, err := server.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

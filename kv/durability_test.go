@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flowmesh/flowmesh/kv/aof"
 	"github.com/flowmesh/flowmesh/kv/store"
 )
 
@@ -59,11 +60,22 @@ func dump(t *testing.T, e *Engine, keys []string) string {
 // some after, then a crash; the reopened engine (replaying the
 // append-only file over what Pebble kept) reads exactly what the crashed
 // one did, and the replayed segments are gone after its checkpoint.
+//
+// Under the always policy (SyncEach) a checkpoint keeps the removed
+// segment as a spare and the next one writes into it: the second
+// checkpoint below makes the crashed segment a recycled file, whose old
+// records must not replay.
 func TestCrashReplay(t *testing.T) {
+	for _, always := range []bool{false, true} {
+		t.Run(fmt.Sprintf("always=%v", always), func(t *testing.T) { testCrashReplay(t, always) })
+	}
+}
+
+func testCrashReplay(t *testing.T, always bool) {
 	dir := t.TempDir()
 	c := &clock{}
 	c.ms.Store(1_000_000)
-	o := Options{Dir: dir, Now: c.now, ReapInterval: time.Hour, FlushInterval: time.Hour, Logger: quiet}
+	o := Options{Dir: dir, Now: c.now, ReapInterval: time.Hour, FlushInterval: time.Hour, Logger: quiet, SyncEach: always}
 	e, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
@@ -99,6 +111,9 @@ func TestCrashReplay(t *testing.T) {
 		}
 	}
 	step(0)
+	for i := range 200 { // a first segment longer than the crashed one will be: it becomes its stale tail
+		must[SetResult](t)(e.Set([]byte(fmt.Sprint("filler", i)), []byte(strings.Repeat("f", 100)), SetOpts{}))
+	}
 	if st := e.Stats(); st.UnflushedBytes == 0 || st.AOFBytes == 0 {
 		t.Fatalf("stats after writes: %+v", st)
 	}
@@ -107,6 +122,14 @@ func TestCrashReplay(t *testing.T) {
 	}
 	if st := e.Stats(); st.UnflushedBytes != 0 || st.AOFBytes != 0 {
 		t.Fatalf("stats after a checkpoint: %+v", st)
+	}
+	step(0)
+	if err := e.checkpoint(true); err != nil {
+		t.Fatal(err)
+	}
+	_, err = os.Stat(filepath.Join(dir, "aof", "spare.v2.aof"))
+	if always != (err == nil) {
+		t.Fatalf("spare segment after two checkpoints: %v (always %v)", err, always)
 	}
 	step(1)
 	e.flushDirty() // some changed records reach Pebble's memtable, and are lost with it
@@ -123,11 +146,16 @@ func TestCrashReplay(t *testing.T) {
 		t.Fatalf("after the crash:\n%s\nbefore:\n%s", got, want)
 	}
 	// The replayed segments went with the checkpoint Open made.
-	segs, _ := filepath.Glob(filepath.Join(dir, "aof", "*.aof"))
+	segs, _ := filepath.Glob(filepath.Join(dir, "aof", "[0-9]*.aof"))
 	if len(segs) != 1 {
 		t.Fatalf("segments after recovery: %v", segs)
 	}
-	if fi, _ := os.Stat(segs[0]); fi.Size() != 0 {
+	var start uint64
+	fmt.Sscanf(filepath.Base(segs[0]), "%d.", &start)
+	if n, err := aof.Replay(filepath.Join(dir, "aof"), start, func([]byte) error { return nil }); err != nil || n != start {
+		t.Fatalf("the new segment holds records already (they end at %d, it starts at %d; %v)", n, start, err)
+	}
+	if fi, _ := os.Stat(segs[0]); !always && fi.Size() != 0 {
 		t.Fatalf("the new segment holds %d bytes already", fi.Size())
 	}
 	// And the reaper still finds t's expiry (in the index after replay).
@@ -335,7 +363,7 @@ func TestTornTailReopen(t *testing.T) {
 	must[SetResult](t)(e.Set([]byte("kept"), []byte("2"), SetOpts{}))
 	e.Barrier()
 	e.crash()
-	segs, _ := filepath.Glob(filepath.Join(dir, "aof", "*.aof"))
+	segs, _ := filepath.Glob(filepath.Join(dir, "aof", "[0-9]*.aof"))
 	last := segs[len(segs)-1]
 	whole, _ := os.ReadFile(last)
 	var start uint64

@@ -972,7 +972,7 @@ func (e *Engine) checkpoint(force bool) error {
 	if err := e.st.Flush(); err != nil {
 		return fmt.Errorf("kv: checkpoint: %w", err)
 	}
-	if err := aof.Remove(e.aofDir, p); err != nil {
+	if err := aof.Remove(e.aofDir, p, e.o.SyncEach); err != nil {
 		return fmt.Errorf("kv: checkpoint: %w", err)
 	}
 	e.cpPos = p

@@ -2,8 +2,10 @@ package aof
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"sync"
@@ -64,11 +66,11 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || fmt.Sprint(got) != "[three ]" {
 		t.Fatalf("replay from the checkpoint = %q, %v", got, err)
 	}
-	if err := Remove(dir, cp); err != nil {
+	if err := Remove(dir, cp, false); err != nil {
 		t.Fatal(err)
 	}
 	segs, _ := segments(dir)
-	if len(segs) != 1 || segs[0] != cp {
+	if len(segs) != 1 || segs[0].start != cp {
 		t.Fatalf("segments after Remove = %v, want [%d]", segs, cp)
 	}
 
@@ -183,6 +185,7 @@ func FuzzReplay(f *testing.F) {
 	f.Add(good[:len(good)-2])
 	f.Add([]byte{})
 	f.Add([]byte{1, 0, 0, 0, 0, 0, 0, 0, 'x'})
+	seg := segment{start: 0, v2: true}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 64<<10 {
 			// The mutator grows inputs to many MiB, where each run takes
@@ -191,7 +194,7 @@ func FuzzReplay(f *testing.F) {
 			return
 		}
 		var n int
-		keep, err := checkSegment(data, true, func(rec []byte) error { n += headerSize + len(rec); return nil })
+		keep, err := checkSegment(data, seg, true, func(rec []byte) error { n += headerSize + len(rec); return nil })
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("unexpected error kind: %v", err)
@@ -201,10 +204,10 @@ func FuzzReplay(f *testing.F) {
 		if keep != n || keep > len(data) {
 			t.Fatalf("keep %d, replayed %d bytes of %d", keep, n, len(data))
 		}
-		if keep < len(data) && validAfter(data, keep) {
+		if keep < len(data) && validAfter(data, seg, keep) {
 			t.Fatal("cut before a valid record")
 		}
-		if _, err := checkSegment(data, false, func([]byte) error { return nil }); (err == nil) != (keep == len(data)) {
+		if _, err := checkSegment(data, seg, false, func([]byte) error { return nil }); (err == nil) != (keep == len(data)) {
 			t.Fatalf("as an earlier segment: %v, though %d of %d bytes are whole records", err, keep, len(data))
 		}
 	})
@@ -276,5 +279,118 @@ func TestRotateUnderAppends(t *testing.T) {
 		if n != each {
 			t.Fatalf("writer %d: %d records replayed, want %d", w, n, each)
 		}
+	}
+}
+
+// TestRecycle: under the always policy Remove keeps the last removed
+// segment as the spare and the next rotation writes into it; its old
+// records never replay, whether the process stops cleanly (the segment is
+// cut to what was written), rotates (likewise) or is killed (replay cuts
+// the old bytes as a torn tail, with no corruption reported).
+func TestRecycle(t *testing.T) {
+	for _, ending := range []string{"killed", "closed", "rotated"} {
+		t.Run(ending, func(t *testing.T) {
+			dir := t.TempDir()
+			a, err := Create(dir, 0, Options{SyncEach: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			big := make([]string, 200)
+			for i := range big {
+				big[i] = fmt.Sprintf("old-%03d-%s", i, bytes.Repeat([]byte("x"), 100))
+			}
+			must(t, a.Barrier(appendAll(t, a, big...)))
+			p1, err := a.Rotate()
+			must(t, err)
+			must(t, Remove(dir, p1, true))
+			spare, err := os.Stat(filepath.Join(dir, spareName))
+			if err != nil {
+				t.Fatalf("no spare after Remove: %v", err)
+			}
+			must(t, a.Barrier(appendAll(t, a, "c")))
+			p2, err := a.Rotate()
+			must(t, err)
+			seg, err := os.Stat(filepath.Join(dir, segName(p2)))
+			if err != nil || !os.SameFile(spare, seg) {
+				t.Fatalf("segment at %d is not the spare (%v)", p2, err)
+			}
+			end := appendAll(t, a, "d", "e")
+			must(t, a.Barrier(end))
+			switch ending {
+			case "killed":
+				a.CloseUnwritten()
+			case "closed":
+				must(t, a.Close())
+			case "rotated":
+				p3, err := a.Rotate()
+				must(t, err)
+				must(t, a.Barrier(appendAll(t, a, "f")))
+				must(t, a.Close())
+				if p3 != end {
+					t.Fatalf("rotated at %d, want %d", p3, end)
+				}
+			}
+			got, gotEnd, err := replayAll(t, dir, p1)
+			want := "[c d e]"
+			if ending == "rotated" {
+				want = "[c d e f]"
+			}
+			if err != nil || fmt.Sprint(got) != want {
+				t.Fatalf("replay = %q, %v; want %s", got, err, want)
+			}
+			if fi, _ := os.Stat(filepath.Join(dir, segName(p2))); fi.Size() != int64(end-p2) {
+				t.Fatalf("recycled segment holds %d bytes after replay, its records %d", fi.Size(), end-p2)
+			}
+			if ending != "rotated" && gotEnd != end {
+				t.Fatalf("replay ended at %d, want %d", gotEnd, end)
+			}
+		})
+	}
+}
+
+// TestRemoveSpare: a spare is kept only under the always policy, only
+// from a segment in the current format, and dropped by a Remove without
+// it; a segment in the format before recycling (no position in its header
+// checksums) still replays, before the current ones.
+func TestRemoveSpare(t *testing.T) {
+	dir := t.TempDir()
+	// A format-1 segment at 0, as an older build wrote it.
+	var old []byte
+	for _, r := range []string{"x", "y"} {
+		var h [headerSize]byte
+		binary.LittleEndian.PutUint32(h[0:], uint32(len(r)))
+		binary.LittleEndian.PutUint32(h[4:], maskCRC(crc32.Checksum([]byte(r), castagnoli)))
+		binary.LittleEndian.PutUint32(h[8:], headerCRC(h[:], 0, false))
+		old = append(append(old, h[:]...), r...)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, segment{start: 0}.name()), old, 0o644))
+	a, err := Create(dir, uint64(len(old)), Options{SyncEach: true})
+	must(t, err)
+	must(t, a.Barrier(appendAll(t, a, "z")))
+	got, _, err := replayAll(t, dir, 0)
+	if err != nil || fmt.Sprint(got) != "[x y z]" {
+		t.Fatalf("replay across formats = %q, %v", got, err)
+	}
+	p, err := a.Rotate()
+	must(t, err)
+	must(t, Remove(dir, uint64(len(old)), true)) // only the format-1 segment: not kept
+	if _, err := os.Stat(filepath.Join(dir, spareName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a format-1 segment became the spare (%v)", err)
+	}
+	must(t, Remove(dir, p, true))
+	if _, err := os.Stat(filepath.Join(dir, spareName)); err != nil {
+		t.Fatalf("no spare: %v", err)
+	}
+	must(t, Remove(dir, p, false))
+	if _, err := os.Stat(filepath.Join(dir, spareName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("spare kept without the always policy (%v)", err)
+	}
+	must(t, a.Close())
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -10,11 +10,15 @@
 // Segments are named by the position of their first record (a byte count
 // that never goes back), so a position is a point in the whole history.
 // The engine rotates to a new segment when it checkpoints; once the
-// checkpoint is durable in Pebble, the segments before it are removed.
-// Replay applies the records from a checkpoint's position on; a torn tail
-// is cut, anything else damaged stops it (replay.go has the rule).
+// checkpoint is durable in Pebble, the segments before it are removed;
+// under the always policy the last of them is kept and the next rotation
+// writes over it (recycling: cheaper fsyncs in a file that does not grow).
+// A record's header checksum covers its position, so a recycled file's
+// old records never verify. Replay applies the records from a
+// checkpoint's position on; a torn tail is cut, anything else damaged
+// stops it (replay.go has the rule).
 //
 // Threading: a File is safe for concurrent use.
 //
-// Imports: the standard library.
+// Imports: the standard library, x/sys/unix (fdatasync).
 package aof

@@ -31,19 +31,19 @@ func Replay(dir string, from uint64, fn func(rec []byte) error) (uint64, error) 
 	}
 	end := from
 	for i, s := range segs {
-		if s < from {
+		if s.start < from {
 			continue
 		}
-		if s != end {
+		if s.start != end {
 			return 0, fmt.Errorf("%w: segment %s starts at %d, but the records before end at %d",
-				ErrCorrupt, segName(s), s, end)
+				ErrCorrupt, s.name(), s.start, end)
 		}
-		path := filepath.Join(dir, segName(s))
+		path := filepath.Join(dir, s.name())
 		data, err := os.ReadFile(path)
 		if err != nil {
 			return 0, fmt.Errorf("aof: replay: %w", err)
 		}
-		n, err := checkSegment(data, i == len(segs)-1, fn)
+		n, err := checkSegment(data, s, i == len(segs)-1, fn)
 		if err != nil {
 			return 0, fmt.Errorf("aof: replay %s: %w", path, err)
 		}
@@ -52,20 +52,22 @@ func Replay(dir string, from uint64, fn func(rec []byte) error) (uint64, error) 
 				return 0, fmt.Errorf("aof: cut torn write: %w", err)
 			}
 		}
-		end = s + uint64(n)
+		end = s.start + uint64(n)
 	}
 	return end, nil
 }
 
-// checkSegment calls fn for each record of a segment's data and returns
+// checkSegment calls fn for each record of segment s's data and returns
 // how much of it to keep: all of it, or (last segment only) the part
-// before a torn write. Anything else bad is ErrCorrupt.
-func checkSegment(data []byte, last bool, fn func(rec []byte) error) (int, error) {
-	n, err := scan(data, fn)
+// before a torn write. Anything else bad is ErrCorrupt. The bytes after a
+// recycled segment's records are its old records, which do not verify at
+// their new positions: to this rule they are a torn write.
+func checkSegment(data []byte, s segment, last bool, fn func(rec []byte) error) (int, error) {
+	n, err := scan(data, s, fn)
 	if err != nil {
 		return 0, err
 	}
-	if n < len(data) && (!last || validAfter(data, n)) {
+	if n < len(data) && (!last || validAfter(data, s, n)) {
 		return 0, fmt.Errorf("%w at byte %d of %d", ErrCorrupt, n, len(data))
 	}
 	return n, nil
@@ -73,9 +75,9 @@ func checkSegment(data []byte, last bool, fn func(rec []byte) error) (int, error
 
 // scan calls fn for each whole, valid record of data and returns where
 // the valid records end; bad is fn's error, which stops it.
-func scan(data []byte, fn func(rec []byte) error) (n int, bad error) {
+func scan(data []byte, s segment, fn func(rec []byte) error) (n int, bad error) {
 	for n < len(data) {
-		rec, ok := recordAt(data, n)
+		rec, ok := recordAt(data, s, n)
 		if !ok {
 			return n, nil
 		}
@@ -87,19 +89,23 @@ func scan(data []byte, fn func(rec []byte) error) (n int, bad error) {
 	return n, nil
 }
 
-// recordAt returns the record at data[off:] if it is whole and both its
-// checksums hold. The header's is tested first: at a position that is not
-// a record start it fails, and the data's checksum is never computed.
-func recordAt(data []byte, off int) ([]byte, bool) {
+// recordAt returns the record at data[off:] of segment s if it is whole
+// and both its checksums hold. The header's is tested before the data's:
+// at a position that is not a record start it fails, and the data's
+// checksum is never computed.
+func recordAt(data []byte, s segment, off int) ([]byte, bool) {
 	if len(data)-off < headerSize {
 		return nil, false
 	}
 	h := data[off : off+headerSize]
-	if maskCRC(crc32.Checksum(h[:8], castagnoli)) != binary.LittleEndian.Uint32(h[8:]) {
-		return nil, false
-	}
+	// The length's bounds first: they reject most positions that are not
+	// a record start for less than the checksum costs (validAfter runs
+	// this at every byte of a tail).
 	l := binary.LittleEndian.Uint32(h)
 	if l > MaxRecord || uint64(l) > uint64(len(data)-off-headerSize) {
+		return nil, false
+	}
+	if headerCRC(h, s.start+uint64(off), s.v2) != binary.LittleEndian.Uint32(h[8:]) {
 		return nil, false
 	}
 	rec := data[off+headerSize : off+headerSize+int(l)]
@@ -111,9 +117,9 @@ func recordAt(data []byte, off int) ([]byte, bool) {
 
 // validAfter reports whether a valid record starts anywhere after the
 // bad one at off: a header checksum per byte, linear in the tail.
-func validAfter(data []byte, off int) bool {
+func validAfter(data []byte, s segment, off int) bool {
 	for o := off + 1; o+headerSize <= len(data); o++ {
-		if rec, ok := recordAt(data, o); ok && len(rec) > 0 {
+		if rec, ok := recordAt(data, s, o); ok && len(rec) > 0 {
 			return true
 		}
 	}

@@ -239,3 +239,42 @@ func commandsFrom(in []byte) []byte {
 	}
 	return out
 }
+
+// FuzzRESPCommands is FuzzNativeCommands for the Redis port: each
+// command a RESP array of a command name (the KV commands and the
+// port's own) and arguments from the dictionary.
+func FuzzRESPCommands(f *testing.F) {
+	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
+	f.Add([]byte("sorted sets and hashes"))
+	srv := fuzzServer(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		feed(t, srv.RESPAddr().String(), respCommandsFrom(in))
+		alive(t, srv.RESPAddr().String(), "PING\r\n", "+PONG")
+	})
+}
+
+var fuzzRESPOnly = strings.Fields(`PING ECHO SELECT HELLO CLIENT INFO COMMAND QUIT MULTI`)
+
+func respCommandsFrom(in []byte) []byte {
+	next := func() int {
+		if len(in) == 0 {
+			return 0
+		}
+		b := int(in[0])
+		in = in[1:]
+		return b
+	}
+	names := append(append([]string(nil), fuzzKVCommands...), fuzzRESPOnly...)
+	var out []byte
+	for len(in) > 0 {
+		args := []string{names[next()%len(names)]}
+		for n := next() % 7; n > 0; n-- {
+			args = append(args, fuzzArgs[next()%len(fuzzArgs)])
+		}
+		out = fmt.Appendf(out, "*%d\r\n", len(args))
+		for _, a := range args {
+			out = fmt.Appendf(out, "$%d\r\n%s\r\n", len(a), a)
+		}
+	}
+	return out
+}

@@ -87,40 +87,66 @@ func redisBenchmark(cfg config, port int, args ...string) (map[string]float64, e
 
 type kvRun struct {
 	label string
-	args  []string
+	tests []string // redis-benchmark tests, run one invocation each, in order, on the same server
+	n     int      // requests per test
+	args  []string // the rest of redis-benchmark's arguments
+}
+
+// kvFigure is one test's result: requests/s and the server's CPU time
+// per request (user and system, from /proc; the rate moves with what
+// else this shared machine runs, the CPU per request much less).
+type kvFigure struct {
+	rps float64
+	cpu time.Duration
 }
 
 // kvMedians runs each redis-benchmark command against each target, cfg.runs
 // times (targets alternating, each a fresh process and data dir), and
-// returns the median requests/s by run, target and test.
-func kvMedians(cfg config, runs []kvRun, names []string) ([]map[string]map[string]float64, error) {
-	var out []map[string]map[string]float64
+// returns the median figures by run, target and test.
+func kvMedians(cfg config, runs []kvRun, names []string) ([]map[string]map[string]kvFigure, error) {
+	var out []map[string]map[string]kvFigure
 	for _, r := range runs {
-		res := map[string][]map[string]float64{}
+		res := map[string]map[string][]kvFigure{}
 		for i := 0; i < max(cfg.runs, 1); i++ {
 			for _, name := range names {
 				t, err := startKVTarget(cfg, name)
 				if err != nil {
 					return nil, err
 				}
-				m, err := redisBenchmark(cfg, t.port, r.args...)
-				t.stop()
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", name, err)
+				if res[name] == nil {
+					res[name] = map[string][]kvFigure{}
 				}
-				res[name] = append(res[name], m)
+				for _, test := range r.tests {
+					proc := &target{cmd: t.cmd}
+					before := proc.cpuTime()
+					m, err := redisBenchmark(cfg, t.port, append([]string{"-t", strings.ToLower(test), "-n", strconv.Itoa(r.n)}, r.args...)...)
+					after := proc.cpuTime()
+					if err != nil {
+						t.stop()
+						return nil, fmt.Errorf("%s: %w", name, err)
+					}
+					fig := kvFigure{rps: m[test], cpu: -1}
+					if before >= 0 && after >= before {
+						fig.cpu = (after - before) / time.Duration(r.n)
+					}
+					res[name][test] = append(res[name][test], fig)
+				}
+				t.stop()
 			}
 		}
-		med := map[string]map[string]float64{}
+		med := map[string]map[string]kvFigure{}
 		for _, name := range names {
-			med[name] = map[string]float64{}
-			for _, test := range []string{"SET", "GET"} {
-				var v []float64
-				for _, m := range res[name] {
-					v = append(v, m[test])
+			med[name] = map[string]kvFigure{}
+			for _, test := range r.tests {
+				var rps []float64
+				var cpu []time.Duration
+				for _, f := range res[name][test] {
+					rps = append(rps, f.rps)
+					cpu = append(cpu, f.cpu)
 				}
-				slices.Sort(v)
-				med[name][test] = v[len(v)/2]
+				slices.Sort(rps)
+				slices.Sort(cpu)
+				med[name][test] = kvFigure{rps: rps[len(rps)/2], cpu: cpu[len(cpu)/2]}
 			}
 		}
 		out = append(out, med)
@@ -128,13 +154,22 @@ func kvMedians(cfg config, runs []kvRun, names []string) ([]map[string]map[strin
 	return out, nil
 }
 
+// perReq formats a CPU time per request, "?" if it could not be read.
+func perReq(d time.Duration) string {
+	if d < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond))
+}
+
 func benchKV(cfg config) error {
 	fmt.Fprintf(cfg.out, "## KV cache vs Redis (%s, redis-benchmark)\n\n", cfg.redisBin)
-	fmt.Fprintln(cfg.out, "| workload | FlowMesh | Redis, AOF everysec | ratio | Redis, no persistence | ratio |")
-	fmt.Fprintln(cfg.out, "|---|---|---|---|---|---|")
+	fmt.Fprintln(cfg.out, "| workload | FlowMesh | Redis, AOF everysec | ratio | Redis, no persistence | ratio | server CPU per request: FlowMesh / Redis AOF / Redis |")
+	fmt.Fprintln(cfg.out, "|---|---|---|---|---|---|---|")
+	common := []string{"-c", "50", "-r", "100000", "-d", "100"}
 	runs := []kvRun{
-		{"50 clients, -P 1", []string{"-t", "set,get", "-c", "50", "-P", "1", "-n", strconv.Itoa(cfg.kvRequests / 4), "-r", "100000", "-d", "100"}},
-		{"50 clients, -P 16", []string{"-t", "set,get", "-c", "50", "-P", "16", "-n", strconv.Itoa(cfg.kvRequests), "-r", "100000", "-d", "100"}},
+		{"50 clients, -P 1", []string{"SET", "GET"}, cfg.kvRequests / 4, append([]string{"-P", "1"}, common...)},
+		{"50 clients, -P 16", []string{"SET", "GET"}, cfg.kvRequests, append([]string{"-P", "16"}, common...)},
 	}
 	names := []string{"flowmesh", "redis-aof", "redis"}
 	meds, err := kvMedians(cfg, runs, names)
@@ -142,28 +177,30 @@ func benchKV(cfg config) error {
 		return err
 	}
 	for i, r := range runs {
-		for _, test := range []string{"SET", "GET"} {
+		for _, test := range r.tests {
 			fm, aof, plain := meds[i]["flowmesh"][test], meds[i]["redis-aof"][test], meds[i]["redis"][test]
-			fmt.Fprintf(cfg.out, "| %s, %s, 100 B values, 100k keys | %.0f/s | %.0f/s | %s | %.0f/s | %s |\n",
-				test, r.label, fm, aof, ratio(fm, aof), plain, ratio(fm, plain))
+			fmt.Fprintf(cfg.out, "| %s, %s, 100 B values, 100k keys | %.0f/s | %.0f/s | %s | %.0f/s | %s | %s / %s / %s |\n",
+				test, r.label, fm.rps, aof.rps, ratio(fm.rps, aof.rps), plain.rps, ratio(fm.rps, plain.rps),
+				perReq(fm.cpu), perReq(aof.cpu), perReq(plain.cpu))
 		}
 	}
 	fmt.Fprintln(cfg.out)
 
 	// Every write fsynced before its reply: FlowMesh's always policy
 	// against Redis' appendfsync always. Fewer requests: the disk bounds it.
-	fmt.Fprintln(cfg.out, "| workload, every write fsynced before its reply | FlowMesh, fsync always | Redis, appendfsync always | ratio |")
-	fmt.Fprintln(cfg.out, "|---|---|---|---|")
+	fmt.Fprintln(cfg.out, "| workload, every write fsynced before its reply | FlowMesh, fsync always | Redis, appendfsync always | ratio | server CPU per request: FlowMesh / Redis |")
+	fmt.Fprintln(cfg.out, "|---|---|---|---|---|")
 	runs = []kvRun{
-		{"50 clients, -P 1", []string{"-t", "set", "-c", "50", "-P", "1", "-n", strconv.Itoa(cfg.kvRequests / 20), "-r", "100000", "-d", "100"}},
-		{"50 clients, -P 16", []string{"-t", "set", "-c", "50", "-P", "16", "-n", strconv.Itoa(cfg.kvRequests / 4), "-r", "100000", "-d", "100"}},
+		{"50 clients, -P 1", []string{"SET"}, cfg.kvRequests / 20, append([]string{"-P", "1"}, common...)},
+		{"50 clients, -P 16", []string{"SET"}, cfg.kvRequests / 4, append([]string{"-P", "16"}, common...)},
 	}
 	if meds, err = kvMedians(cfg, runs, []string{"flowmesh-always", "redis-always"}); err != nil {
 		return err
 	}
 	for i, r := range runs {
 		fm, rd := meds[i]["flowmesh-always"]["SET"], meds[i]["redis-always"]["SET"]
-		fmt.Fprintf(cfg.out, "| SET, %s, 100 B values, 100k keys | %.0f/s | %.0f/s | %s |\n", r.label, fm, rd, ratio(fm, rd))
+		fmt.Fprintf(cfg.out, "| SET, %s, 100 B values, 100k keys | %.0f/s | %.0f/s | %s | %s / %s |\n", r.label, fm.rps, rd.rps,
+			ratio(fm.rps, rd.rps), perReq(fm.cpu), perReq(rd.cpu))
 	}
 	fmt.Fprintln(cfg.out)
 	return kvFootprint(cfg, names)

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -198,6 +199,30 @@ func (t *target) stop() {
 		_ = t.cmd.Process.Kill()
 		<-done
 	}
+}
+
+// cpuTime is the CPU time (user and system) the target's process has used,
+// from /proc/<pid>/stat, in clock ticks of 10 ms (Linux reports them in
+// USER_HZ, 100 on every architecture the harness runs on); -1 if unknown.
+func (t *target) cpuTime() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	// The command name (field 2) is in parentheses and may hold spaces:
+	// count fields after its closing one. utime and stime are fields 14
+	// and 15, the 12th and 13th after it.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return -1
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return -1
+	}
+	return time.Duration(u+s) * 10 * time.Millisecond
 }
 
 // rssKiB reads the resident set size of the target's process.

@@ -36,6 +36,9 @@ type Config struct {
 	InMemory bool `json:"in_memory,omitempty"`
 	// Loops is the number of event loops. Default: one per CPU.
 	Loops int `json:"loops,omitempty"`
+	// RESPLoops is the number of the Redis port's event loops. Default:
+	// Loops if set, else half the CPUs (at least one); see respLoops.
+	RESPLoops int `json:"resp_loops,omitempty"`
 	// MaxConns bounds client connections. Default 65536.
 	MaxConns int `json:"max_connections,omitempty"`
 	// MaxControlLine bounds one control line in bytes. Default 4096.
@@ -194,6 +197,7 @@ func (c *Config) Validate() error {
 	check(c.MaxHeader > 0 && c.MaxHeader <= c.MaxPayload, "max_header must be in (0, max_payload], got %d", c.MaxHeader)
 	check(c.MaxPending >= c.MaxPayload, "max_pending (%d) must be at least max_payload (%d)", c.MaxPending, c.MaxPayload)
 	check(c.Loops >= 0, "loops must not be negative, got %d", c.Loops)
+	check(c.RESPLoops >= 0, "resp_loops must not be negative, got %d", c.RESPLoops)
 	check(c.PingInterval > 0, "ping_interval must be positive")
 	check(c.MaxInflight > 0, "max_inflight must be positive, got %d", c.MaxInflight)
 	switch c.Fsync {

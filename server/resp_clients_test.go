@@ -179,9 +179,10 @@ func TestRESPAlwaysFsyncsBeforeReply(t *testing.T) {
 // read's replies until the fsync of its writes, behind the replies before
 // them. Pipelines from many clients get every reply, in order (INCRs count
 // up one by one, each GET sees the INCR before it), big replies (GETs of
-// a big value) included.
+// a big value) included. Two loops, so that both write and fsync the one
+// append-only file.
 func TestRESPAlwaysHeldReplies(t *testing.T) {
-	s := startServer(t, Config{RESPAddr: "127.0.0.1:0", Fsync: "always"}, func(s *Server) {
+	s := startServer(t, Config{RESPAddr: "127.0.0.1:0", RESPLoops: 2, Fsync: "always"}, func(s *Server) {
 		s.cfg.InMemory, s.cfg.DataDir = false, t.TempDir()
 	})
 	if !s.kv.SyncsEach() {

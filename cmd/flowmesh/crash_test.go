@@ -58,7 +58,9 @@ func startChildRESP(t *testing.T, dir, addr, respAddr, policy string) *exec.Cmd 
 	args := "server --data-dir " + dir + " --addr " + addr + " --http-addr off --fsync " + policy + " --log-level error"
 	wait := []string{addr}
 	if respAddr != "" {
-		args += " --resp-addr " + respAddr
+		// Two loops: both write (and under always fsync) the one
+		// append-only file when the process is killed.
+		args += " --resp-addr " + respAddr + " --resp-loops 2"
 		wait = append(wait, respAddr)
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")

@@ -32,11 +32,11 @@ func TestConfigFileAndFlags(t *testing.T) {
 	path := filepath.Join(dir, "flowmesh.json")
 	os.WriteFile(path, []byte(`{"addr":"127.0.0.1:5000","max_payload":2048,"ping_interval":"30s"}`), 0o644)
 	var out strings.Builder
-	err := run(context.Background(), []string{"server", "--config", path, "--addr", "127.0.0.1:6000", "--check-config"}, &out, io.Discard)
+	err := run(context.Background(), []string{"server", "--config", path, "--addr", "127.0.0.1:6000", "--resp-loops", "3", "--check-config"}, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`"addr": "127.0.0.1:6000"`, `"max_payload": 2048`, `"ping_interval": "30s"`} {
+	for _, want := range []string{`"addr": "127.0.0.1:6000"`, `"max_payload": 2048`, `"ping_interval": "30s"`, `"resp_loops": 3`} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("effective config lacks %s:\n%s", want, out.String())
 		}
@@ -48,6 +48,9 @@ func TestConfigFileAndFlags(t *testing.T) {
 	}
 	if err := run(context.Background(), []string{"server", "--max-payload", "-1", "--check-config"}, io.Discard, io.Discard); err == nil {
 		t.Fatal("negative max payload accepted")
+	}
+	if err := run(context.Background(), []string{"server", "--resp-loops", "-1", "--check-config"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("negative resp_loops accepted")
 	}
 }
 

@@ -24,11 +24,11 @@ import (
 // to FlowMesh's) and with no persistence at all; then both fsyncing every
 // write before its reply (FlowMesh's always, Redis' appendfsync always).
 
+// kvTarget is a started server with its Redis port and data dir.
 type kvTarget struct {
-	name string
+	*target
 	port int
 	dir  string
-	cmd  *exec.Cmd
 }
 
 func startKVTarget(cfg config, name string) (*kvTarget, error) {
@@ -61,11 +61,11 @@ func startKVTarget(cfg config, name string) (*kvTarget, error) {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	return &kvTarget{name: name, port: port, dir: dir, cmd: t.cmd}, nil
+	return &kvTarget{target: t, port: port, dir: dir}, nil
 }
 
 func (k *kvTarget) stop() {
-	(&target{cmd: k.cmd}).stop()
+	k.target.stop()
 	os.RemoveAll(k.dir)
 }
 
@@ -117,10 +117,9 @@ func kvMedians(cfg config, runs []kvRun, names []string) ([]map[string]map[strin
 					res[name] = map[string][]kvFigure{}
 				}
 				for _, test := range r.tests {
-					proc := &target{cmd: t.cmd}
-					before := proc.cpuTime()
+					before := t.cpuTime()
 					m, err := redisBenchmark(cfg, t.port, append([]string{"-t", strings.ToLower(test), "-n", strconv.Itoa(r.n)}, r.args...)...)
-					after := proc.cpuTime()
+					after := t.cpuTime()
 					if err != nil {
 						t.stop()
 						return nil, fmt.Errorf("%s: %w", name, err)
@@ -215,7 +214,7 @@ func kvFootprint(cfg config, names []string) error {
 		if err != nil {
 			return err
 		}
-		before := (&target{cmd: t.cmd}).rssKiB()
+		before := t.rssKiB()
 		if err := loadKeys(t.port, cfg.kvKeys, 100); err != nil {
 			t.stop()
 			return fmt.Errorf("%s: %w", name, err)
@@ -223,7 +222,7 @@ func kvFootprint(cfg config, names []string) error {
 		// Let the writers settle (Pebble's flushes, Redis' AOF rewrite
 		// buffer) before measuring.
 		time.Sleep(2 * time.Second)
-		after := (&target{cmd: t.cmd}).rssKiB()
+		after := t.rssKiB()
 		disk := dirBytes(t.dir)
 		t.stop()
 		fmt.Fprintf(cfg.out, "| %s | %.0f B | %.0f B |\n", name, float64(after-before)*1024/float64(cfg.kvKeys), float64(disk)/float64(cfg.kvKeys))

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -93,23 +94,28 @@ func FuzzNativeSession(f *testing.F) {
 	for _, s := range nativeSeeds {
 		f.Add([]byte(s))
 	}
-	srv := fuzzServer(f)
-	f.Fuzz(func(t *testing.T, in []byte) {
-		feed(t, srv.Addr().String(), in)
-		alive(t, srv.Addr().String(), "PING\r\n", "PONG")
-	})
+	fuzzPort(f, (*Server).Addr, "PONG", asIs)
 }
 
 func FuzzRESPSession(f *testing.F) {
 	for _, s := range respSeeds {
 		f.Add([]byte(s))
 	}
-	srv := fuzzServer(f)
+	fuzzPort(f, (*Server).RESPAddr, "+PONG", asIs)
+}
+
+// fuzzPort runs each input, turned into bytes by build, on a new
+// connection to one port of the shared node, then checks on another
+// that the port still answers PING with pong.
+func fuzzPort(f *testing.F, port func(*Server) net.Addr, pong string, build func([]byte) []byte) {
+	addr := port(fuzzServer(f)).String()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		feed(t, srv.RESPAddr().String(), in)
-		alive(t, srv.RESPAddr().String(), "PING\r\n", "+PONG")
+		feed(t, addr, build(in))
+		alive(t, addr, "PING\r\n", pong)
 	})
 }
+
+func asIs(in []byte) []byte { return in }
 
 // feed sends in on a new connection, ends the client's side and reads
 // until the node closes the connection or goes quiet. Whatever the node
@@ -164,11 +170,7 @@ func FuzzNativeCommands(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte("streams and queues and keys"))
 	f.Add([]byte{200, 17, 33, 90, 1, 1, 1, 250, 3, 77, 12, 5, 5, 9, 100, 140})
-	srv := fuzzServer(f)
-	f.Fuzz(func(t *testing.T, in []byte) {
-		feed(t, srv.Addr().String(), commandsFrom(in))
-		alive(t, srv.Addr().String(), "PING\r\n", "PONG")
-	})
+	fuzzPort(f, (*Server).Addr, "PONG", commandsFrom)
 }
 
 // fuzzVerbs are the verbs a client sends, with the arguments they take
@@ -201,34 +203,40 @@ var fuzzArgs = strings.Fields(`t1 t2 q1 q2 k k2 h z s g w1 orders.* > a.b 1 2 3 
 	@0 @-1 WITHSCORES REV BYSCORE BYLEX LIMIT EX PX EXAT KEEPTTL NX XX GT LT CH INCR MATCH COUNT TYPE
 	GET PERSIST ( (1 [a + - * ? [ ] = ==`)
 
+// choices hands out the fuzz input's bytes one at a time, each as a
+// choice among n; 0 once the input is spent.
+type choices []byte
+
+func (c *choices) next(n int) int {
+	if len(*c) == 0 {
+		return 0
+	}
+	b := int((*c)[0])
+	*c = (*c)[1:]
+	return b % n
+}
+
 // commandsFrom turns fuzz bytes into a run of commands.
 func commandsFrom(in []byte) []byte {
-	next := func() int {
-		if len(in) == 0 {
-			return 0
-		}
-		b := int(in[0])
-		in = in[1:]
-		return b
-	}
+	c := choices(in)
 	var out []byte
-	for len(in) > 0 {
-		s := fuzzVerbs[next()%len(fuzzVerbs)]
+	for len(c) > 0 {
+		s := fuzzVerbs[c.next(len(fuzzVerbs))]
 		out = append(out, s.Name...)
 		nargs := s.MinArgs
 		if span := s.MaxArgs - s.MinArgs; span > 0 {
-			nargs += next() % (min(span, 6) + 1)
+			nargs += c.next(min(span, 6) + 1)
 		}
 		for i := 0; i < nargs; i++ {
 			out = append(out, ' ')
 			if s.Name == "KV" && i == 0 {
-				out = append(out, fuzzKVCommands[next()%len(fuzzKVCommands)]...)
+				out = append(out, fuzzKVCommands[c.next(len(fuzzKVCommands))]...)
 				continue
 			}
-			out = append(out, fuzzArgs[next()%len(fuzzArgs)]...)
+			out = append(out, fuzzArgs[c.next(len(fuzzArgs))]...)
 		}
 		if s.Shape == protocol.Sized {
-			n := next() % 40
+			n := c.next(40)
 			payload := strings.Repeat("p", n)
 			if s.Name == "KVB" && n%2 == 0 {
 				payload = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
@@ -246,30 +254,20 @@ func commandsFrom(in []byte) []byte {
 func FuzzRESPCommands(f *testing.F) {
 	f.Add([]byte{0, 1, 2, 3, 4, 5, 6, 7, 8, 9})
 	f.Add([]byte("sorted sets and hashes"))
-	srv := fuzzServer(f)
-	f.Fuzz(func(t *testing.T, in []byte) {
-		feed(t, srv.RESPAddr().String(), respCommandsFrom(in))
-		alive(t, srv.RESPAddr().String(), "PING\r\n", "+PONG")
-	})
+	fuzzPort(f, (*Server).RESPAddr, "+PONG", respCommandsFrom)
 }
 
-var fuzzRESPOnly = strings.Fields(`PING ECHO SELECT HELLO CLIENT INFO COMMAND QUIT MULTI`)
+// fuzzRESPNames are the Redis port's command names: the KV commands and
+// the port's own.
+var fuzzRESPNames = append(slices.Clone(fuzzKVCommands), strings.Fields(`PING ECHO SELECT HELLO CLIENT INFO COMMAND QUIT MULTI`)...)
 
 func respCommandsFrom(in []byte) []byte {
-	next := func() int {
-		if len(in) == 0 {
-			return 0
-		}
-		b := int(in[0])
-		in = in[1:]
-		return b
-	}
-	names := append(append([]string(nil), fuzzKVCommands...), fuzzRESPOnly...)
+	c := choices(in)
 	var out []byte
-	for len(in) > 0 {
-		args := []string{names[next()%len(names)]}
-		for n := next() % 7; n > 0; n-- {
-			args = append(args, fuzzArgs[next()%len(fuzzArgs)])
+	for len(c) > 0 {
+		args := []string{fuzzRESPNames[c.next(len(fuzzRESPNames))]}
+		for n := c.next(7); n > 0; n-- {
+			args = append(args, fuzzArgs[c.next(len(fuzzArgs))])
 		}
 		out = fmt.Appendf(out, "*%d\r\n", len(args))
 		for _, a := range args {

@@ -467,6 +467,12 @@ func (e *Engine) Stats() Stats {
 	return st
 }
 
+// StoreHealth is the engine's Pebble store's failed background writes
+// since it opened, and its error while those keep failing (store.Err).
+func (e *Engine) StoreHealth() (failures uint64, err error) {
+	return e.st.BackgroundErrors(), e.st.Err()
+}
+
 func (e *Engine) now() int64 { return e.o.Now().UnixMilli() }
 
 const nStripes = 256
@@ -881,6 +887,27 @@ func (b *batch) drop(key []byte, m meta) {
 	}
 }
 
+// repeatEvery spaces the log lines of a failure that repeats.
+const repeatEvery = 10 * time.Second
+
+// repeatLog logs a recurring failure when it changes, and otherwise once
+// per repeatEvery with how often it came meanwhile. One goroutine's.
+type repeatLog struct {
+	last     string
+	at       time.Time
+	repeated int
+}
+
+func (r *repeatLog) warn(l *slog.Logger, msg string, err error) {
+	now := time.Now()
+	if text := err.Error(); text != r.last || now.Sub(r.at) >= repeatEvery {
+		l.Warn(msg, "err", err, "repeated_since_last_line", r.repeated)
+		r.last, r.at, r.repeated = text, now, 0
+		return
+	}
+	r.repeated++
+}
+
 // background runs the reaper, the flushes of dirty records, checkpoints
 // and, under the interval policy, the append-only file's fsync.
 func (e *Engine) background() {
@@ -889,6 +916,10 @@ func (e *Engine) background() {
 	defer reap.Stop()
 	flush := time.NewTicker(e.o.FlushInterval)
 	defer flush.Stop()
+	// A failed append-only file refuses writes until the node restarts,
+	// and its sync reports that every SyncInterval: logged once per
+	// repeatEvery with a count, not 100 lines a second.
+	var syncLog, flushLog, reapLog repeatLog
 	var sync <-chan time.Time
 	if e.o.SyncInterval > 0 && e.aof.Load() != nil {
 		t := time.NewTicker(e.o.SyncInterval)
@@ -901,7 +932,7 @@ func (e *Engine) background() {
 			return
 		case <-sync:
 			if err := e.aof.Load().Sync(); err != nil {
-				e.o.Logger.Warn("kv: append-only file sync failed", "err", err)
+				syncLog.warn(e.o.Logger, "kv: append-only file sync failed", err)
 			}
 		case <-flush.C:
 			// Writing every changed record on each tick rewrote a hot key
@@ -913,17 +944,17 @@ func (e *Engine) background() {
 				continue
 			}
 			if err := e.checkpoint(false); err != nil {
-				e.o.Logger.Warn("kv: flush of changed keys failed", "err", err)
+				flushLog.warn(e.o.Logger, "kv: flush of changed keys failed", err)
 			}
 		case <-e.flushNow:
 			if err := e.checkpoint(false); err != nil {
-				e.o.Logger.Warn("kv: flush of changed keys failed", "err", err)
+				flushLog.warn(e.o.Logger, "kv: flush of changed keys failed", err)
 			}
 		case <-reap.C:
 			for {
 				n, err := e.Reap()
 				if err != nil {
-					e.o.Logger.Warn("kv: reaper", "err", err)
+					reapLog.warn(e.o.Logger, "kv: reaper", err)
 				}
 				if n < e.o.ReapBatch || err != nil {
 					break

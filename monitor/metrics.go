@@ -43,6 +43,16 @@ type Snapshot struct {
 	RedisBytesIn, RedisBytesOut uint64
 	// The latest jobs dead-lettered, oldest first (a bounded window).
 	DeadLetters []DeadLetter
+	// The node's Pebble stores ("meta", "kv"): background writes failed
+	// since start, and whether they are failing now.
+	Stores []StoreHealth
+}
+
+// StoreHealth is one Pebble store's background-write health.
+type StoreHealth struct {
+	Name     string
+	Failures uint64
+	Failing  bool
 }
 
 // DeadLetter is one job that went to its queue's dead-letter queue.
@@ -120,6 +130,8 @@ var (
 	dKVAOFBytes     = desc("kv_aof_bytes", "KV append-only file bytes since the last checkpoint (what a restart replays).")
 	dRedisConns     = desc("redis_connections", "Connections open now on the Redis-compatible port.")
 	dRedisBytes     = desc("redis_bytes_total", "Bytes read from and written to the Redis-compatible port's clients.", "direction")
+	dStoreFailures  = desc("store_background_errors_total", "Failed Pebble background writes (flushes, compactions), retried by Pebble.", "store")
+	dStoreFailing   = desc("store_failing", "1 while a Pebble store's background writes keep failing (full disk, data dir gone); the node is not ready meanwhile.", "store")
 	fsyncBoundsSecs = func() []float64 {
 		b := make([]float64, len(commitlog.FsyncBounds))
 		for i, d := range commitlog.FsyncBounds {
@@ -215,6 +227,14 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(dRedisBytes, float64(s.RedisBytesOut), "out")
 	}
 	counter(dKVExpired, float64(s.KV.Expired))
+	for _, st := range s.Stores {
+		counter(dStoreFailures, float64(st.Failures), st.Name)
+		failing := 0.0
+		if st.Failing {
+			failing = 1
+		}
+		gauge(dStoreFailing, failing, st.Name)
+	}
 }
 
 // histogram turns per-bucket counts (the last one unbounded) into a

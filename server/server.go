@@ -280,10 +280,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, s.mon.Shutdown(ctx))
 	}
 	// Engines close before the store they write to; the store closes last.
-	s.kv.Close()
-	err = errors.Join(err, s.queues.Close())
-	err = errors.Join(err, s.streams.Close())
-	err = errors.Join(err, s.store.Close())
+	// A failing disk can hold a close for ever (a Pebble commit waiting
+	// for a memtable flush that keeps failing), so Shutdown stops waiting
+	// at the deadline: the process may then exit, and the next start
+	// recovers what the fsync policy made durable, as after a crash.
+	closed := make(chan error, 1)
+	go func() {
+		s.kv.Close()
+		cerr := errors.Join(s.queues.Close(), s.streams.Close())
+		closed <- errors.Join(cerr, s.store.Close())
+	}()
+	select {
+	case cerr := <-closed:
+		err = errors.Join(err, cerr)
+	case <-ctx.Done():
+		late := fmt.Errorf("server: shutdown: the engines did not close before the deadline: %w", ctx.Err())
+		if serr := s.StorageErr(); serr != nil {
+			late = fmt.Errorf("%w (storage failing: %v)", late, serr)
+		}
+		err = errors.Join(err, late)
+	}
 	// Last, so that the spans of the final commands are sent; with a short
 	// budget of its own, because a collector that is down must neither hold
 	// the node's stop nor fail it (the exporter retries for a minute).
@@ -438,14 +454,45 @@ func (m monitorNode) Metrics() monitor.Snapshot { return m.s.Metrics() }
 
 func (m monitorNode) Autoscale() []monitor.Recommendation { return m.s.Autoscale() }
 
-// IsReady reports whether the node accepts clients (for /readyz).
+// IsReady reports whether the node accepts clients and its storage works
+// (for /readyz): a store whose background writes keep failing (a full
+// disk) takes the node out of a load balancer's rotation until it
+// recovers.
 func (s *Server) IsReady() bool {
 	select {
 	case <-s.ready:
-		return true
+		return s.StorageErr() == nil
 	default:
 		return false
 	}
+}
+
+// StorageErr is the error of a Pebble store whose background writes keep
+// failing, or nil.
+func (s *Server) StorageErr() error {
+	var errs []error
+	for _, h := range s.storeHealth() {
+		errs = append(errs, h.err)
+	}
+	return errors.Join(errs...)
+}
+
+type storeHealth struct {
+	name     string
+	failures uint64
+	err      error
+}
+
+func (s *Server) storeHealth() []storeHealth {
+	var out []storeHealth
+	if s.store != nil {
+		out = append(out, storeHealth{"meta", s.store.BackgroundErrors(), s.store.Err()})
+	}
+	if s.kv != nil {
+		n, err := s.kv.StoreHealth()
+		out = append(out, storeHealth{"kv", n, err})
+	}
+	return out
 }
 
 // Metrics is the node's state for the monitor's /metrics.
@@ -457,6 +504,9 @@ func (s *Server) Metrics() monitor.Snapshot {
 		KVOps: s.KVOps()}
 	if s.kv != nil {
 		m.KV = s.kv.Stats()
+	}
+	for _, h := range s.storeHealth() {
+		m.Stores = append(m.Stores, monitor.StoreHealth{Name: h.name, Failures: h.failures, Failing: h.err != nil})
 	}
 	if s.resp != nil {
 		rs := s.resp.Stats()

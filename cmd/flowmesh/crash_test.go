@@ -63,9 +63,22 @@ func startChildRESP(t *testing.T, dir, addr, respAddr, policy string) *exec.Cmd 
 		args += " --resp-addr " + respAddr + " --resp-loops 2"
 		wait = append(wait, respAddr)
 	}
+	cmd := childCmd(args)
+	cmd.Stderr = os.Stderr
+	startAndWait(t, cmd, wait...)
+	return cmd
+}
+
+// childCmd is a server process run with args (not started).
+func childCmd(args string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "FLOWMESH_CRASH_CHILD="+args)
-	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// startAndWait starts cmd and waits until it listens on every address.
+func startAndWait(t *testing.T, cmd *exec.Cmd, wait ...string) {
+	t.Helper()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +97,6 @@ func startChildRESP(t *testing.T, dir, addr, respAddr, policy string) *exec.Cmd 
 			time.Sleep(20 * time.Millisecond) // polling a port: there is no signal to wait on
 		}
 	}
-	return cmd
 }
 
 // TestStreamKill9 kills the server (SIGKILL of a real process) while

@@ -47,12 +47,16 @@ type Options struct {
 	// several rewrites per compaction with a higher one; point reads look
 	// at more tables, each behind a bloom filter.
 	L0Sublevels int
+	// FS replaces the file system (nil: the OS's, or Pebble's in-memory
+	// one with InMemory); tests inject faults through it.
+	FS vfs.FS
 }
 
 // Store is the node's Pebble database.
 type Store struct {
 	db *pebble.DB
 	wo *pebble.WriteOptions
+	h  *health
 }
 
 // Open opens (or creates) the database in dir.
@@ -80,16 +84,17 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.InMemory {
 		po.FS = vfs.NewMem()
 	}
+	if o.FS != nil {
+		po.FS = o.FS
+	}
 	if o.NoWAL {
 		po.DisableWAL = true
 		if o.Sync {
 			return nil, fmt.Errorf("store: open %s: a store without WAL cannot fsync each write", dir)
 		}
 	}
-	if o.BeforeFlush != nil {
-		fn := o.BeforeFlush
-		po.EventListener = &pebble.EventListener{FlushBegin: func(pebble.FlushInfo) { fn() }}
-	}
+	h := newHealth(dir, o.Logger)
+	po.EventListener = h.listener(o.BeforeFlush)
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s: %w", dir, err)
@@ -98,7 +103,7 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.Sync {
 		wo = pebble.Sync
 	}
-	return &Store{db: db, wo: wo}, nil
+	return &Store{db: db, wo: wo, h: h}, nil
 }
 
 // Close closes the database.
@@ -202,13 +207,26 @@ func (s *Store) SyncWAL() error {
 }
 
 // Flush writes Pebble's memtables to its files and waits for it: with
-// NoWAL, what was written before becomes durable.
+// NoWAL, what was written before becomes durable. It gives up when the
+// store is failing (Err): Pebble would retry the flush for ever.
 func (s *Store) Flush() error {
-	if err := s.db.Flush(); err != nil {
+	done, err := s.db.AsyncFlush()
+	if err == nil {
+		err = s.h.wait(done)
+	}
+	if err != nil {
 		return fmt.Errorf("store: flush: %w", err)
 	}
 	return nil
 }
+
+// Err reports a store whose background writes (memtable flushes,
+// compactions) keep failing: a full disk, a data directory gone. Pebble
+// keeps retrying; Err is nil again after one succeeds.
+func (s *Store) Err() error { return s.h.err() }
+
+// BackgroundErrors counts the failed background writes since Open.
+func (s *Store) BackgroundErrors() uint64 { return s.h.failures() }
 
 // Syncs reports whether every write is fsynced (the always policy).
 func (s *Store) Syncs() bool { return s.wo == pebble.Sync }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -109,5 +110,19 @@ func TestFailingFlushBacksOff(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Pebble's Fatalf (a WAL it cannot create) stops the node with the cause
+// logged, instead of a panic through Pebble's held mutexes.
+func TestFatalExits(t *testing.T) {
+	var code int
+	exit = func(c int) { code = c }
+	defer func() { exit = os.Exit }()
+	var logs lockedBuf
+	pebbleLogger{slog.New(slog.NewTextHandler(&logs, nil))}.Fatalf("open %s: %v", "db/000007.log", "no such file or directory")
+	if code != 1 || !strings.Contains(logs.String(), "fatal storage error") ||
+		!strings.Contains(logs.String(), "db/000007.log: no such file or directory") {
+		t.Fatalf("exit code %d, log:\n%s", code, logs.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -342,7 +343,18 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 func (p pebbleLogger) Errorf(format string, args ...any) {
 	p.l.Error("pebble: " + fmt.Sprintf(format, args...))
 }
+
+// Fatalf is Pebble's way to stop the process: it calls it when it cannot
+// go on (a WAL it cannot create or write: a full disk, the data directory
+// removed) and expects it not to return. A panic here unwound through
+// Pebble's held mutexes and ended in "fatal error: sync: unlock of
+// unlocked mutex", hiding the cause; the node logs the cause and exits 1
+// (fail-stop: acknowledged writes are in the WAL and files it has; a
+// restart recovers them or says why it cannot).
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.l.Error("pebble: fatal: " + fmt.Sprintf(format, args...))
-	panic(fmt.Sprintf("pebble: "+format, args...))
+	p.l.Error("store: fatal storage error; the node stops", "err", fmt.Sprintf("pebble: "+format, args...))
+	exit(1)
 }
+
+// exit is os.Exit; tests replace it.
+var exit = os.Exit

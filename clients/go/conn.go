@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flowmesh/flowmesh/protocol"
@@ -79,7 +80,20 @@ type call struct {
 	hdr    []byte
 	data   []byte
 	err    error
+	// state settles who has the reply when the caller's context ends as
+	// it arrives: callPending, then callAnswered (complete) or
+	// callAbandoned (wait), whichever comes first.
+	state atomic.Int32
+	// orphaned, if set, gets a reply that came after its caller left (a
+	// QGET's jobs, to give back). It runs on the reader: it must not wait.
+	orphaned func(*call)
 }
+
+const (
+	callPending int32 = iota
+	callAnswered
+	callAbandoned
+)
 
 // Connect dials url ("nats://host:port", "flowmesh://host:port" or
 // "host:port") and completes the handshake within ctx.
@@ -376,6 +390,9 @@ func (c *Conn) complete(v protocol.Verb, f *protocol.Frame, err error) bool {
 		}
 		cl.data = append([]byte(nil), f.Payload...)
 	}
+	if !cl.state.CompareAndSwap(callPending, callAnswered) && cl.orphaned != nil {
+		cl.orphaned(cl)
+	}
 	close(cl.done)
 	return true
 }
@@ -499,8 +516,17 @@ func (c *Conn) write(b []byte) error {
 }
 
 // do sends a command that gets exactly one reply frame and waits for it.
+// A context that is already done sends nothing.
 func (c *Conn) do(ctx context.Context, build func([]byte) []byte) (*call, error) {
-	cl, err := c.send(build)
+	return c.doCall(ctx, &call{done: make(chan struct{})}, build)
+}
+
+// doCall is do with the call given (one with an orphaned handler).
+func (c *Conn) doCall(ctx context.Context, cl *call, build func([]byte) []byte) (*call, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	cl, err := c.sendCall(cl, build)
 	if err != nil {
 		return nil, err
 	}
@@ -514,7 +540,10 @@ func (c *Conn) do(ctx context.Context, build func([]byte) []byte) (*call, error)
 // the output buffer under the lock, so the command's place on the wire and
 // in the pending queue are the same.
 func (c *Conn) send(build func([]byte) []byte) (*call, error) {
-	cl := &call{done: make(chan struct{})}
+	return c.sendCall(&call{done: make(chan struct{})}, build)
+}
+
+func (c *Conn) sendCall(cl *call, build func([]byte) []byte) (*call, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -536,8 +565,12 @@ func (c *Conn) wait(ctx context.Context, cl *call) error {
 	case <-cl.done:
 		return cl.err
 	case <-ctx.Done():
+		if !cl.state.CompareAndSwap(callPending, callAbandoned) {
+			<-cl.done // answered meanwhile: the reply wins
+			return cl.err
+		}
 		// The reply will still arrive and be matched to cl, keeping the
-		// queue aligned; nobody reads it.
+		// queue aligned; nobody reads it but cl.orphaned.
 		return ctx.Err()
 	case <-c.closedCh:
 		return ErrClosed

@@ -203,8 +203,34 @@ func TestBadInputFailsLocally(t *testing.T) {
 	if err := fm.Flush(cancelled); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled flush: %v", err)
 	}
-	if err := fm.Flush(ctx); err != nil { // the abandoned PONG did not misalign the queue
+	if err := fm.Flush(ctx); err != nil {
 		t.Errorf("flush after a cancelled one: %v", err)
+	}
+}
+
+// A call whose context ends before its reply leaves the reply to arrive
+// unread; the replies after it still reach their own calls.
+func TestAbandonedReplyKeepsOrder(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if err := fm.Queue.Create(ctx, "empty", flowmesh.QueueConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	// The server answers this long poll after 300 ms; the caller leaves
+	// after 30.
+	short, cancel := context.WithTimeout(ctx, 30*time.Millisecond)
+	defer cancel()
+	if _, err := fm.Queue.Reserve(short, "empty", 1, 300*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("reserve past its context: %v", err)
+	}
+	id, err := fm.Queue.Enqueue(ctx, "empty", []byte("after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := fm.Queue.Reserve(ctx, "empty", 1, time.Second)
+	if err != nil || len(jobs) != 1 || jobs[0].ID != id || string(jobs[0].Payload) != "after" {
+		t.Fatalf("reserve after the abandoned one: %v %v", jobs, err)
 	}
 }
 

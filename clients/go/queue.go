@@ -226,11 +226,29 @@ func (q *Queues) Reserve(ctx context.Context, queue string, max int, wait time.D
 	if wait > 0 {
 		args = append(args, "wait="+wait.String())
 	}
-	cl, err := q.c.do(ctx, func(b []byte) []byte { return protocol.AppendCommand(b, "QGET", args...) })
+	cl := &call{done: make(chan struct{}), orphaned: giveBack}
+	cl, err := q.c.doCall(ctx, cl, func(b []byte) []byte { return protocol.AppendCommand(b, "QGET", args...) })
 	if err != nil {
 		return nil, err
 	}
 	return cl.jobs, nil
+}
+
+// giveBack retries at once the jobs of a QGET whose caller stopped waiting
+// (its context ended during the long poll): the server reserved them for
+// nobody, and they would stay invisible for their whole visibility
+// timeout. Their attempt stays counted, as for any reservation.
+func giveBack(cl *call) {
+	if len(cl.jobs) == 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, j := range cl.jobs {
+			_ = j.Retry(ctx, 0, errors.New("reserve abandoned by its caller"))
+		}
+	}()
 }
 
 // Ack completes the job.

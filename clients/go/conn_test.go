@@ -206,6 +206,20 @@ func TestBadInputFailsLocally(t *testing.T) {
 	if err := fm.Flush(ctx); err != nil {
 		t.Errorf("flush after a cancelled one: %v", err)
 	}
+	// A write with a done ctx is not sent, even with a write slot free.
+	if err := fm.Stream.CreateTopic(ctx, "t", flowmesh.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := fm.Stream.Write(cancelled, "t", []byte("x")); !errors.Is(err, context.Canceled) {
+			t.Fatalf("write with a cancelled ctx: %v", err)
+		}
+	}
+	// Writes to one partition are stored in order: had one of them gone
+	// out, this one would not be first.
+	if pos, err := fm.Stream.Write(ctx, "t", []byte("y")); err != nil || pos.Offset != 0 {
+		t.Fatalf("first write after the cancelled ones: %+v %v", pos, err)
+	}
 }
 
 // A call whose context ends before its reply leaves the reply to arrive

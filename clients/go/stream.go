@@ -158,6 +158,9 @@ type writeCall struct {
 }
 
 func (c *Conn) takeWriteSlot(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err // a done ctx sends nothing, even with a slot free
+	}
 	select {
 	case c.writeSlots <- struct{}{}:
 		return nil

@@ -144,7 +144,7 @@ func flowmeshJobs(t *target, n, size, batch int) (float64, error) {
 			}, flowmesh.Concurrency(8))
 		}()
 	}
-	payload := make([]byte, size)
+	payload := randomPayload(size)
 	var next atomic.Int64
 	errs := make(chan error, 16)
 	for p := 0; p < 16; p++ {
@@ -226,7 +226,7 @@ func rabbitJobs(t *target, n, size, batch int) (float64, error) {
 			}
 		}()
 	}
-	payload := make([]byte, size)
+	payload := randomPayload(size)
 	var next atomic.Int64
 	errs := make(chan error, 16)
 	for p := 0; p < 16; p++ {

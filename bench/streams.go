@@ -161,7 +161,7 @@ func benchStreams(cfg config) error {
 // streamWriteRate writes n events with up to inflight outstanding.
 func streamWriteRate(t *target, n, size, inflight int) (float64, error) {
 	ctx := context.Background()
-	payload := make([]byte, size)
+	payload := randomPayload(size)
 	if t.name == "flowmesh" {
 		fm, err := flowmesh.Connect(ctx, t.url)
 		if err != nil {
@@ -233,7 +233,7 @@ func streamWriteRate(t *target, n, size, inflight int) (float64, error) {
 // goroutines of one service share its client).
 func streamSyncRate(t *target, producers, size int, shared bool, d time.Duration) (float64, error) {
 	ctx := context.Background()
-	payload := make([]byte, size)
+	payload := randomPayload(size)
 	var count atomic.Int64
 	var stop atomic.Bool
 	var wg sync.WaitGroup

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"net"
@@ -16,6 +17,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 )
+
+// randomPayload is size random bytes. The durable workloads store what
+// they send: zeros would let FlowMesh's compressed batches (S2 by
+// default) shrink to almost nothing, which JetStream and RabbitMQ, storing
+// payloads as they come, do not do.
+func randomPayload(size int) []byte {
+	b := make([]byte, size)
+	_, _ = crand.Read(b)
+	return b
+}
 
 // benchPubSub: one publisher and one subscriber on separate connections;
 // throughput is messages delivered per second, from the first publish to

@@ -30,6 +30,7 @@ type FS interface {
 // File is an open file.
 type File interface {
 	io.ReaderAt
+	io.WriterAt
 	io.Writer
 	io.Closer
 	Sync() error

@@ -80,6 +80,10 @@ type Options struct {
 	// callbacks. It must not block. A topic uses it to wake all its
 	// consumers with one signal instead of one channel per partition.
 	OnPublish func()
+	// PreallocateBytes > 0 makes the log, while its policy is SyncAlways,
+	// write into segment files of this size zero-filled ahead of time by
+	// a background goroutine (see prealloc.go); 0 turns it off.
+	PreallocateBytes int64
 	// Meta keeps the log's small state (its low-water mark) across
 	// restarts; the node passes its Pebble store (kv/store.Namespace). Nil:
 	// the low-water mark restarts at the first retained offset.
@@ -152,6 +156,7 @@ type Log struct {
 	syncDone  chan struct{} // closed when the interval syncer has finished
 	activeAt  time.Time     // when the active segment got its first batch
 	batchBuf  []byte        // the batch being written; writer goroutine only
+	spare     spare         // the next preallocated segment file (prealloc.go)
 	stats     stats
 }
 
@@ -203,7 +208,8 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, err
 	}
 	l := &Log{dir: dir, opts: opts, lock: lock, pending: nil,
-		tail: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{}), syncDone: make(chan struct{})}
+		tail: make(chan struct{}), kick: make(chan struct{}, 1), done: make(chan struct{}), syncDone: make(chan struct{}),
+		spare: spare{stop: make(chan struct{})}}
 	l.pending = l.takeFree()
 	l.policy.Store(uint32(opts.Sync))
 	l.codec.Store(uint32(opts.Codec))
@@ -249,13 +255,14 @@ func (l *Log) recover() error {
 	if err != nil {
 		return fmt.Errorf("log: %w", err)
 	}
+	l.recoverSpare(names)
 	for _, name := range names {
 		base, ok := parseSegmentName(name)
 		if !ok {
 			continue
 		}
 		s := &segment{path: filepath.Join(l.dir, name), base: base, next: base}
-		if s.f, err = fs.OpenFile(s.path, os.O_RDWR|os.O_APPEND, 0o644); err != nil {
+		if s.f, err = fs.OpenFile(s.path, os.O_RDWR, 0o644); err != nil {
 			return fmt.Errorf("log: open %s: %w", s.path, err)
 		}
 		st, err := s.f.Stat()
@@ -283,7 +290,11 @@ func (l *Log) recover() error {
 			l.opts.Logger.Error("log: corrupt batches skipped", "file", s.path, "from_byte", h.pos, "to_byte", h.end,
 				"lost_offsets_from", h.first, "lost_offsets_to", h.nxt)
 		}
-		if res.validEnd < s.size {
+		if last && res.zeroTail {
+			// A preallocated segment: zeros after the last batch are room
+			// to write into, not a torn write.
+			s.alloc, s.size = s.size, res.validEnd
+		} else if res.validEnd < s.size {
 			if !last && res.torn != nil {
 				l.opts.Logger.Error("log: sealed segment ends in a bad batch", "file", s.path, "err", res.torn)
 			}
@@ -344,7 +355,11 @@ func (l *Log) active() *segment { return l.segs[len(l.segs)-1] }
 
 func (l *Log) newSegment(base uint64) error {
 	s := &segment{path: segmentPath(l.dir, base), base: base, next: base}
-	f, err := l.opts.FS.OpenFile(s.path, os.O_CREATE|os.O_RDWR|os.O_APPEND|os.O_EXCL, 0o644)
+	if l.takeSpare(s) {
+		l.segs = append(l.segs, s)
+		return nil
+	}
+	f, err := l.opts.FS.OpenFile(s.path, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("log: create segment: %w", err)
 	}
@@ -536,7 +551,11 @@ func (l *Log) syncLoop() {
 // reports whether unsynced data was written.
 func (l *Log) writeBatches(ps []*pendingBatch) bool {
 	s := l.active()
-	if s.size >= l.opts.SegmentBytes || s.size > 0 && l.opts.Now().Sub(l.activeAt) >= l.opts.SegmentAge {
+	limit := l.opts.SegmentBytes
+	if s.alloc > 0 {
+		limit = min(limit, s.alloc)
+	}
+	if s.size >= limit || s.size > 0 && l.opts.Now().Sub(l.activeAt) >= l.opts.SegmentAge || l.rollToSpare(s) {
 		if err := l.roll(); err != nil {
 			l.fail(ps, fmt.Errorf("log: roll segment: %w", err))
 			return false
@@ -550,12 +569,13 @@ func (l *Log) writeBatches(ps []*pendingBatch) bool {
 		l.batchBuf = p.b.seal(l.batchBuf, Codec(l.codec.Load()), next)
 		next += uint64(p.b.count)
 	}
-	n, err := s.f.Write(l.batchBuf)
+	n, err := s.f.WriteAt(l.batchBuf, s.size)
 	if err != nil || n != len(l.batchBuf) {
 		// A partial write (disk full) must not stay: cut the file back so
-		// the next batch starts where this one did. Segment files are
-		// opened O_APPEND, so the next write lands at the new end and not
-		// at the old file position past the cut.
+		// the next batch starts where this one did (and a scan after a
+		// crash finds no stray bytes there). A preallocated segment loses
+		// its room; it appends from here on.
+		s.alloc = 0
 		if terr := s.f.Truncate(s.size); terr != nil {
 			l.opts.Logger.Error("log: cannot cut a failed write; later batches would follow garbage",
 				"file", s.path, "err", terr)
@@ -588,12 +608,14 @@ func (l *Log) writeBatches(ps []*pendingBatch) bool {
 			l.fail(ps, err)
 			return false
 		}
+		s.syncs++
 		dirty = false
 	}
 	l.publish(s.next)
 	if l.opts.OnPublish != nil {
 		l.opts.OnPublish()
 	}
+	l.maybeFillSpare(s)
 	off := base
 	for _, p := range ps {
 		for _, w := range p.waiters {
@@ -688,6 +710,14 @@ func (l *Log) publish(next uint64) {
 // roll seals the active segment (fsync, index file) and starts a new one.
 func (l *Log) roll() error {
 	s := l.active()
+	if s.alloc > s.size {
+		// A sealed segment ends at its last batch: its index is trusted
+		// only when it describes the whole file.
+		if err := s.f.Truncate(s.size); err != nil {
+			return err
+		}
+	}
+	s.alloc = 0
 	if err := s.f.Sync(); err != nil {
 		return err
 	}
@@ -1028,6 +1058,7 @@ func (l *Log) Close() error {
 	}
 	<-l.done
 	<-l.syncDone
+	l.stopSpare()
 	err := l.closeFiles()
 	if lerr := l.lock.Close(); err == nil {
 		err = lerr

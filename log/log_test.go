@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -413,13 +414,21 @@ func (f *faultFS) OpenFile(name string, flag int, perm os.FileMode) (File, error
 func (f *faultFS) refill(n int64) { f.mu.Lock(); f.budget = n; f.mu.Unlock() }
 
 func (f *faultFile) Write(b []byte) (int, error) {
+	return f.write(b, f.File.Write)
+}
+
+func (f *faultFile) WriteAt(b []byte, off int64) (int, error) {
+	return f.write(b, func(b []byte) (int, error) { return f.File.WriteAt(b, off) })
+}
+
+func (f *faultFile) write(b []byte, write func([]byte) (int, error)) (int, error) {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
 	if int64(len(b)) <= f.fs.budget {
 		f.fs.budget -= int64(len(b))
-		return f.File.Write(b)
+		return write(b)
 	}
-	n, _ := f.File.Write(b[:f.fs.budget]) // a partial write, as a full disk gives
+	n, _ := write(b[:f.fs.budget]) // a partial write, as a full disk gives
 	f.fs.budget = 0
 	return n, errors.New("no space left on device")
 }
@@ -511,15 +520,24 @@ func BenchmarkAppend(b *testing.B) {
 
 // TestKill9 runs appenders in a child process under the always policy,
 // kills it with SIGKILL mid-stream, and checks that every append the child
-// reported as acknowledged is there after recovery, in order, once.
+// reported as acknowledged is there after recovery, in order, once. The
+// child's segments are 16 KiB: many rolls, and with preallocation many
+// spares made, renamed and cut while it is killed.
 func TestKill9(t *testing.T) {
 	if dir := os.Getenv("FLOWMESH_LOG_CRASH_CHILD"); dir != "" {
-		crashChild(dir)
+		prealloc, _ := strconv.ParseInt(os.Getenv("FLOWMESH_LOG_CRASH_PREALLOC"), 10, 64)
+		crashChild(dir, prealloc)
 		return
 	}
+	for _, prealloc := range []int64{0, 16 << 10} {
+		t.Run(fmt.Sprintf("prealloc=%d", prealloc), func(t *testing.T) { kill9(t, prealloc) })
+	}
+}
+
+func kill9(t *testing.T, prealloc int64) {
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9$")
-	cmd.Env = append(os.Environ(), "FLOWMESH_LOG_CRASH_CHILD="+dir)
+	cmd.Env = append(os.Environ(), "FLOWMESH_LOG_CRASH_CHILD="+dir, fmt.Sprint("FLOWMESH_LOG_CRASH_PREALLOC=", prealloc))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -553,11 +571,15 @@ func TestKill9(t *testing.T) {
 			t.Fatalf("acknowledged offset %d (%s) lost or changed after kill -9: %q", off, val, byOff[off])
 		}
 	}
-	t.Logf("%d acknowledged before the kill, %d recovered", len(acked), len(recs))
+	l.mu.Lock()
+	alloc := l.active().alloc
+	l.mu.Unlock()
+	t.Logf("%d acknowledged before the kill, %d recovered; %d segments, the active one preallocated to %d bytes",
+		len(acked), len(recs), l.Stats().Segments, alloc)
 }
 
-func crashChild(dir string) {
-	l, err := Open(dir, Options{Codec: CodecS2, Sync: SyncAlways, SegmentBytes: 16 << 10, Logger: quiet})
+func crashChild(dir string, prealloc int64) {
+	l, err := Open(dir, Options{Codec: CodecS2, Sync: SyncAlways, SegmentBytes: 16 << 10, PreallocateBytes: prealloc, Logger: quiet})
 	if err != nil {
 		panic(err)
 	}

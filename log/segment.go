@@ -18,11 +18,15 @@ import (
 // (00000000000000000000.log), with a sparse index file beside it
 // (.index) written when the segment is sealed.
 type segment struct {
-	path  string
-	f     File
-	base  uint64 // first offset the segment may hold
-	next  uint64 // offset after its last batch
-	size  int64
+	path string
+	f    File
+	base uint64 // first offset the segment may hold
+	next uint64 // offset after its last batch
+	size int64
+	// alloc is the file's size when it is preallocated past size (zeros
+	// after the last batch); 0 otherwise. Writer goroutine only.
+	alloc int64
+	syncs int // fsyncs of this segment by the writer under SyncAlways
 	maxTs int64
 	// index has an entry for the first batch and then for the first batch
 	// at or after every indexInterval bytes: a read by offset or time is a
@@ -79,6 +83,7 @@ type scanResult struct {
 	validEnd int64 // end of the last valid batch
 	holes    []hole
 	torn     error // why the tail after validEnd was cut, or nil
+	zeroTail bool  // nothing but zeros after validEnd: a preallocated file
 }
 
 // scan reads every batch of s from pos 0, verifying each checksum, and
@@ -102,6 +107,10 @@ func (s *segment) scanFrom(pos int64, interval int64) scanResult {
 			err = fmt.Errorf("%w: offset %d goes backwards (expected %d)", ErrCorrupt, h.baseOffset, s.next)
 		}
 		if err != nil {
+			if s.zeroFrom(pos) {
+				res.zeroTail = true
+				break
+			}
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				err = ErrTorn
 			}
@@ -124,19 +133,47 @@ func (s *segment) scanFrom(pos int64, interval int64) scanResult {
 }
 
 // resync looks for the next position at or after from where a whole valid
-// batch starts. It costs a header parse per byte only after corruption.
+// batch starts. It reads the file a chunk at a time and parses a header
+// only where a batch's magic byte is: after corruption, and over the
+// zeros a torn write into a preallocated segment leaves before its end.
 func (s *segment) resync(from int64, hb []byte, buf *[]byte) (int64, batchHeader, bool) {
-	for pos := from; pos+batchHeaderSize <= s.size; pos++ {
-		var one [1]byte
-		if _, err := s.f.ReadAt(one[:], pos); err != nil || one[0] != batchMagic {
-			continue
+	chunk := make([]byte, 64<<10)
+	for start := from; start+batchHeaderSize <= s.size; start += int64(len(chunk)) {
+		n, err := s.f.ReadAt(chunk[:min(int64(len(chunk)), s.size-start)], start)
+		if n == 0 && err != nil {
+			return 0, batchHeader{}, false
 		}
-		h, _, err := readBatchAt(s.f, pos, s.size, hb, buf)
-		if err == nil && h.baseOffset >= s.next {
-			return pos, h, true
+		for i := 0; i < n; i++ {
+			if chunk[i] != batchMagic {
+				continue
+			}
+			pos := start + int64(i)
+			h, _, err := readBatchAt(s.f, pos, s.size, hb, buf)
+			if err == nil && h.baseOffset >= s.next {
+				return pos, h, true
+			}
 		}
 	}
 	return 0, batchHeader{}, false
+}
+
+// zeroFrom reports whether the segment holds only zero bytes from pos to
+// its end.
+func (s *segment) zeroFrom(pos int64) bool {
+	chunk := make([]byte, 64<<10)
+	for pos < s.size {
+		n, err := s.f.ReadAt(chunk[:min(int64(len(chunk)), s.size-pos)], pos)
+		for _, b := range chunk[:n] {
+			if b != 0 {
+				return false
+			}
+		}
+		if n == 0 && err != nil {
+			return false
+		}
+		pos += int64(n)
+	}
+	return true
 }
 
 // readBatchAt reads and verifies the batch at pos. buf is reused.

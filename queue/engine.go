@@ -26,10 +26,13 @@ type Options struct {
 	AutoCreate    bool         // an enqueue to an unknown queue creates it
 	FsyncInterval time.Duration
 	SegmentBytes  int64
-	Logger        *slog.Logger
-	Now           func() time.Time
-	Rand          func() float64 // backoff jitter; default math/rand
-	FS            commitlog.FS
+	// PreallocateBytes: the log's, for queues under the always policy;
+	// 0: none.
+	PreallocateBytes int64
+	Logger           *slog.Logger
+	Now              func() time.Time
+	Rand             func() float64 // backoff jitter; default math/rand
+	FS               commitlog.FS
 
 	// Tracing hooks, for the driver's spans; nil when tracing is off.
 	// TraceOf finds the packed trace context of a job's header block on

@@ -222,7 +222,7 @@ func (e *Engine) openQueue(name string, cfg Config) (*Queue, error) {
 	pol, _ := commitlog.ParseSyncPolicy(cfg.Fsync)
 	l, err := commitlog.Open(filepath.Join(e.opts.Dir, name), commitlog.Options{
 		FS: e.opts.FS, Codec: commitlog.CodecS2, Sync: pol, SyncInterval: e.opts.FsyncInterval,
-		SegmentBytes: e.opts.SegmentBytes, Logger: e.opts.Logger, Now: e.opts.Now,
+		SegmentBytes: e.opts.SegmentBytes, PreallocateBytes: e.opts.PreallocateBytes, Logger: e.opts.Logger, Now: e.opts.Now,
 		Meta: e.opts.Store.Namespace(store.KeyspaceLog, logMetaPrefix(name)),
 	})
 	if err != nil {

@@ -28,9 +28,13 @@ type Options struct {
 	FsyncInterval time.Duration
 	// SegmentBytes rolls partition segments at this size; default the log's.
 	SegmentBytes int64
-	Logger       *slog.Logger
-	Now          func() time.Time // default time.Now
-	FS           commitlog.FS     // default the real file system
+	// PreallocateBytes is the size of the preallocated segments that
+	// partitions under the always policy write into (the log's
+	// PreallocateBytes); 0: none.
+	PreallocateBytes int64
+	Logger           *slog.Logger
+	Now              func() time.Time // default time.Now
+	FS               commitlog.FS     // default the real file system
 }
 
 // Engine owns every topic and consumer group of a node.
@@ -335,7 +339,8 @@ func (e *Engine) openLog(topic string, p int, cfg Config, onPublish func()) (*co
 	dir := filepath.Join(e.opts.Dir, topic, strconv.Itoa(p))
 	l, err := commitlog.Open(dir, commitlog.Options{
 		FS: e.opts.FS, Codec: tun.Codec, Sync: tun.Sync, SyncInterval: e.opts.FsyncInterval,
-		SegmentBytes: e.opts.SegmentBytes, RetentionBytes: tun.RetentionBytes, RetentionAge: tun.RetentionAge,
+		SegmentBytes: e.opts.SegmentBytes, PreallocateBytes: e.opts.PreallocateBytes,
+		RetentionBytes: tun.RetentionBytes, RetentionAge: tun.RetentionAge,
 		Logger: e.opts.Logger, Now: e.opts.Now, OnPublish: onPublish,
 		Meta: e.opts.Store.Namespace(store.KeyspaceLog, topic+"/"+strconv.Itoa(p)+"/"),
 	})

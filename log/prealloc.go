@@ -78,7 +78,8 @@ func (l *Log) preallocating() bool {
 }
 
 // recoverSpare keeps a whole spare from the last run and removes a partial
-// one. names is the directory's listing.
+// one, or any when the log no longer preallocates. names is the
+// directory's listing.
 func (l *Log) recoverSpare(names []string) {
 	for _, name := range names {
 		switch name {
@@ -89,7 +90,7 @@ func (l *Log) recoverSpare(names []string) {
 			if f, err := l.opts.FS.OpenFile(path, os.O_RDONLY, 0); err == nil {
 				st, err := f.Stat()
 				f.Close()
-				if err == nil && st.Size() == l.opts.PreallocateBytes {
+				if err == nil && st.Size() == l.opts.PreallocateBytes && l.preallocating() {
 					l.spare.state.Store(spareReady)
 					continue
 				}

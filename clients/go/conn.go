@@ -45,7 +45,7 @@ type Conn struct {
 	inbox      *requestMux
 	cons       map[string]*Consumer // stream consumers, by sid
 	jobSubs    map[string]*jobSub   // queue consumers (a Worker's QSUB), by sid
-	producer   string               // this Conn's idempotent-producer id
+	producer   string               // this Conn's idempotent-producer id, as SWRITE's producer= argument
 	seq        uint64               // its last write sequence
 	writeSlots chan struct{}        // MaxInflightWrites
 	tracer     trace.Tracer
@@ -107,7 +107,7 @@ func Connect(ctx context.Context, rawURL string, opts ...Option) (*Conn, error) 
 		return nil, err
 	}
 	c := &Conn{opts: o, addr: addr, subs: make(map[string]*Subscription), cons: make(map[string]*Consumer),
-		kick: make(chan struct{}, 1), closedCh: make(chan struct{}), producer: newProducerID(),
+		kick: make(chan struct{}, 1), closedCh: make(chan struct{}), producer: "producer=" + newProducerID(),
 		writeSlots: make(chan struct{}, MaxInflightWrites), tracer: newTracer(o.tracerProvider)}
 	c.Stream = &Streams{c: c}
 	c.Queue = &Queues{c: c}

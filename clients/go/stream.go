@@ -178,14 +178,15 @@ func (s *Streams) startWrite(ctx context.Context, topic string, r Record, partit
 		return nil, ErrBadKey
 	}
 	c := s.c
-	args := []string{topic}
+	args := make([]string, 1, 5) // topic, key, partition, producer, seq
+	args[0] = topic
 	if r.Key != "" {
 		args = append(args, "key="+r.Key)
 	}
 	if partition >= 0 {
 		args = append(args, "partition="+strconv.Itoa(partition))
 	}
-	args = append(args, "producer="+c.producer, "")
+	args = append(args, c.producer, "")
 	h, sp := c.stamp(ctx, "write", topic, r.Header)
 	hdr := h.encode()
 	if max := c.MaxPayload(); max > 0 && len(hdr)+len(r.Value) > max {

@@ -382,9 +382,7 @@ func (c *Conn) complete(v protocol.Verb, f *protocol.Frame, err error) bool {
 	c.mu.Unlock()
 	cl.verb, cl.err = v, err
 	if err == nil {
-		for _, a := range f.Args {
-			cl.args = append(cl.args, append([]byte(nil), a...))
-		}
+		cl.args = copyArgs(f.Args)
 		if f.Header != nil {
 			cl.hdr = append([]byte(nil), f.Header...)
 		}
@@ -395,6 +393,26 @@ func (c *Conn) complete(v protocol.Verb, f *protocol.Frame, err error) bool {
 	}
 	close(cl.done)
 	return true
+}
+
+// copyArgs copies a frame's arguments out of the reader's buffer, into
+// one allocation for all of them.
+func copyArgs(args [][]byte) [][]byte {
+	if len(args) == 0 {
+		return nil
+	}
+	n := 0
+	for _, a := range args {
+		n += len(a)
+	}
+	buf := make([]byte, 0, n)
+	out := make([][]byte, len(args))
+	for i, a := range args {
+		start := len(buf)
+		buf = append(buf, a...)
+		out[i] = buf[start:len(buf):len(buf)]
+	}
+	return out
 }
 
 // addJob gives a QGET's job to the call whose reply comes next.

@@ -14,8 +14,9 @@ import (
 
 // Node is what the monitor needs from a running node.
 type Node interface {
-	// Ready reports whether recovery finished and clients are accepted.
-	Ready() bool
+	// Ready is nil once recovery finished, clients are accepted and the
+	// storage works; otherwise why not.
+	Ready() error
 	// Varz returns a JSON-encodable snapshot of the node's state.
 	Varz() any
 	Metered
@@ -40,9 +41,9 @@ func Handler(node Node) http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
-		if !node.Ready() {
+		if err := node.Ready(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = w.Write([]byte("not ready\n"))
+			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))

@@ -447,23 +447,23 @@ func (s *Server) HTTPAddr() net.Addr {
 // monitorNode adapts Server to monitor.Node.
 type monitorNode struct{ s *Server }
 
-func (m monitorNode) Ready() bool { return m.s.IsReady() }
+func (m monitorNode) Ready() error { return m.s.ReadyErr() }
 func (m monitorNode) Varz() any   { return m.s.Varz() }
 
 func (m monitorNode) Metrics() monitor.Snapshot { return m.s.Metrics() }
 
 func (m monitorNode) Autoscale() []monitor.Recommendation { return m.s.Autoscale() }
 
-// IsReady reports whether the node accepts clients and its storage works
-// (for /readyz): a store whose background writes keep failing (a full
-// disk) takes the node out of a load balancer's rotation until it
-// recovers.
-func (s *Server) IsReady() bool {
+// ReadyErr is nil when the node accepts clients and its storage works (for
+// /readyz), otherwise why not: a store whose background writes keep
+// failing (a full disk) takes the node out of a load balancer's rotation
+// until it recovers.
+func (s *Server) ReadyErr() error {
 	select {
 	case <-s.ready:
-		return s.StorageErr() == nil
+		return s.StorageErr()
 	default:
-		return false
+		return errors.New("starting: recovery not finished")
 	}
 }
 

@@ -448,7 +448,7 @@ func (s *Server) HTTPAddr() net.Addr {
 type monitorNode struct{ s *Server }
 
 func (m monitorNode) Ready() error { return m.s.ReadyErr() }
-func (m monitorNode) Varz() any   { return m.s.Varz() }
+func (m monitorNode) Varz() any    { return m.s.Varz() }
 
 func (m monitorNode) Metrics() monitor.Snapshot { return m.s.Metrics() }
 

@@ -137,7 +137,7 @@ func (s *segment) scanFrom(pos int64, interval int64) scanResult {
 // only where a batch's magic byte is: after corruption, and over the
 // zeros a torn write into a preallocated segment leaves before its end.
 func (s *segment) resync(from int64, hb []byte, buf *[]byte) (int64, batchHeader, bool) {
-	chunk := make([]byte, 64<<10)
+	chunk := make([]byte, min(64<<10, max(s.size-from, 1)))
 	for start := from; start+batchHeaderSize <= s.size; start += int64(len(chunk)) {
 		n, err := s.f.ReadAt(chunk[:min(int64(len(chunk)), s.size-start)], start)
 		if n == 0 && err != nil {
@@ -160,7 +160,7 @@ func (s *segment) resync(from int64, hb []byte, buf *[]byte) (int64, batchHeader
 // zeroFrom reports whether the segment holds only zero bytes from pos to
 // its end.
 func (s *segment) zeroFrom(pos int64) bool {
-	chunk := make([]byte, 64<<10)
+	chunk := make([]byte, min(64<<10, max(s.size-pos, 1)))
 	for pos < s.size {
 		n, err := s.f.ReadAt(chunk[:min(int64(len(chunk)), s.size-pos)], pos)
 		for _, b := range chunk[:n] {

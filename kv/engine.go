@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flowmesh/flowmesh/internal/repeatlog"
 	"github.com/flowmesh/flowmesh/kv/aof"
 	"github.com/flowmesh/flowmesh/kv/store"
 )
@@ -887,27 +888,6 @@ func (b *batch) drop(key []byte, m meta) {
 	}
 }
 
-// repeatEvery spaces the log lines of a failure that repeats.
-const repeatEvery = 10 * time.Second
-
-// repeatLog logs a recurring failure when it changes, and otherwise once
-// per repeatEvery with how often it came meanwhile. One goroutine's.
-type repeatLog struct {
-	last     string
-	at       time.Time
-	repeated int
-}
-
-func (r *repeatLog) warn(l *slog.Logger, msg string, err error) {
-	now := time.Now()
-	if text := err.Error(); text != r.last || now.Sub(r.at) >= repeatEvery {
-		l.Warn(msg, "err", err, "repeated_since_last_line", r.repeated)
-		r.last, r.at, r.repeated = text, now, 0
-		return
-	}
-	r.repeated++
-}
-
 // background runs the reaper, the flushes of dirty records, checkpoints
 // and, under the interval policy, the append-only file's fsync.
 func (e *Engine) background() {
@@ -918,8 +898,8 @@ func (e *Engine) background() {
 	defer flush.Stop()
 	// A failed append-only file refuses writes until the node restarts,
 	// and its sync reports that every SyncInterval: logged once per
-	// repeatEvery with a count, not 100 lines a second.
-	var syncLog, flushLog, reapLog repeatLog
+	// repeatlog.Every with a count, not 100 lines a second.
+	var syncLog, flushLog, reapLog repeatlog.Log
 	var sync <-chan time.Time
 	if e.o.SyncInterval > 0 && e.aof.Load() != nil {
 		t := time.NewTicker(e.o.SyncInterval)
@@ -932,7 +912,7 @@ func (e *Engine) background() {
 			return
 		case <-sync:
 			if err := e.aof.Load().Sync(); err != nil {
-				syncLog.warn(e.o.Logger, "kv: append-only file sync failed", err)
+				syncLog.Log(e.o.Logger, slog.LevelWarn, "kv: append-only file sync failed", err)
 			}
 		case <-flush.C:
 			// Writing every changed record on each tick rewrote a hot key
@@ -944,17 +924,17 @@ func (e *Engine) background() {
 				continue
 			}
 			if err := e.checkpoint(false); err != nil {
-				flushLog.warn(e.o.Logger, "kv: flush of changed keys failed", err)
+				flushLog.Log(e.o.Logger, slog.LevelWarn, "kv: flush of changed keys failed", err)
 			}
 		case <-e.flushNow:
 			if err := e.checkpoint(false); err != nil {
-				flushLog.warn(e.o.Logger, "kv: flush of changed keys failed", err)
+				flushLog.Log(e.o.Logger, slog.LevelWarn, "kv: flush of changed keys failed", err)
 			}
 		case <-reap.C:
 			for {
 				n, err := e.Reap()
 				if err != nil {
-					reapLog.warn(e.o.Logger, "kv: reaper", err)
+					reapLog.Log(e.o.Logger, slog.LevelWarn, "kv: reaper", err)
 				}
 				if n < e.o.ReapBatch || err != nil {
 					break

@@ -1,12 +1,9 @@
 package kv
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -408,22 +405,5 @@ func TestCacheStaysWithinBudget(t *testing.T) {
 		if over {
 			t.Fatalf("shard %d holds %d bytes, budget %d", i, sh.bytes, sh.budget)
 		}
-	}
-}
-
-// A failure that repeats every tick is logged when it first comes and
-// when it changes, not at every tick.
-func TestRepeatLog(t *testing.T) {
-	var buf bytes.Buffer
-	l := slog.New(slog.NewTextHandler(&buf, nil))
-	var r repeatLog
-	for i := 0; i < 100; i++ {
-		r.warn(l, "kv: append-only file sync failed", errors.New("aof: disk gone"))
-	}
-	r.warn(l, "kv: append-only file sync failed", errors.New("aof: other"))
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
-	if len(lines) != 2 || !strings.Contains(lines[0], "disk gone") ||
-		!strings.Contains(lines[1], "other") || !strings.Contains(lines[1], "repeated_since_last_line=99") {
-		t.Fatalf("log lines:\n%s", buf.String())
 	}
 }

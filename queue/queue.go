@@ -4,10 +4,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/flowmesh/flowmesh/internal/repeatlog"
 	"github.com/flowmesh/flowmesh/kv/store"
 	commitlog "github.com/flowmesh/flowmesh/log"
 )
@@ -42,6 +44,9 @@ type Queue struct {
 	name string
 	log  *commitlog.Log
 	rdr  *commitlog.Reader // the queue goroutine's
+	// persistLog spaces the lines of a store that keeps failing: one a
+	// batch would be a thousand a second.
+	persistLog repeatlog.Log
 
 	mu      sync.Mutex
 	cfg     Config
@@ -791,7 +796,7 @@ func (q *Queue) persist(ops []op) error {
 		b.Set(store.KeyspaceQueue, stateKey(q.name, o.id), v)
 	}
 	if err := b.CommitSync(q.log.Policy() == commitlog.SyncAlways); err != nil {
-		q.e.opts.Logger.Error("queue: job states not written", "queue", q.name, "err", err)
+		q.persistLog.Log(q.e.opts.Logger, slog.LevelError, "queue: job states not written", err, "queue", q.name)
 		return err
 	}
 	return nil

@@ -26,7 +26,7 @@ import (
 //     spare.tmp, written a MiB at a time and pushed to the disk as it goes
 //     (sync_file_range), paced so that it does not crowd out the writer;
 //     fsynced, then renamed spare.zero, so a spare.zero is always whole.
-//     It starts once the active segment holds preallocAfter bytes or has
+//     It starts once the active segment holds preallocAfterBytes or has
 //     been fsynced preallocAfterSyncs times (a log that writes little
 //     never gets one) or, for a preallocated segment, is half full.
 //   - A roll renames the spare to the new segment's name and writes into
@@ -46,11 +46,11 @@ const (
 	spareName    = "spare.zero"
 	spareTmpName = "spare.tmp"
 	// A segment that is not preallocated gets the log a spare once it
-	// holds preallocAfter bytes (a quarter of PreallocateBytes if that is
+	// holds preallocAfterBytes (a quarter of PreallocateBytes if that is
 	// less) or has been fsynced preallocAfterSyncs times: small compressed
 	// events under SyncAlways pay the journal commit on every fsync
 	// without ever filling megabytes.
-	preallocAfter      = 4 << 20
+	preallocAfterBytes = 4 << 20
 	preallocAfterSyncs = 1000
 	spareChunk         = 1 << 20
 	// sparePause follows each zero-filled chunk: at most ~250 MB/s of
@@ -71,7 +71,7 @@ type spare struct {
 	wg    sync.WaitGroup
 }
 
-func (l *Log) preallocAfter() int64 { return min(preallocAfter, l.opts.PreallocateBytes/4) }
+func (l *Log) preallocAfter() int64 { return min(preallocAfterBytes, l.opts.PreallocateBytes/4) }
 
 func (l *Log) preallocating() bool {
 	return l.opts.PreallocateBytes > 0 && l.Policy() == SyncAlways

@@ -1,12 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +31,7 @@ func TestStopWithFailingStore(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	child := childCmd(fmt.Sprintf("server --config %s --data-dir %s --addr %s --resp-addr %s --http-addr off --log-level error",
 		cfg, data, addr, respAddr))
-	var stderr lockedBuffer
+	var stderr bytes.Buffer // read once the child is gone: exec's copier is done by then
 	child.Stderr = &stderr
 	startAndWait(t, child, addr, respAddr)
 	defer child.Process.Kill()
@@ -64,6 +64,8 @@ func TestStopWithFailingStore(t *testing.T) {
 			t.Fatalf("the node exited 0 with its KV store gone; stderr:\n%s", stderr.String())
 		}
 	case <-time.After(30 * time.Second):
+		child.Process.Kill()
+		<-exited
 		t.Fatalf("the node did not stop 30 s after SIGTERM (shutdown_timeout 2s); stderr:\n%.4000s", stderr.String())
 	}
 	out := stderr.String()
@@ -75,23 +77,4 @@ func TestStopWithFailingStore(t *testing.T) {
 	if n := strings.Count(out, "background write failed"); n != 1 {
 		t.Errorf("%d log lines for the failing flushes, want 1 (the rest counted):\n%.4000s", n, out)
 	}
-}
-
-// lockedBuffer collects a child's stderr (written by exec's copying
-// goroutine, read by the test).
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -8,7 +8,11 @@
 // connection), natscli (the `nats bench` tool, when installed), streams
 // (event streams against NATS JetStream: batched write throughput, fsynced
 // writes with 64 producers, catch-up read, produce-to-consume latency; not
-// in the default set). Default: pubsub latency idle natscli.
+// in the default set), idlelogs (server CPU with 1000 idle partitions
+// against as many JetStream streams; not in the default set), queues (job
+// queues against RabbitMQ), kv (redis-benchmark against FlowMesh's Redis
+// port and redis-server), metrics and tracing (FlowMesh against itself,
+// with and without). Default: pubsub latency idle natscli.
 //
 // The harness builds and starts the flowmesh binary and starts nats-server
 // (Debian's nats-server package) on free loopback ports, drives both with

@@ -36,6 +36,7 @@ type config struct {
 	redisBenchBin string
 	kvRequests    int
 	kvKeys        int
+	idleLogs      int
 	cpuProfile    string // prefix of CPU profiles of FlowMesh's durable runs; "" for none
 	baselineBin   string // a flowmesh built before a change, for the tracing workload's "before" row
 	out           io.Writer
@@ -64,6 +65,7 @@ func main() {
 	flag.StringVar(&cfg.redisBenchBin, "redis-benchmark", "redis-benchmark", "redis-benchmark for the kv workload")
 	flag.IntVar(&cfg.kvRequests, "kv-requests", 2_000_000, "requests per pipelined redis-benchmark test (a quarter unpipelined)")
 	flag.IntVar(&cfg.kvKeys, "kv-keys", 1_000_000, "keys loaded for the memory and disk footprint")
+	flag.IntVar(&cfg.idleLogs, "idle-logs", 1000, "partitions / streams in the idlelogs workload")
 	flag.StringVar(&cfg.baselineBin, "flowmesh-baseline", "", "a flowmesh binary built before tracing, for the tracing workload's baseline row")
 	flag.StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of each durable FlowMesh run to `prefix`N.pprof")
 	flag.Parse()
@@ -118,6 +120,8 @@ func run(cfg config, workloads []string) error {
 			err = benchNatsCLI(cfg)
 		case "streams":
 			err = benchStreams(cfg)
+		case "idlelogs":
+			err = benchIdleLogs(cfg)
 		case "queues":
 			err = benchQueues(cfg)
 		case "kv":

@@ -298,6 +298,36 @@ func FuzzApplyRecord(f *testing.F) {
 	})
 }
 
+// TestIntervalSync: under the interval policy a write is fsynced within
+// SyncInterval without another write to push it, also after the engine
+// sat idle (the fsync timer is armed by the first change after the last
+// fsync; there is no ticker).
+func TestIntervalSync(t *testing.T) {
+	e, err := Open(Options{Dir: t.TempDir(), SyncInterval: 2 * time.Millisecond, FlushInterval: time.Hour,
+		ReapInterval: time.Hour, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	f := e.aof.Load()
+	synced := func(what string) {
+		t.Helper()
+		pos := e.Position()
+		deadline := time.Now().Add(10 * time.Second)
+		for f.Synced() < pos {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: position %d not fsynced after 10 s (synced %d)", what, pos, f.Synced())
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		must[SetResult](t)(e.Set([]byte(fmt.Sprint("k", i)), []byte("v"), SetOpts{}))
+		synced(fmt.Sprint("write ", i))
+		time.Sleep(10 * time.Millisecond) // idle for a few intervals
+	}
+}
+
 // TestAfterDurable: under the always policy every waiter is called once,
 // after its writes are fsynced (many writers, few fsyncs); after Close a
 // waiter is still answered.

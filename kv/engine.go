@@ -121,9 +121,12 @@ type Engine struct {
 	// dirtyDue is the earliest expiry time (Unix ms) among changed
 	// records not yet in Pebble, whose expiry index entries are not there
 	// either; 0: none (or not known since the last write to Pebble).
-	dirtyDue atomic.Int64
-	scanAt   atomic.Int64 // when the last SCAN started (Unix ms); 0: none
-	flushNow chan struct{}
+	dirtyDue     atomic.Int64
+	scanAt       atomic.Int64 // when the last SCAN started (Unix ms); 0: none
+	flushNow     chan struct{}
+	unsynced     atomic.Bool   // appended since the interval fsync began (SyncInterval > 0)
+	unsyncedAt   atomic.Int64  // when unsynced was set, as time.Since(epoch)
+	intervalKick chan struct{} // unsynced was set
 
 	cpMu    sync.Mutex    // one checkpoint at a time
 	cpPos   uint64        // the last checkpoint's position in the append-only file; under cpMu
@@ -191,7 +194,7 @@ func Open(o Options) (*Engine, error) {
 	if !o.InMemory && o.Dir == "" {
 		return nil, errors.New("kv: no directory")
 	}
-	e := &Engine{o: o, seed: maphash.MakeSeed(), stop: make(chan struct{}), flushNow: make(chan struct{}, 1),
+	e := &Engine{o: o, seed: maphash.MakeSeed(), stop: make(chan struct{}), flushNow: make(chan struct{}, 1), intervalKick: make(chan struct{}, 1),
 		syncKick: make(chan struct{}, 1), aofDir: filepath.Join(o.Dir, "aof")}
 	for i := range e.caches {
 		e.caches[i] = cacheShard{m: make(map[string]*cached), budget: max(o.CacheBytes, 0) / nStripes}
@@ -823,6 +826,15 @@ func (b *batch) commit() error {
 			return fmt.Errorf("kv: %w", err)
 		}
 		grown = pos-e.cpStart.Load() >= e.o.CheckpointBytes
+		// The first change since the last interval fsync arms it (an idle
+		// engine has no timer running).
+		if e.o.SyncInterval > 0 && !e.unsynced.Load() && e.unsynced.CompareAndSwap(false, true) {
+			e.unsyncedAt.Store(int64(time.Since(epoch)))
+			select {
+			case e.intervalKick <- struct{}{}:
+			default:
+			}
+		}
 	}
 	if b.pb != nil {
 		if err := b.pb.CommitSync(false); err != nil {
@@ -888,6 +900,9 @@ func (b *batch) drop(key []byte, m meta) {
 	}
 }
 
+// epoch is the origin of the monotonic times kept in atomics.
+var epoch = time.Now()
+
 // background runs the reaper, the flushes of dirty records, checkpoints
 // and, under the interval policy, the append-only file's fsync.
 func (e *Engine) background() {
@@ -900,17 +915,21 @@ func (e *Engine) background() {
 	// and its sync reports that every SyncInterval: logged once per
 	// repeatlog.Every with a count, not 100 lines a second.
 	var syncLog, flushLog, reapLog repeatlog.Log
-	var sync <-chan time.Time
-	if e.o.SyncInterval > 0 && e.aof.Load() != nil {
-		t := time.NewTicker(e.o.SyncInterval)
-		defer t.Stop()
-		sync = t.C
-	}
+	// The interval fsync comes SyncInterval after the first change since
+	// the last one; a 10 ms ticker woke an idle node 100 times a second.
+	sync := time.NewTimer(time.Hour)
+	sync.Stop()
+	defer sync.Stop()
 	for {
 		select {
 		case <-e.stop:
 			return
-		case <-sync:
+		case <-e.intervalKick:
+			// The interval counts from the change (this loop may have been
+			// busy with a flush or the reaper).
+			sync.Reset(max(e.o.SyncInterval-(time.Since(epoch)-time.Duration(e.unsyncedAt.Load())), 0))
+		case <-sync.C:
+			e.unsynced.Store(false) // before: a change after it arms the next fsync
 			if err := e.aof.Load().Sync(); err != nil {
 				syncLog.Log(e.o.Logger, slog.LevelWarn, "kv: append-only file sync failed", err)
 			}

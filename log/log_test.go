@@ -350,6 +350,54 @@ func TestRetention(t *testing.T) {
 	})
 }
 
+// TestIdleLogSleeps checks that a log with nothing to do has no timer
+// running: its interval fsync follows the write that needed it, its age
+// limit is met by a timer set for the oldest segment, and then the writer
+// and the syncer sleep (they ticked every SyncInterval: 1000 idle
+// partitions cost 73% of a core).
+func TestIdleLogSleeps(t *testing.T) {
+	l := open(t, t.TempDir(), Options{Codec: CodecNone, SegmentBytes: 4 << 10, RetentionAge: 100 * time.Millisecond,
+		Sync: SyncInterval, SyncInterval: 2 * time.Millisecond})
+	defer l.Close()
+	for i := 0; i < 40; i++ { // about five segments
+		if _, err := l.AppendWait(context.Background(), Record{Value: bytes.Repeat([]byte("x"), 500)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := l.Stats(); st.Segments < 3 {
+		t.Fatalf("%d segments, want several", st.Segments)
+	}
+	// No more appends: the syncer's fsync and the age limit must come by
+	// themselves.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := l.Stats()
+		if st.Segments == 1 && st.LowWater > 0 && !l.unsynced.Load() && st.Fsyncs > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("idle log after 10 s: %d segments, low water %d, %d fsyncs, unsynced %v",
+				st.Segments, st.LowWater, st.Fsyncs, l.unsynced.Load())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	before := l.stats.wakeups.Load()
+	time.Sleep(100 * time.Millisecond) // 50 sync intervals with nothing to do
+	if n := l.stats.wakeups.Load() - before; n != 0 {
+		t.Fatalf("an idle log woke %d times in 100 ms", n)
+	}
+	// Asleep is not stuck: the next append is written and synced.
+	if _, err := l.AppendWait(context.Background(), Record{Value: []byte("again")}); err != nil {
+		t.Fatal(err)
+	}
+	for fs := l.Stats().Fsyncs; l.Stats().Fsyncs == fs; {
+		if time.Now().After(deadline) {
+			t.Fatal("no interval fsync after the idle log's next append")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func TestTailNotify(t *testing.T) {
 	l := open(t, t.TempDir(), Options{Codec: CodecS2})
 	defer l.Close()

@@ -225,6 +225,9 @@ func (a *File) Append(rec []byte) (uint64, error) {
 	return end, nil
 }
 
+// Synced is the position up to which records are written and fsynced.
+func (a *File) Synced() uint64 { return a.synced.Load() }
+
 // End is the position after the last appended record (lock-free: the
 // ports ask after every read, most of which wrote nothing).
 func (a *File) End() uint64 { return a.end.Load() }

@@ -25,23 +25,25 @@ func benchIdleLogs(cfg config) error {
 	fmt.Fprintln(cfg.out, "| | FlowMesh | JetStream | ratio |")
 	fmt.Fprintln(cfg.out, "|---|---|---|---|")
 	var cpu [2][2]float64 // [broker][empty, with logs]: share of one core
+	var rss [2][2]int     // KiB, at the end of each window
 	for i, isFM := range []bool{true, false} {
 		t, cleanup, err := durable(cfg, isFM, false)
 		if err != nil {
 			return err
 		}
 		err = func() error {
-			idle := func() float64 {
+			idle := func(j int) {
 				time.Sleep(2 * time.Second) // creation's aftermath: flushes, compactions
 				before := t.cpuTime()
 				time.Sleep(window)
-				return float64(t.cpuTime()-before) / float64(window)
+				cpu[i][j] = float64(t.cpuTime()-before) / float64(window)
+				rss[i][j] = t.rssKiB()
 			}
-			cpu[i][0] = idle()
+			idle(0)
 			if err := createIdleLogs(t, topics, perTopic); err != nil {
 				return err
 			}
-			cpu[i][1] = idle()
+			idle(1)
 			return nil
 		}()
 		t.stop()
@@ -51,7 +53,9 @@ func benchIdleLogs(cfg config) error {
 		}
 	}
 	fmt.Fprintf(cfg.out, "| idle, no logs | %.1f%% of a core | %.1f%% of a core | %s |\n", 100*cpu[0][0], 100*cpu[1][0], ratio(cpu[0][0], cpu[1][0]))
-	fmt.Fprintf(cfg.out, "| idle, %d logs | %.1f%% of a core | %.1f%% of a core | %s |\n\n", logs, 100*cpu[0][1], 100*cpu[1][1], ratio(cpu[0][1], cpu[1][1]))
+	fmt.Fprintf(cfg.out, "| idle, %d logs | %.1f%% of a core | %.1f%% of a core | %s |\n", logs, 100*cpu[0][1], 100*cpu[1][1], ratio(cpu[0][1], cpu[1][1]))
+	fmt.Fprintf(cfg.out, "| RSS, no logs | %d KiB | %d KiB | %s |\n", rss[0][0], rss[1][0], ratio(float64(rss[0][0]), float64(rss[1][0])))
+	fmt.Fprintf(cfg.out, "| RSS, %d logs | %d KiB | %d KiB | %s |\n\n", logs, rss[0][1], rss[1][1], ratio(float64(rss[0][1]), float64(rss[1][1])))
 	return nil
 }
 

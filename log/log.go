@@ -440,7 +440,11 @@ func (l *Log) Append(recs []Record, cb func(first uint64, err error)) {
 }
 
 // maxFreeBatches bounds the recycled batches a log keeps (each holds a
-// MaxBatchBytes buffer).
+// buffer as large as the largest batch it carried, at most MaxBatchBytes).
+// A log keeps as many as it had in flight at once: one or two but for
+// bursts. Trimming them whenever the writer found nothing more to do
+// (measured 2026-12-03) re-grew buffers under the interval policy and cost
+// ~5% of pipelined writes.
 const maxFreeBatches = 8
 
 // maxAppendBytes bounds one Append: its records always go in one batch,
@@ -453,10 +457,16 @@ func (l *Log) takeFree() *pendingBatch {
 		l.free = l.free[:n-1]
 		return p
 	}
-	// Sized for a full batch up front: growing a 1 MiB buffer by doubling
-	// copied every record about twice more.
-	return &pendingBatch{b: builder{raw: make([]byte, 0, l.opts.MaxBatchBytes+64<<10)}}
+	// Small at first, grown by append and kept when recycled: a busy log
+	// soon holds buffers of its batch size and copies no more, while an
+	// idle one (most of them, on a node with thousands of partitions)
+	// holds a few KiB. Sized for a full batch up front, as before
+	// 2026-12-03, 1000 partitions and 1000 queues reserved 1.45 GB of heap.
+	return &pendingBatch{b: builder{raw: make([]byte, 0, min(initialBatchBytes, l.opts.MaxBatchBytes))}}
 }
+
+// initialBatchBytes is the first capacity of a batch's buffer.
+const initialBatchBytes = 4 << 10
 
 // AppendWait appends and waits for the outcome.
 func (l *Log) AppendWait(ctx context.Context, recs ...Record) (uint64, error) {

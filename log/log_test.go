@@ -398,6 +398,28 @@ func TestIdleLogSleeps(t *testing.T) {
 	}
 }
 
+// TestSmallLogSmallBuffers: a log that carried small batches holds small
+// buffers (each batch's buffer was sized for MaxBatchBytes up front, and
+// 1000 partitions with 1000 queues held 1.45 GB of heap).
+func TestSmallLogSmallBuffers(t *testing.T) {
+	l := open(t, t.TempDir(), Options{Codec: CodecS2})
+	defer l.Close()
+	for i := 0; i < 10; i++ {
+		if _, err := l.AppendWait(context.Background(), rec(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l.mu.Lock()
+	held := cap(l.pending.b.raw)
+	for _, p := range l.free {
+		held += cap(p.b.raw)
+	}
+	l.mu.Unlock()
+	if held > 4*initialBatchBytes {
+		t.Fatalf("a log of ten small records holds %d bytes of batch buffers", held)
+	}
+}
+
 func TestTailNotify(t *testing.T) {
 	l := open(t, t.TempDir(), Options{Codec: CodecS2})
 	defer l.Close()

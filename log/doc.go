@@ -26,5 +26,6 @@
 // any goroutine. Append never blocks on the disk; its callback runs on the
 // writer goroutine and must not block.
 //
-// Imports: the standard library, klauspost/compress and x/sys/unix.
+// Imports: the standard library, klauspost/compress, x/sys/unix and
+// internal/fdlimit.
 package log

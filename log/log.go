@@ -12,7 +12,10 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"github.com/flowmesh/flowmesh/internal/fdlimit"
 )
 
 // SyncPolicy says when appended data is fsynced, and so what a crash of the
@@ -210,6 +213,10 @@ func Open(dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFileLimit(lock, "open "+dir); err != nil {
+		lock.Close()
+		return nil, err
+	}
 	l := &Log{dir: dir, opts: opts, lock: lock, pending: nil,
 		tail: make(chan struct{}), kick: make(chan struct{}, 1), syncKick: make(chan struct{}, 1), done: make(chan struct{}), syncDone: make(chan struct{}),
 		spare: spare{stop: make(chan struct{})}}
@@ -363,6 +370,24 @@ func (l *Log) checkpointOf(s *segment, last bool) (int64, bool) {
 
 func (l *Log) active() *segment { return l.segs[len(l.segs)-1] }
 
+// fileHeadroom is how many descriptors opening a log or a segment must
+// leave free (internal/fdlimit). Partitions that filled the open-file
+// limit would leave none for gnet's acceptor, which stops the whole port
+// when accept(2) fails; connections stop at a larger headroom.
+const fileHeadroom = 64
+
+// checkFileLimit fails with EMFILE when f took one of the last
+// descriptors (f without an Fd method, such as a test file system's, is
+// not checked).
+func checkFileLimit(f any, what string) error {
+	fd, ok := f.(interface{ Fd() uintptr })
+	if !ok || fdlimit.Free(int(fd.Fd())) >= fileHeadroom {
+		return nil
+	}
+	return fmt.Errorf("log: %s: %w (the open-file limit, %d, is nearly reached: raise it, ulimit -n or LimitNOFILE)",
+		what, syscall.EMFILE, fdlimit.Limit())
+}
+
 func (l *Log) newSegment(base uint64) error {
 	s := &segment{path: segmentPath(l.dir, base), base: base, next: base}
 	if l.takeSpare(s) {
@@ -372,6 +397,11 @@ func (l *Log) newSegment(base uint64) error {
 	f, err := l.opts.FS.OpenFile(s.path, os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("log: create segment: %w", err)
+	}
+	if err := checkFileLimit(f, "create segment "+s.path); err != nil {
+		f.Close()
+		l.opts.FS.Remove(s.path)
+		return err
 	}
 	s.f = f
 	if err := l.opts.FS.SyncDir(l.dir); err != nil {

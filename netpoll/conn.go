@@ -442,8 +442,14 @@ func (b *batch) Run(context.Context) error {
 }
 
 // Addr returns the bound address of the listener (useful with port 0).
-func (s *Server) Addr() net.Addr {
-	fd, err := s.eng.Dup()
+func (s *Server) Addr() net.Addr { return s.addr }
+
+// boundAddr reads the listener's address from a duplicate of its socket.
+// OnBoot calls it, on the goroutine that later closes the listener: a Dup
+// from another goroutine races with gnet closing the listener when the
+// engine stops on its own.
+func boundAddr(eng gnet.Engine) net.Addr {
+	fd, err := eng.Dup()
 	if err != nil {
 		return nil
 	}

@@ -15,5 +15,6 @@
 // loop; Conn methods marked "loop only" may be called only there. Execute
 // and Close are safe from any goroutine.
 //
-// Imports: gnet and the standard library only.
+// Imports: gnet, internal/fdlimit, internal/repeatlog and the standard
+// library.
 package netpoll

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/flowmesh/flowmesh/internal/fdlimit"
+	"github.com/flowmesh/flowmesh/internal/repeatlog"
 	"github.com/panjf2000/gnet/v2"
 )
 
@@ -102,6 +105,7 @@ type Server struct {
 	cfg     Config
 	h       Handler
 	eng     gnet.Engine
+	addr    net.Addr // the bound address, set by OnBoot
 	booted  chan struct{}
 	done    chan error
 	loopsMu sync.Mutex
@@ -113,14 +117,30 @@ type Server struct {
 
 	conns                                                atomic.Int64
 	total, rejected, slow, stale, in, out, stalls, holds atomic.Uint64
+
+	stopped chan struct{}          // closed when the port stopped serving on its own
+	failed  atomic.Pointer[error]  // why it did
+	gnetErr atomic.Pointer[string] // the first error gnet logged
+	fdLog   repeatlog.Log          // connections refused near the open-file limit
 }
+
+// connHeadroom is how many descriptors a new connection must leave free,
+// else it is refused like one over MaxConns. gnet stops the whole port
+// (every connection, and the listener for good) when accept(2) fails with
+// EMFILE, so connections must never take the last descriptors: the log
+// files, Pebble and the acceptor itself need them.
+const connHeadroom = 128
 
 // Listen starts serving cfg.Addr with h and returns once the port accepts
 // connections.
 func Listen(cfg Config, h Handler) (*Server, error) {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, h: h, booted: make(chan struct{}), done: make(chan error, 1),
-		loops: make(map[gnet.EventLoop]*loop)}
+		loops: make(map[gnet.EventLoop]*loop), stopped: make(chan struct{})}
+	if lim := fdlimit.Limit(); cfg.MaxConns > lim-connHeadroom {
+		cfg.Logger.Warn("netpoll: max_connections is above what the open-file limit allows; connections past the limit are refused",
+			"addr", cfg.Addr, "max_connections", cfg.MaxConns, "open_file_limit", lim, "kept_free", connHeadroom)
+	}
 	s.nloops = cfg.Loops
 	if s.nloops <= 0 {
 		s.nloops = runtime.NumCPU() // what gnet's WithMulticore uses
@@ -132,12 +152,32 @@ func Listen(cfg Config, h Handler) (*Server, error) {
 		gnet.WithReuseAddr(true), // a restarted node rebinds while old sockets sit in TIME_WAIT
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		gnet.WithTicker(true),
-		gnet.WithLogger(gnetLogger{cfg.Logger}),
+		gnet.WithLogger(gnetLogger{cfg.Logger, &s.gnetErr}),
 	}
 	if cfg.Loops > 0 {
 		opts = append(opts, gnet.WithNumEventLoop(cfg.Loops))
 	}
-	go func() { s.done <- gnet.Run(&events{s: s}, "tcp://"+cfg.Addr, opts...) }()
+	go func() {
+		err := gnet.Run(&events{s: s}, "tcp://"+cfg.Addr, opts...)
+		if !s.drain.Load() {
+			// Not asked to stop: gnet gave up (its acceptor stops the
+			// engine on any accept error but a few transient ones).
+			if err == nil {
+				err = errors.New("event loops stopped")
+				if first := s.gnetErr.Load(); first != nil {
+					err = fmt.Errorf("event loops stopped after: %s", *first)
+				}
+			}
+			addr := cfg.Addr
+			if s.addr != nil { // set by OnBoot, on this goroutine
+				addr = s.addr.String()
+			}
+			err = fmt.Errorf("netpoll: port %s stopped: %w", addr, err)
+			s.failed.Store(&err)
+			close(s.stopped)
+		}
+		s.done <- err
+	}()
 	select {
 	case <-s.booted:
 		return s, nil
@@ -161,6 +201,18 @@ func reserveProc(loops int, log *slog.Logger) {
 	}
 }
 
+// Stopped is closed when the port stopped serving without Shutdown (every
+// connection is closed and nothing is accepted any more); Err says why.
+func (s *Server) Stopped() <-chan struct{} { return s.stopped }
+
+// Err is why the port stopped on its own, or nil.
+func (s *Server) Err() error {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
 	return Stats{Conns: s.conns.Load(), TotalConns: s.total.Load(), Rejected: s.rejected.Load(),
@@ -173,6 +225,9 @@ func (s *Server) Stats() Stats {
 func (s *Server) Shutdown(ctx context.Context) error {
 	if s.drain.Swap(true) {
 		return errors.New("netpoll: already shut down")
+	}
+	if s.Err() != nil {
+		return nil // nothing left to drain or stop; the failure was reported
 	}
 	for {
 		pending := s.pendingOut(ctx)
@@ -248,6 +303,7 @@ type events struct {
 
 func (e *events) OnBoot(eng gnet.Engine) gnet.Action {
 	e.s.eng = eng
+	e.s.addr = boundAddr(eng)
 	close(e.s.booted)
 	return gnet.None
 }
@@ -261,6 +317,14 @@ func (e *events) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	if s.conns.Add(1) > int64(s.cfg.MaxConns) {
 		s.conns.Add(-1)
 		s.rejected.Add(1)
+		return s.cfg.FullFrame, gnet.Close
+	}
+	if free := fdlimit.Free(gc.Fd()); free < connHeadroom {
+		s.conns.Add(-1)
+		s.rejected.Add(1)
+		s.fdLog.Log(s.cfg.Logger, slog.LevelWarn, "netpoll: connection refused; raise the open-file limit (ulimit -n, LimitNOFILE)",
+			fmt.Errorf("open-file limit %d nearly reached (%d descriptors kept free)", fdlimit.Limit(), connHeadroom),
+			"addr", s.cfg.Addr, "conns", s.conns.Load(), "fd", gc.Fd())
 		return s.cfg.FullFrame, gnet.Close
 	}
 	s.total.Add(1)
@@ -342,10 +406,20 @@ func (e *events) OnTick() (time.Duration, gnet.Action) {
 	return tick, gnet.None
 }
 
-type gnetLogger struct{ l *slog.Logger }
+// gnetLogger routes gnet's logging to slog and keeps its first error: gnet
+// logs why an engine stops (an accept(2) failure, say) and returns nil
+// from Run.
+type gnetLogger struct {
+	l     *slog.Logger
+	first *atomic.Pointer[string]
+}
 
 func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
 func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug("gnet: " + fmt.Sprintf(f, a...)) }
 func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn("gnet: " + fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error("gnet: " + fmt.Sprintf(f, a...)) }
-func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error("gnet: fatal: " + fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) {
+	msg := fmt.Sprintf(f, a...)
+	g.first.CompareAndSwap(nil, &msg)
+	g.l.Error("gnet: " + msg)
+}
+func (g gnetLogger) Fatalf(f string, a ...any) { g.Errorf("fatal: "+f, a...) }

@@ -64,6 +64,8 @@ type Server struct {
 	info       serverInfo
 	inflight   inflight
 	ready      chan struct{}
+	shutdown   chan struct{} // closed when Shutdown begins
+	fatal      chan error    // a reason the node must stop (Fatal)
 	started    atomic.Bool
 	stopped    atomic.Bool
 
@@ -117,6 +119,7 @@ func New(cfg Config, logger *slog.Logger) (*Server, error) {
 		cfg: cfg, log: logger, handlers: make(map[protocol.Verb]HandlerFunc),
 		limits: protocol.Limits{MaxControlLine: cfg.MaxControlLine, MaxPayload: cfg.MaxPayload, MaxHeader: cfg.MaxHeader},
 		subs:   subject.NewList[*subscription](), ready: make(chan struct{}),
+		shutdown: make(chan struct{}), fatal: make(chan error, 1),
 	}
 	s.specs = protocol.CoreServerSpecs()
 	s.info = s.buildInfo()
@@ -237,11 +240,39 @@ func (s *Server) Start() error {
 	close(s.ready)
 	s.log.Info("server: listening", "addr", s.Addr().String(), "max_payload", s.cfg.MaxPayload,
 		"loops", s.cfg.Loops, "version", Version)
+	go s.watchPorts()
 	return nil
 }
 
 // Ready is closed once the node accepts clients.
 func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Fatal receives an error when the node can no longer serve and should be
+// stopped (cmd/flowmesh shuts it down and exits 1, for a supervisor to
+// restart it): a client port whose event loops stopped on their own.
+func (s *Server) Fatal() <-chan error { return s.fatal }
+
+// watchPorts reports a client port that stopped without Shutdown: gnet
+// closes every connection and the listener when its acceptor fails (an
+// accept(2) error such as EMFILE), and a node that no longer accepts on its
+// port must not go on answering /readyz as if it did.
+func (s *Server) watchPorts() {
+	var resp <-chan struct{}
+	if s.resp != nil {
+		resp = s.resp.Stopped()
+	}
+	var err error
+	select {
+	case <-s.np.Stopped():
+		err = s.np.Err()
+	case <-resp:
+		err = s.resp.Err()
+	case <-s.shutdown:
+		return
+	}
+	s.log.Error("server: a client port stopped; the node cannot serve", "err", err)
+	s.fatal <- err
+}
 
 // Addr is the protocol port's bound address.
 func (s *Server) Addr() net.Addr {
@@ -266,6 +297,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.np == nil || s.stopped.Swap(true) {
 		return nil
 	}
+	close(s.shutdown)
 	if err := s.inflight.wait(ctx); err != nil {
 		s.log.Warn("server: shutdown deadline passed with commands in flight")
 	}
@@ -461,7 +493,14 @@ func (m monitorNode) Autoscale() []monitor.Recommendation { return m.s.Autoscale
 func (s *Server) ReadyErr() error {
 	select {
 	case <-s.ready:
-		return s.StorageErr()
+		var ports []error
+		if s.np != nil {
+			ports = append(ports, s.np.Err())
+		}
+		if s.resp != nil {
+			ports = append(ports, s.resp.Err())
+		}
+		return errors.Join(append(ports, s.StorageErr())...)
 	default:
 		return errors.New("starting: recovery not finished")
 	}

@@ -162,11 +162,18 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	<-ctx.Done()
+	var fatal error
+	select {
+	case <-ctx.Done():
+	case fatal = <-srv.Fatal():
+		// Stop the rest cleanly and exit non-zero: a supervisor restarts
+		// the node, its clients reconnect, the data is on disk.
+		fatal = fmt.Errorf("flowmesh: stopping: %w", fatal)
+	}
 	logger.Info("flowmesh: shutting down", "timeout", time.Duration(cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
 	defer cancel()
-	return srv.Shutdown(sctx)
+	return errors.Join(fatal, srv.Shutdown(sctx))
 }
 
 func override(set map[string]bool, name string, dst *string, v string) {

@@ -1,0 +1,84 @@
+package netpoll
+
+import (
+	"context"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestPortStoppedReported runs the process out of descriptors at the
+// moment the port accepts: gnet's acceptor fails (EMFILE) and stops the
+// whole engine. The port must say so (Stopped, Err) rather than sit
+// there not listening, and Shutdown must still return.
+func TestPortStoppedReported(t *testing.T) {
+	h := &echoBarrier{}
+	s, err := Listen(Config{Addr: "127.0.0.1:0", Loops: 1, PingInterval: -1}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown of a stopped port: %v", err)
+		}
+	}()
+	addr := s.Addr().String()
+	// A first connection starts the runtime's own poller (its descriptors
+	// would otherwise be taken below) and shows the port works.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case <-s.Stopped():
+		t.Fatal("port reported stopped while serving")
+	default:
+	}
+
+	var orig syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
+		t.Skip(err)
+	}
+	probe, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := probe.Fd() // the lowest free descriptor
+	probe.Close()
+	// The client's socket takes the last descriptor; the server's accept
+	// finds none.
+	low := orig
+	low.Cur = uint64(next) + 1
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skip(err)
+	}
+	// The dial may succeed or be reset as the engine stops; either way
+	// the limit stays low until the loop has tried to accept.
+	if c, err = net.Dial("tcp", addr); err == nil {
+		defer c.Close()
+	}
+	select {
+	case <-s.Stopped():
+	case <-time.After(10 * time.Second):
+	}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.Stopped():
+	default:
+		t.Fatal("port not reported stopped 10 s after its accept failed")
+	}
+	if err := s.Err(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "accept") {
+		t.Fatalf("Err() = %v, want the accept failure", err)
+	}
+	if _, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		t.Fatal("the stopped port still accepts")
+	}
+}

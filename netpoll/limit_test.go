@@ -1,6 +1,7 @@
 package netpoll
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"os"
@@ -29,10 +30,19 @@ func TestPortStoppedReported(t *testing.T) {
 	}()
 	addr := s.Addr().String()
 	// A first connection starts the runtime's own poller (its descriptors
-	// would otherwise be taken below) and shows the port works.
+	// would otherwise be taken below) and, with an echo, shows that the
+	// event loops run (Listen returns at OnBoot, before gnet has made
+	// their epoll instances).
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("hi\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "hi\n" {
+		t.Fatalf("echo: %q, %v", line, err)
 	}
 	c.Close()
 	select {

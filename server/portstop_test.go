@@ -17,11 +17,14 @@ import (
 func TestPortStopIsFatal(t *testing.T) {
 	s := startServer(t, Config{})
 	addr := s.Addr().String()
-	c, err := net.Dial("tcp", addr) // starts the runtime's poller first
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Close()
+	// A PING first: the runtime's poller takes its descriptors before the
+	// limit is lowered, and the event loops are known to run.
+	w := dial(t, s)
+	w.send("PING\r\n")
+	w.expect("PONG")
+	w.c.Close()
+	var c net.Conn
+	var err error
 	if err := s.ReadyErr(); err != nil {
 		t.Fatalf("not ready before: %v", err)
 	}

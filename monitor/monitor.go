@@ -98,6 +98,7 @@ func Listen(addr string, node Node, logger *slog.Logger) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{ln: ln, cancel: cancel, srv: &http.Server{Handler: Handler(node), ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout: 2 * time.Minute, // a kept-alive connection holds a descriptor and a goroutine
 		BaseContext: func(net.Listener) context.Context { return ctx },
 		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}}
 	go func() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -942,7 +943,7 @@ func (l *Log) Notify() <-chan struct{} {
 // corrupt batch gives an error wrapping ErrCorrupt with file and position;
 // reading on from the offset after the damaged range works.
 func (l *Log) Read(offset uint64, maxBytes int, dst []Record) ([]Record, error) {
-	return l.read(offset, maxBytes, dst, nil)
+	return l.read(offset, 0, maxBytes, dst, nil)
 }
 
 // Reader reads a log with buffers it keeps from one Read to the next, so a
@@ -959,6 +960,16 @@ type readBufs struct {
 	hb      []byte
 	raw     [][]byte // per batch of one Read: the batch as read
 	scratch [][]byte // per batch of one Read: its decompressed records
+
+	// Where the last Read stopped: the next offset, and the position of
+	// the batch holding it in the segment based at hintBase. A Read at
+	// that offset starts there instead of at the index entry before it
+	// (up to IndexInterval of batches to read again, each a pread, a CRC
+	// and a decode).
+	hintOK   bool
+	hintOff  uint64
+	hintBase uint64
+	hintPos  int64
 }
 
 // NewReader returns a Reader of l.
@@ -968,14 +979,24 @@ func (l *Log) NewReader() *Reader {
 
 // Read is Log.Read into the Reader's own buffers.
 func (r *Reader) Read(offset uint64, maxBytes int) ([]Record, error) {
+	return r.ReadN(offset, 0, maxBytes)
+}
+
+// ReadN is Read of at most maxRecords records (0: no limit). A caller
+// that can take only a few records (a consumer's free window) should say
+// so: Read decodes up to maxBytes of batches, and what the caller drops
+// is read again next time. A ReadN at the offset where the last one
+// stopped starts at the batch holding it.
+func (r *Reader) ReadN(offset uint64, maxRecords, maxBytes int) ([]Record, error) {
 	var err error
-	r.recs, err = r.l.read(offset, maxBytes, r.recs, &r.bufs)
+	r.recs, err = r.l.read(offset, maxRecords, maxBytes, r.recs, &r.bufs)
 	return r.recs, err
 }
 
 // read reads into memory of its own per batch (rb == nil) or into rb's
-// buffers, one pair per batch of this read.
-func (l *Log) read(offset uint64, maxBytes int, dst []Record, rb *readBufs) ([]Record, error) {
+// buffers, one pair per batch of this read; it stops after maxRecords
+// records (0: no limit) or about maxBytes of record data.
+func (l *Log) read(offset uint64, maxRecords, maxBytes int, dst []Record, rb *readBufs) ([]Record, error) {
 	dst = dst[:0]
 	hw := l.committed.Load()
 	if offset >= hw {
@@ -996,9 +1017,20 @@ func (l *Log) read(offset uint64, maxBytes int, dst []Record, rb *readBufs) ([]R
 		hb = make([]byte, batchHeaderSize)
 	}
 	pos := s.locate(offset)
+	if rb != nil {
+		if rb.hintOK && rb.hintOff == offset && rb.hintBase == s.base && rb.hintPos >= pos {
+			pos = rb.hintPos
+		}
+		rb.hintOK = false
+	}
+	if maxRecords <= 0 {
+		maxRecords = math.MaxInt
+	}
 	end := l.readableSize(s) // covers every offset below hw, which was read first
 	got, nb := 0, 0
-	for pos < end && got < maxBytes {
+	var lastPos int64   // the last batch read
+	var lastNext uint64 // the offset after it
+	for pos < end && got < maxBytes && len(dst) < maxRecords {
 		if hl, ok := s.holeAt(pos); ok {
 			if offset < hl.nxt {
 				return dst, fmt.Errorf("%w: %s bytes %d-%d (offsets %d-%d)", ErrCorrupt, s.path, hl.pos, hl.end, hl.first, hl.nxt)
@@ -1025,6 +1057,7 @@ func (l *Log) read(offset uint64, maxBytes int, dst []Record, rb *readBufs) ([]R
 			s.markHole(pos, hb, &buf)
 			return dst, fmt.Errorf("%s at byte %d: %w", s.path, pos, err)
 		}
+		lastPos, lastNext = pos, h.nextOffset()
 		pos += h.size()
 		if h.nextOffset() <= offset {
 			continue
@@ -1051,12 +1084,19 @@ func (l *Log) read(offset uint64, maxBytes int, dst []Record, rb *readBufs) ([]R
 		// Keep only records at or after offset.
 		kept := dst[:start]
 		for _, r := range dst[start:] {
-			if r.Offset >= offset && r.Offset < hw {
+			if r.Offset >= offset && r.Offset < hw && len(kept) < maxRecords {
 				got += len(r.Key) + len(r.Headers) + len(r.Value)
 				kept = append(kept, r)
 			}
 		}
 		dst = kept
+	}
+	if rb != nil && len(dst) > 0 {
+		next := dst[len(dst)-1].Offset + 1
+		rb.hintOK, rb.hintOff, rb.hintBase, rb.hintPos = true, next, s.base, pos
+		if next < lastNext {
+			rb.hintPos = lastPos // stopped inside the last batch
+		}
 	}
 	return dst, nil
 }

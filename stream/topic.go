@@ -266,7 +266,7 @@ func (t *Topic) readInto(pr *partReader, p int, offset uint64, max, maxBytes int
 	if pr.r == nil {
 		pr.r = l.NewReader()
 	}
-	recs, err := pr.r.Read(offset, maxBytes)
+	recs, err := pr.r.ReadN(offset, max, maxBytes)
 	if err != nil {
 		return nil, offset, t.readErr(l, p, offset, err)
 	}

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 const testAlloc = 256 << 10
@@ -61,7 +63,10 @@ func activeAlloc(l *Log) int64 {
 func TestPreallocatedSegments(t *testing.T) {
 	dir := t.TempDir()
 	var logs bytes.Buffer // read after Close: the writer and the filler are done by then
-	o := Options{Sync: SyncAlways, Codec: CodecNone, PreallocateBytes: testAlloc,
+	var clockMu sync.Mutex
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	o := Options{Sync: SyncAlways, Codec: CodecNone, PreallocateBytes: testAlloc, SegmentAge: time.Hour, Now: clock,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	l := open(t, dir, o)
 	n := 0
@@ -101,6 +106,20 @@ func TestPreallocatedSegments(t *testing.T) {
 		t.Fatal(err)
 	}
 	n++
+	// A roll by age seals the partly used preallocated segment: it too is
+	// cut to its last batch.
+	clockMu.Lock()
+	now = now.Add(2 * time.Hour)
+	clockMu.Unlock()
+	if _, err := l.AppendWait(context.Background(), bigRec(n)); err != nil {
+		t.Fatal(err)
+	}
+	n++
+	files3, sizes3, allocs3 := segFiles(t, l)
+	if len(files3) != len(files2)+1 || files3[last] != sizes3[last] || allocs3[last] != 0 {
+		t.Fatalf("after a roll by age: %d segments (was %d), the sealed one's file %d bytes, log %d, alloc %d",
+			len(files3), len(files2), files3[last], sizes3[last], allocs3[last])
+	}
 	recs := readAll(t, l, 0)
 	if len(recs) != n {
 		t.Fatalf("%d records, want %d", len(recs), n)

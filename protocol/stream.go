@@ -127,6 +127,35 @@ func AppendSized(dst []byte, verb string, args []string, hdr, payload []byte) []
 	return appendTail(dst, nil, hdr, payload)
 }
 
+// AppendSWrite appends an event write, [H]SWRITE <topic> [key=<key>]
+// [partition=<p>] [<producer> seq=<seq>], then sizes, header and payload as
+// AppendSized; producer is the whole "producer=<id>" argument ("" for
+// none, and then no seq). The numbers are formatted in place: the Go SDK
+// sends one per event, and building "seq=N" as a string cost two
+// allocations each.
+func AppendSWrite(dst []byte, topic, key string, partition int, producer string, seq uint64, hdr, payload []byte) []byte {
+	if hdr != nil {
+		dst = append(dst, 'H')
+	}
+	dst = append(dst, "SWRITE "...)
+	dst = append(dst, topic...)
+	if key != "" {
+		dst = append(dst, " key="...)
+		dst = append(dst, key...)
+	}
+	if partition >= 0 {
+		dst = append(dst, " partition="...)
+		dst = strconv.AppendInt(dst, int64(partition), 10)
+	}
+	if producer != "" {
+		dst = append(dst, ' ')
+		dst = append(dst, producer...)
+		dst = append(dst, " seq="...)
+		dst = strconv.AppendUint(dst, seq, 10)
+	}
+	return appendTail(dst, nil, hdr, payload)
+}
+
 // ValidToken reports whether s can travel as one argument: non-empty, at
 // most max bytes, printable ASCII with no space. Topic, group and key names
 // must be tokens.

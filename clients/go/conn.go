@@ -87,6 +87,10 @@ type call struct {
 	// orphaned, if set, gets a reply that came after its caller left (a
 	// QGET's jobs, to give back). It runs on the reader: it must not wait.
 	orphaned func(*call)
+	// Room for a short reply's arguments (args points into it), saving
+	// two allocations per stream write or enqueue.
+	argArr [4][]byte
+	argBuf [48]byte
 }
 
 const (
@@ -382,7 +386,7 @@ func (c *Conn) complete(v protocol.Verb, f *protocol.Frame, err error) bool {
 	c.mu.Unlock()
 	cl.verb, cl.err = v, err
 	if err == nil {
-		cl.args = copyArgs(f.Args)
+		cl.args = cl.copyArgs(f.Args)
 		if f.Header != nil {
 			cl.hdr = append([]byte(nil), f.Header...)
 		}
@@ -395,9 +399,10 @@ func (c *Conn) complete(v protocol.Verb, f *protocol.Frame, err error) bool {
 	return true
 }
 
-// copyArgs copies a frame's arguments out of the reader's buffer, into
-// one allocation for all of them.
-func copyArgs(args [][]byte) [][]byte {
+// copyArgs copies a frame's arguments out of the reader's buffer: into
+// the call's own arrays when they fit (a write's "<partition> <offset>"
+// does), else into one allocation for all of them.
+func (cl *call) copyArgs(args [][]byte) [][]byte {
 	if len(args) == 0 {
 		return nil
 	}
@@ -405,8 +410,13 @@ func copyArgs(args [][]byte) [][]byte {
 	for _, a := range args {
 		n += len(a)
 	}
-	buf := make([]byte, 0, n)
-	out := make([][]byte, len(args))
+	var buf []byte
+	var out [][]byte
+	if len(args) <= len(cl.argArr) && n <= len(cl.argBuf) {
+		buf, out = cl.argBuf[:0], cl.argArr[:len(args)]
+	} else {
+		buf, out = make([]byte, 0, n), make([][]byte, len(args))
+	}
 	for i, a := range args {
 		start := len(buf)
 		buf = append(buf, a...)

@@ -59,6 +59,14 @@ type writeOpts struct {
 	partition int
 }
 
+func applyWriteOpts(opts []WriteOption) writeOpts {
+	o := writeOpts{partition: -1}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
 // Key sets the event's key: events with the same key go to the same
 // partition, in order. A key is a token: no spaces or control characters.
 func Key(k string) WriteOption { return func(o *writeOpts) { o.key = k } }
@@ -85,8 +93,8 @@ func newProducerID() string {
 // with the same sequence, so it is stored exactly once.
 func (s *Streams) Write(ctx context.Context, topic string, value []byte, opts ...WriteOption) (Position, error) {
 	o := writeOpts{partition: -1}
-	for _, opt := range opts {
-		opt(&o)
+	if len(opts) > 0 {
+		o = applyWriteOpts(opts) // apart: taking &o here put it on the heap for every write
 	}
 	if err := s.c.takeWriteSlot(ctx); err != nil {
 		return Position{}, err
@@ -149,12 +157,28 @@ func (s *Streams) WriteBatch(ctx context.Context, topic string, recs []Record) (
 const MaxInflightWrites = 1024
 
 type writeCall struct {
-	topic string
-	build func([]byte) []byte
-	seq   uint64 // allocated by the first build, kept for retries
-	cl    *call
-	err   error
-	span  trace.Span // the producer span, ended with the reply
+	c         *Conn
+	topic     string
+	key       string
+	partition int // -1: by key, or the server's choice
+	hdr       []byte
+	value     []byte              // the caller's: Write and WriteBatch return after the last send
+	build     func([]byte) []byte // w.appendCmd, bound once for the sends and retries
+	seq       uint64              // allocated by the first build, kept for retries
+	cl        *call
+	err       error
+	span      trace.Span // the producer span, ended with the reply
+}
+
+// appendCmd appends the SWRITE. It runs under c.mu as the command enters
+// the output buffer, so sequence numbers reach the server in order even
+// when many goroutines write at once.
+func (w *writeCall) appendCmd(b []byte) []byte {
+	if w.seq == 0 {
+		w.c.seq++
+		w.seq = w.c.seq
+	}
+	return protocol.AppendSWrite(b, w.topic, w.key, w.partition, w.c.producer, w.seq, w.hdr, w.value)
 }
 
 func (c *Conn) takeWriteSlot(ctx context.Context) error {
@@ -178,33 +202,14 @@ func (s *Streams) startWrite(ctx context.Context, topic string, r Record, partit
 		return nil, ErrBadKey
 	}
 	c := s.c
-	args := make([]string, 1, 5) // topic, key, partition, producer, seq
-	args[0] = topic
-	if r.Key != "" {
-		args = append(args, "key="+r.Key)
-	}
-	if partition >= 0 {
-		args = append(args, "partition="+strconv.Itoa(partition))
-	}
-	args = append(args, c.producer, "")
 	h, sp := c.stamp(ctx, "write", topic, r.Header)
 	hdr := h.encode()
 	if max := c.MaxPayload(); max > 0 && len(hdr)+len(r.Value) > max {
 		endSpan(sp, ErrMaxPayload)
 		return nil, ErrMaxPayload // the server would close the connection
 	}
-	w := &writeCall{topic: topic, span: sp}
-	// build runs under c.mu as the command enters the output buffer, so
-	// sequence numbers reach the server in order even when many goroutines
-	// write at once.
-	w.build = func(b []byte) []byte {
-		if w.seq == 0 {
-			c.seq++
-			w.seq = c.seq
-		}
-		args[len(args)-1] = "seq=" + itoa(w.seq)
-		return protocol.AppendSized(b, "SWRITE", args, hdr, r.Value)
-	}
+	w := &writeCall{c: c, topic: topic, key: r.Key, partition: partition, hdr: hdr, value: r.Value, span: sp}
+	w.build = w.appendCmd
 	w.cl, w.err = c.send(w.build)
 	return w, nil
 }

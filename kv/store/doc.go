@@ -14,5 +14,5 @@
 // Threading: a Store is safe for concurrent use; the node's is opened once
 // and closed after every engine, the KV engine opens and closes its own.
 //
-// Imports: Pebble and the standard library; no FlowMesh package.
+// Imports: Pebble, the standard library and internal/fdlimit.
 package store

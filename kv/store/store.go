@@ -10,6 +10,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/flowmesh/flowmesh/internal/fdlimit"
 )
 
 // Keyspace is an owner's key prefix. The values are part of the on-disk
@@ -61,6 +63,12 @@ type Store struct {
 }
 
 // Open opens (or creates) the database in dir.
+// maxOpenTables bounds the table files one Pebble database keeps open:
+// Pebble's default, 1000, but at most an eighth of the process's open-file
+// limit, so that two databases cannot take the descriptors the logs and
+// the connections need (with a limit of 1024 they could have taken 2000).
+func maxOpenTables(fdLimit int) int { return max(16, min(1000, fdLimit/8)) }
+
 func Open(dir string, o Options) (*Store, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -74,7 +82,7 @@ func Open(dir string, o Options) (*Store, error) {
 	cache := pebble.NewCache(64 << 20)
 	defer cache.Unref()
 	po := &pebble.Options{FormatMajorVersion: pebble.FormatNewest, Logger: pebbleLogger{o.Logger},
-		Cache: cache}
+		Cache: cache, MaxOpenFiles: maxOpenTables(fdlimit.Limit())}
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}

@@ -15,7 +15,7 @@ type countSink struct {
 	acks chan int
 }
 
-func (s *countSink) Deliver(evs []Event) { s.got.Add(int64(len(evs))); s.acks <- len(evs) }
+func (s *countSink) Deliver(evs []Event)    { s.got.Add(int64(len(evs))); s.acks <- len(evs) }
 func (s *countSink) Assigned(uint64, []int) {}
 func (s *countSink) Closed(error)           {}
 

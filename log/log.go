@@ -568,11 +568,9 @@ func (l *Log) writeLoop() {
 		}
 		l.checkpoint(false)
 		l.mu.Lock()
-		if len(l.segs) != segs || l.opts.RetentionBytes > 0 {
-			l.mu.Unlock()
-			l.retain(expiry)
-			l.mu.Lock()
-		}
+		// A roll changes the oldest segment or adds one; a size limit can
+		// be passed by any write.
+		retain := len(l.segs) != segs || l.opts.RetentionBytes > 0
 		for _, p := range batches {
 			p.b.reset()
 			p.waiters = p.waiters[:0]
@@ -588,6 +586,9 @@ func (l *Log) writeLoop() {
 			}
 		}
 		l.mu.Unlock()
+		if retain {
+			l.retain(expiry)
+		}
 	}
 }
 

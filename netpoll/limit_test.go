@@ -4,11 +4,11 @@ import (
 	"bufio"
 	"context"
 	"net"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flowmesh/flowmesh/internal/fdlimit/fdtest"
 )
 
 // TestPortStoppedReported runs the process out of descriptors at the
@@ -51,35 +51,7 @@ func TestPortStoppedReported(t *testing.T) {
 	default:
 	}
 
-	var orig syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
-		t.Skip(err)
-	}
-	probe, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := probe.Fd() // the lowest free descriptor
-	probe.Close()
-	// The client's socket takes the last descriptor; the server's accept
-	// finds none.
-	low := orig
-	low.Cur = uint64(next) + 1
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
-		t.Skip(err)
-	}
-	// The dial may succeed or be reset as the engine stops; either way
-	// the limit stays low until the loop has tried to accept.
-	if c, err = net.Dial("tcp", addr); err == nil {
-		defer c.Close()
-	}
-	select {
-	case <-s.Stopped():
-	case <-time.After(10 * time.Second):
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
-		t.Fatal(err)
-	}
+	fdtest.DialLast(t, addr, s.Stopped())
 	select {
 	case <-s.Stopped():
 	default:

@@ -1,12 +1,10 @@
 package server
 
 import (
-	"net"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
+
+	"github.com/flowmesh/flowmesh/internal/fdlimit/fdtest"
 )
 
 // TestPortStopIsFatal: when the client port's event loops stop on their
@@ -23,36 +21,20 @@ func TestPortStopIsFatal(t *testing.T) {
 	w.send("PING\r\n")
 	w.expect("PONG")
 	w.c.Close()
-	var c net.Conn
-	var err error
 	if err := s.ReadyErr(); err != nil {
 		t.Fatalf("not ready before: %v", err)
 	}
-	var orig syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
-		t.Skip(err)
-	}
-	probe, err := os.Open(os.DevNull)
-	if err != nil {
-		t.Fatal(err)
-	}
-	next := probe.Fd()
-	probe.Close()
-	low := orig
-	low.Cur = uint64(next) + 1 // the client's socket takes the last one
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
-		t.Skip(err)
-	}
-	if c, err = net.Dial("tcp", addr); err == nil {
-		defer c.Close()
-	}
 	var fatal error
+	stopped := make(chan struct{})
+	go func() {
+		fatal = <-s.Fatal()
+		close(stopped)
+	}()
+	fdtest.DialLast(t, addr, stopped)
 	select {
-	case fatal = <-s.Fatal():
-	case <-time.After(10 * time.Second):
-	}
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &orig); err != nil {
-		t.Fatal(err)
+	case <-stopped:
+	default:
+		t.Fatal("no Fatal 10 s after the port's accept failed")
 	}
 	if fatal == nil || !strings.Contains(fatal.Error(), "stopped") {
 		t.Fatalf("Fatal gave %v, want the port's stop", fatal)

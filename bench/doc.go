@@ -10,9 +10,12 @@
 // writes with 64 producers, catch-up read, produce-to-consume latency; not
 // in the default set), idlelogs (server CPU with 1000 idle partitions
 // against as many JetStream streams; not in the default set), queues (job
-// queues against RabbitMQ), kv (redis-benchmark against FlowMesh's Redis
-// port and redis-server), metrics and tracing (FlowMesh against itself,
-// with and without). Default: pubsub latency idle natscli.
+// queues against RabbitMQ; -job-window sets the jobs in flight per
+// worker), kv (redis-benchmark against FlowMesh's Redis port and
+// redis-server), metrics and tracing (FlowMesh against itself, with and
+// without), partitions (writes to 1, 16 and 256 partitions under
+// fsync=interval against fsync=none: what the interval promise costs).
+// Default: pubsub latency idle natscli.
 //
 // The harness builds and starts the flowmesh binary and starts nats-server
 // (Debian's nats-server package) on free loopback ports, drives both with

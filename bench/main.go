@@ -31,6 +31,7 @@ type config struct {
 	streamRate    int
 	rabbitBin     string
 	jobs          int
+	jobWindow     int
 	delayed       int
 	redisBin      string
 	redisBenchBin string
@@ -60,6 +61,7 @@ func main() {
 	flag.IntVar(&cfg.streamRate, "stream-rate", 2_000, "events per second in the stream latency run")
 	flag.StringVar(&cfg.rabbitBin, "rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server", "rabbitmq-server for the queues workload")
 	flag.IntVar(&cfg.jobs, "jobs", 100_000, "jobs in the queue throughput run")
+	flag.IntVar(&cfg.jobWindow, "job-window", 8, "jobs in flight per worker in the queue throughput run (FlowMesh Concurrency, RabbitMQ prefetch)")
 	flag.IntVar(&cfg.delayed, "delayed", 100_000, "delayed jobs waiting in the delayed-job run")
 	flag.StringVar(&cfg.redisBin, "redis-server", "redis-server", "redis-server for the kv workload")
 	flag.StringVar(&cfg.redisBenchBin, "redis-benchmark", "redis-benchmark", "redis-benchmark for the kv workload")
@@ -122,6 +124,8 @@ func run(cfg config, workloads []string) error {
 			err = benchStreams(cfg)
 		case "idlelogs":
 			err = benchIdleLogs(cfg)
+		case "partitions":
+			err = benchPartitions(cfg)
 		case "queues":
 			err = benchQueues(cfg)
 		case "kv":

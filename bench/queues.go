@@ -55,8 +55,8 @@ func benchQueues(cfg config) error {
 		if batch > 1 {
 			producers = fmt.Sprintf("16 producers sending %d at a time, then waiting for their replies (confirms)", batch)
 		}
-		fmt.Fprintf(cfg.out, "| enqueue → reserve → ack, %d × 100 B jobs, %s, 8 workers × 8 in flight, durable | %.0f jobs/s | %.0f jobs/s | %s |\n",
-			cfg.jobs, producers, fm, rm, ratio(fm, rm))
+		fmt.Fprintf(cfg.out, "| enqueue → reserve → ack, %d × 100 B jobs, %s, 8 workers × %d in flight, durable | %.0f jobs/s | %.0f jobs/s | %s |\n",
+			cfg.jobs, producers, cfg.jobWindow, fm, rm, ratio(fm, rm))
 	}
 	t, cleanup, err := durable(cfg, true, false)
 	if err != nil {
@@ -82,7 +82,7 @@ func medianJobs(cfg config, batch int) (fm, rm float64, err error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		r, err := flowmeshJobs(t, cfg.jobs, 100, batch)
+		r, err := flowmeshJobs(t, cfg.jobs, 100, batch, cfg.jobWindow)
 		t.stop()
 		cleanup()
 		if err != nil {
@@ -93,7 +93,7 @@ func medianJobs(cfg config, batch int) (fm, rm float64, err error) {
 		if err != nil {
 			return 0, 0, err
 		}
-		r, err = rabbitJobs(t, cfg.jobs, 100, batch)
+		r, err = rabbitJobs(t, cfg.jobs, 100, batch, cfg.jobWindow)
 		t.stop()
 		cleanup()
 		if err != nil {
@@ -110,7 +110,7 @@ func medianJobs(cfg config, batch int) (fm, rm float64, err error) {
 // them, and returns jobs/s from the first enqueue to the last ack.
 // With batch > 1, each producer enqueues batch jobs at a time
 // (EnqueueBatch: pipelined, sharing fsyncs) and waits for their replies.
-func flowmeshJobs(t *target, n, size, batch int) (float64, error) {
+func flowmeshJobs(t *target, n, size, batch, window int) (float64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	fm, err := flowmesh.Connect(ctx, t.url)
@@ -141,7 +141,7 @@ func flowmeshJobs(t *target, n, size, batch int) (float64, error) {
 					close(all)
 				}
 				return nil
-			}, flowmesh.Concurrency(8))
+			}, flowmesh.Concurrency(window))
 		}()
 	}
 	payload := randomPayload(size)
@@ -191,7 +191,7 @@ func flowmeshJobs(t *target, n, size, batch int) (float64, error) {
 	return float64(n) / el.Seconds(), nil
 }
 
-func rabbitJobs(t *target, n, size, batch int) (float64, error) {
+func rabbitJobs(t *target, n, size, batch, window int) (float64, error) {
 	conn, err := amqp.Dial(t.url)
 	if err != nil {
 		return 0, err
@@ -212,7 +212,7 @@ func rabbitJobs(t *target, n, size, batch int) (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		c.Qos(8, 0, false)
+		c.Qos(window, 0, false)
 		msgs, err := c.Consume("bench", "", false, false, false, false, nil)
 		if err != nil {
 			return 0, err

@@ -88,6 +88,10 @@ type Options struct {
 	// write into segment files of this size zero-filled ahead of time by
 	// a background goroutine (see prealloc.go); 0 turns it off.
 	PreallocateBytes int64
+	// SyncGroup, if set, takes over the interval fsyncs (syncgroup.go):
+	// with many logs written at once, one syncfs per round serves them
+	// all. Only a log on OSFS joins; any other keeps its own syncer.
+	SyncGroup *SyncGroup
 	// Meta keeps the log's small state (its low-water mark) across
 	// restarts; the node passes its Pebble store (kv/store.Namespace). Nil:
 	// the low-water mark restarts at the first retained offset.
@@ -156,6 +160,9 @@ type Log struct {
 	unsynced   atomic.Bool   // written since the last interval fsync
 	unsyncedAt atomic.Int64  // when unsynced was set, as time.Since(epoch)
 	syncMu     sync.Mutex    // serialises fsyncs of the writer and the interval syncer
+	group      *SyncGroup    // does the interval fsyncs if set (then no syncLoop runs)
+	dev        uint64        // the file system the log is on, for group
+	left       bool          // Close took it out of group; guarded by group.mu
 	kick       chan struct{}
 	syncKick   chan struct{} // the writer left data unsynced (or Tune chose interval)
 	done       chan struct{} // closed when the writer has finished
@@ -229,8 +236,23 @@ func Open(dir string, opts Options) (*Log, error) {
 		lock.Close()
 		return nil, err
 	}
+	if g := opts.SyncGroup; g != nil {
+		if _, ok := fs.(OSFS); ok {
+			dev, err := g.join(dir)
+			if err != nil {
+				l.closeFiles()
+				lock.Close()
+				return nil, err
+			}
+			l.group, l.dev = g, dev
+		}
+	}
 	go l.writeLoop()
-	go l.syncLoop() // idle unless the policy is interval; Tune can switch to it
+	if l.group != nil {
+		close(l.syncDone)
+	} else {
+		go l.syncLoop() // idle unless the policy is interval; Tune can switch to it
+	}
 	return l, nil
 }
 
@@ -625,6 +647,10 @@ const (
 )
 
 func (l *Log) kickSyncer() {
+	if l.group != nil {
+		l.group.add(l)
+		return
+	}
 	select {
 	case l.syncKick <- struct{}{}:
 	default:
@@ -783,14 +809,7 @@ func (l *Log) fsync() error {
 	l.mu.Unlock()
 	start := time.Now()
 	err := s.f.Sync()
-	took := time.Since(start)
-	l.stats.fsyncs.Add(1)
-	l.stats.fsyncNanos.Add(uint64(took))
-	b := 0
-	for b < len(FsyncBounds) && took > FsyncBounds[b] {
-		b++
-	}
-	l.stats.fsyncBuckets[b].Add(1)
+	l.stats.observeFsync(time.Since(start))
 	if err != nil {
 		// After a failed fsync the kernel may have dropped the dirty pages:
 		// what is on disk is unknown, so the log stops taking appends
@@ -800,6 +819,22 @@ func (l *Log) fsync() error {
 		l.opts.Logger.Error("log: fsync failed; log is read-only until reopened", "err", err)
 	}
 	return err
+}
+
+// observeFsync counts a sync that made the log's data durable.
+func (st *stats) observeFsync(took time.Duration) {
+	st.fsyncs.Add(1)
+	st.fsyncNanos.Add(uint64(took))
+	st.fsyncBuckets[fsyncBucket(took)].Add(1)
+}
+
+// fsyncBucket is the FsyncBounds bucket took falls in.
+func fsyncBucket(took time.Duration) int {
+	b := 0
+	for b < len(FsyncBounds) && took > FsyncBounds[b] {
+		b++
+	}
+	return b
 }
 
 func (l *Log) setFailed(err error) {
@@ -1218,6 +1253,9 @@ func (l *Log) Close() error {
 	}
 	<-l.done
 	<-l.syncDone
+	if l.group != nil {
+		l.group.leave(l)
+	}
 	l.stopSpare()
 	err := l.closeFiles()
 	if lerr := l.lock.Close(); err == nil {

@@ -31,6 +31,7 @@ type Snapshot struct {
 	ProtocolErrors                      uint64
 	Subscriptions                       int
 	Logs                                []LogStats
+	SyncGroup                           commitlog.SyncGroupStats // the logs' shared interval syncs
 	Topics                              []stream.TopicInfo
 	Groups                              []stream.GroupInfo
 	Queues                              []queue.Info
@@ -111,7 +112,10 @@ var (
 	dProtoErrs      = desc("protocol_errors_total", "Malformed or refused protocol lines.")
 	dSubs           = desc("subscriptions", "Pub/sub subscriptions now.")
 	dLogBytes       = desc("log_bytes", "Bytes of commit-log segments on disk.", "kind", "name", "partition")
-	dLogFsync       = desc("log_fsync_seconds", "Commit-log fsync latency.", "kind", "name", "partition")
+	dLogFsync       = desc("log_fsync_seconds", "Commit-log fsync latency (under interval, a shared syncfs that covered the log counts as its fsync).", "kind", "name", "partition")
+	dSyncfs         = desc("log_syncfs_seconds", "Latency of the syncfs calls that made many logs' interval writes durable at once.")
+	dSyncfsCovered  = desc("log_syncfs_logs_total", "Log syncs done by a shared syncfs instead of an fsync each.")
+	dSyncfsFailed   = desc("log_syncfs_failures_total", "Failed syncfs calls (each log of the round was then fsynced on its own).")
 	dTopicEvents    = desc("stream_events_written_total", "Events written to a topic since the node started.", "topic")
 	dTopicBytes     = desc("stream_bytes_written_total", "Bytes (encoded batches) written to a topic since the node started.", "topic")
 	dTopicRetained  = desc("stream_events_retained", "Events retained in a topic.", "topic")
@@ -163,6 +167,10 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(dProtoErrs, float64(s.ProtocolErrors))
 	gauge(dSubs, float64(s.Subscriptions))
 
+	sg := s.SyncGroup
+	ch <- histogram(dSyncfs, fsyncBoundsSecs, sg.Buckets[:], time.Duration(sg.SyncfsNanos).Seconds())
+	counter(dSyncfsCovered, float64(sg.Covered))
+	counter(dSyncfsFailed, float64(sg.Failures))
 	written := map[string][2]uint64{}
 	for _, l := range s.Logs {
 		part := strconv.Itoa(l.Partition)

@@ -29,10 +29,13 @@ type Options struct {
 	// PreallocateBytes: the log's, for queues under the always policy;
 	// 0: none.
 	PreallocateBytes int64
-	Logger           *slog.Logger
-	Now              func() time.Time
-	Rand             func() float64 // backoff jitter; default math/rand
-	FS               commitlog.FS
+	// SyncGroup, if set, does the queues' interval fsyncs (the log's
+	// SyncGroup): one per node, shared with the streams.
+	SyncGroup *commitlog.SyncGroup
+	Logger    *slog.Logger
+	Now       func() time.Time
+	Rand      func() float64 // backoff jitter; default math/rand
+	FS        commitlog.FS
 
 	// Tracing hooks, for the driver's spans; nil when tracing is off.
 	// TraceOf finds the packed trace context of a job's header block on

@@ -636,7 +636,7 @@ func (s *Server) streamOptions(dir string) stream.Options {
 	sd := s.cfg.Streams
 	return stream.Options{
 		Dir: dir, Store: s.store, AutoCreate: *sd.AutoCreate, Logger: s.log,
-		FsyncInterval: time.Duration(s.cfg.FsyncInterval), PreallocateBytes: logPreallocate,
+		FsyncInterval: time.Duration(s.cfg.FsyncInterval), PreallocateBytes: logPreallocate, SyncGroup: s.syncGroup,
 		Defaults: stream.Config{Partitions: sd.Partitions, RetentionAge: stream.Duration(*sd.RetentionAge),
 			RetentionBytes: sd.RetentionBytes, Fsync: s.cfg.Fsync, Compression: sd.Compression, MaxEventBytes: s.cfg.MaxPayload},
 	}

@@ -64,7 +64,8 @@ func TestMetrics(t *testing.T) {
 	for _, name := range []string{
 		"flowmesh_connections", "flowmesh_connections_total", "flowmesh_bytes_total", "flowmesh_messages_total",
 		"flowmesh_slow_consumers_total", "flowmesh_protocol_errors_total", "flowmesh_subscriptions",
-		"flowmesh_log_bytes", "flowmesh_log_fsync_seconds",
+		"flowmesh_log_bytes", "flowmesh_log_fsync_seconds", "flowmesh_log_syncfs_seconds", "flowmesh_log_syncfs_logs_total",
+		"flowmesh_log_syncfs_failures_total",
 		"flowmesh_stream_events_written_total", "flowmesh_stream_bytes_written_total", "flowmesh_stream_events_retained",
 		"flowmesh_queue_jobs", "flowmesh_queue_oldest_ready_age_seconds", "flowmesh_queue_jobs_total",
 		"flowmesh_queue_processing_seconds", "flowmesh_workers",

@@ -18,6 +18,7 @@ import (
 
 	"github.com/flowmesh/flowmesh/kv"
 	"github.com/flowmesh/flowmesh/kv/store"
+	commitlog "github.com/flowmesh/flowmesh/log"
 	"github.com/flowmesh/flowmesh/monitor"
 	"github.com/flowmesh/flowmesh/monitor/tracing"
 	"github.com/flowmesh/flowmesh/netpoll"
@@ -54,6 +55,7 @@ type Server struct {
 	mon        *monitor.Server
 	store      *store.Store
 	streams    *stream.Engine
+	syncGroup  *commitlog.SyncGroup // the logs' interval fsyncs
 	queues     *queue.Engine
 	kv         *kv.Engine
 	resp       *netpoll.Server           // the Redis-compatible port, nil when off
@@ -189,6 +191,10 @@ func (s *Server) Start() error {
 		logRoot = s.tmpDir
 		undo = append(undo, s.removeTmp)
 	}
+	// One syncer for the interval fsyncs of every topic partition and
+	// queue: many logs written at once share a syncfs (log/syncgroup.go).
+	s.syncGroup = commitlog.NewSyncGroup(s.log)
+	undo = append(undo, func() { s.syncGroup.Close() })
 	if s.streams, err = stream.Open(s.streamOptions(filepath.Join(logRoot, "streams"))); err != nil {
 		return fail(err)
 	}
@@ -320,7 +326,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		s.kv.Close()
 		cerr := errors.Join(s.queues.Close(), s.streams.Close())
-		closed <- errors.Join(cerr, s.store.Close())
+		closed <- errors.Join(cerr, s.syncGroup.Close(), s.store.Close())
 	}()
 	select {
 	case cerr := <-closed:
@@ -541,6 +547,9 @@ func (s *Server) Metrics() monitor.Snapshot {
 		StaleConns: st.StaleConns, Stalls: st.Stalls, Holds: st.Holds, BytesIn: st.BytesIn, BytesOut: st.BytesOut,
 		MsgsIn: st.MsgsIn, MsgsOut: st.MsgsOut, ProtocolErrors: st.ProtocolErrors, Subscriptions: st.Subscriptions,
 		KVOps: s.KVOps()}
+	if s.syncGroup != nil {
+		m.SyncGroup = s.syncGroup.Stats()
+	}
 	if s.kv != nil {
 		m.KV = s.kv.Stats()
 	}

@@ -32,9 +32,12 @@ type Options struct {
 	// partitions under the always policy write into (the log's
 	// PreallocateBytes); 0: none.
 	PreallocateBytes int64
-	Logger           *slog.Logger
-	Now              func() time.Time // default time.Now
-	FS               commitlog.FS     // default the real file system
+	// SyncGroup, if set, does the partitions' interval fsyncs (the log's
+	// SyncGroup): one per node, shared with the queues.
+	SyncGroup *commitlog.SyncGroup
+	Logger    *slog.Logger
+	Now       func() time.Time // default time.Now
+	FS        commitlog.FS     // default the real file system
 }
 
 // Engine owns every topic and consumer group of a node.
@@ -341,7 +344,7 @@ func (e *Engine) openLog(topic string, p int, cfg Config, onPublish func()) (*co
 		FS: e.opts.FS, Codec: tun.Codec, Sync: tun.Sync, SyncInterval: e.opts.FsyncInterval,
 		SegmentBytes: e.opts.SegmentBytes, PreallocateBytes: e.opts.PreallocateBytes,
 		RetentionBytes: tun.RetentionBytes, RetentionAge: tun.RetentionAge,
-		Logger: e.opts.Logger, Now: e.opts.Now, OnPublish: onPublish,
+		Logger: e.opts.Logger, Now: e.opts.Now, OnPublish: onPublish, SyncGroup: e.opts.SyncGroup,
 		Meta: e.opts.Store.Namespace(store.KeyspaceLog, topic+"/"+strconv.Itoa(p)+"/"),
 	})
 	if err != nil {

@@ -2,10 +2,12 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestStreamWire is the nc session of docs/protocol.md's streams section:
@@ -290,5 +292,37 @@ func TestVarzShowsPolicies(t *testing.T) {
 	if v.Fsync != "interval" || len(v.Topics) != 1 || v.Topics[0].Config.Fsync != "always" ||
 		len(v.Queues) != 1 || v.Queues[0].Config.Fsync != "none" {
 		t.Fatalf("varz: %s", b)
+	}
+}
+
+// TestIntervalSyncShared: the node's partitions and queues share one
+// interval syncer; a write that reaches many partitions at once is made
+// durable by one syncfs for all of them, not an fsync each. The interval
+// is long so that every partition is written before the round.
+func TestIntervalSyncShared(t *testing.T) {
+	s := startServer(t, Config{Fsync: "interval", FsyncInterval: Duration(300 * time.Millisecond)})
+	w := dial(t, s)
+	w.send("TCREATE wide partitions=8\r\n")
+	w.expect("+OK 8")
+	var b strings.Builder
+	for i := 0; i < 64; i++ {
+		fmt.Fprintf(&b, "SWRITE wide key=k%d 1\r\nx\r\n", i)
+	}
+	w.send(b.String())
+	for i := 0; i < 64; i++ {
+		if l := w.line(); !strings.HasPrefix(l, "+OK ") {
+			t.Fatalf("write %d: %q", i, l)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := s.Metrics().SyncGroup
+		if st.Syncfs > 0 && st.Covered >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no shared syncfs for 8 written partitions after 10 s: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -148,7 +148,9 @@ func (e *Engine) createLocked(name string, cfg Config) (*Queue, error) {
 		return nil, err
 	}
 	cb, _ := json.Marshal(cfg)
-	if err := e.opts.Store.Set(store.KeyspaceQueue, configKey(name), cb); err != nil {
+	// Fsynced whatever the policy, as a topic's: the queue's jobs must not
+	// outlive the record that it exists.
+	if err := e.opts.Store.SetSync(store.KeyspaceQueue, configKey(name), cb); err != nil {
 		q.shutdown(ErrClosed)
 		q.close()
 		return nil, fmt.Errorf("queue: create %q: %w", name, err)
@@ -204,7 +206,7 @@ func (e *Engine) Alter(name string, change func(*Config) error) (Config, error) 
 		return Config{}, err
 	}
 	b, _ := json.Marshal(cfg)
-	if err := e.opts.Store.Set(store.KeyspaceQueue, configKey(name), b); err != nil {
+	if err := e.opts.Store.SetSync(store.KeyspaceQueue, configKey(name), b); err != nil {
 		return Config{}, fmt.Errorf("queue: alter %q: %w", name, err)
 	}
 	q.setConfig(cfg)
@@ -228,7 +230,7 @@ func (e *Engine) Delete(name string) error {
 	b.Delete(store.KeyspaceQueue, configKey(name))
 	b.DeletePrefix(store.KeyspaceQueue, stateKeyPrefix(name))
 	b.DeletePrefix(store.KeyspaceLog, []byte(logMetaPrefix(name)))
-	err := b.Commit()
+	err := b.CommitSync(true) // before its files go, as a topic's
 	q.close()
 	if rerr := dirs.Discard(e.opts.Dir, name); rerr != nil && err == nil {
 		err = rerr

@@ -174,8 +174,14 @@ func (s *Server) Start() error {
 		s.log.Info("server: tracing on", "protocol", ts.Protocol, "endpoint", ts.Endpoint, "sample_ratio", ts.SampleRatio,
 			"service_name", ts.ServiceName)
 	}
+	// Under interval, what the engines write without a sync (offsets,
+	// job states) is fsynced at most fsync_interval later, as the logs are.
+	metaInterval := time.Duration(0)
+	if s.cfg.Fsync == "interval" {
+		metaInterval = time.Duration(s.cfg.FsyncInterval)
+	}
 	st, err := store.Open(filepath.Join(s.cfg.DataDir, "meta"), store.Options{InMemory: s.cfg.InMemory,
-		Sync: s.cfg.Fsync == "always", Logger: s.log})
+		Sync: s.cfg.Fsync == "always", SyncInterval: metaInterval, Logger: s.log})
 	if err != nil {
 		return fail(err)
 	}

@@ -325,4 +325,14 @@ func TestIntervalSyncShared(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// A group's committed offsets (Pebble, written without a sync under
+	// interval) are fsynced an interval later too.
+	w.send("GRESET wide billing earliest\r\n")
+	w.line()
+	for s.store.IntervalSyncs() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("committed offsets not fsynced 10 s after GRESET under interval")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

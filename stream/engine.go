@@ -160,8 +160,11 @@ func (e *Engine) createLocked(name string, cfg Config) (*Topic, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Fsynced whatever the policy: the partitions' data, fsynced within an
+	// interval, must not outlive the record that says the topic exists
+	// (a directory without one is removed when the name is used again).
 	b, _ := json.Marshal(cfg)
-	if err := e.opts.Store.Set(store.KeyspaceStream, topicKey(name), b); err != nil {
+	if err := e.opts.Store.SetSync(store.KeyspaceStream, topicKey(name), b); err != nil {
 		t.close()
 		return nil, fmt.Errorf("stream: create %q: %w", name, err)
 	}
@@ -227,7 +230,7 @@ func (e *Engine) Alter(name string, change func(*Config) error) (Config, error) 
 		return Config{}, err
 	}
 	b, _ := json.Marshal(cfg)
-	if err := e.opts.Store.Set(store.KeyspaceStream, topicKey(name), b); err != nil {
+	if err := e.opts.Store.SetSync(store.KeyspaceStream, topicKey(name), b); err != nil {
 		return Config{}, fmt.Errorf("stream: alter %q: %w", name, err)
 	}
 	t.setConfig(cfg)
@@ -267,7 +270,7 @@ func (e *Engine) Delete(name string) error {
 	b.DeletePrefix(store.KeyspaceStream, []byte("o/"+name+"\x00"))
 	b.Delete(store.KeyspaceStream, producerKey(name))
 	b.DeletePrefix(store.KeyspaceLog, []byte(name+"/"))
-	err := b.Commit()
+	err := b.CommitSync(true) // before its files go: a deleted topic must not come back empty
 	t.close()
 	if rerr := dirs.Discard(e.opts.Dir, name); rerr != nil && err == nil {
 		err = rerr

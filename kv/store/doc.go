@@ -7,7 +7,10 @@
 // never collide and each can iterate its own.
 //
 // Writes follow the node's sync policy: Sync waits for the WAL fsync,
-// NoSync leaves it to Pebble's WAL and the next synced write. Without WAL
+// NoSync leaves it to Pebble's WAL and the next synced write, and with
+// SyncInterval the first unsynced write after a sync arms a WAL fsync that
+// long after it. SetSync and CommitSync(true) sync one write whatever the
+// policy. Without WAL
 // (NoWAL) a write reaches disk only with a memtable flush (Flush, or
 // Pebble's own), and BeforeFlush runs first.
 //

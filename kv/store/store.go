@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -34,6 +37,11 @@ type Options struct {
 	InMemory bool         // keep nothing on disk (Pebble's in-memory FS)
 	Sync     bool         // fsync every write (the node's "always" policy)
 	Logger   *slog.Logger // Pebble's own log lines go here, at debug level
+	// SyncInterval > 0 (without Sync) fsyncs Pebble's WAL at most this
+	// long after a write that was not synced (the node's "interval"
+	// policy); 0 leaves unsynced writes to Pebble (a later synced write,
+	// a WAL rotation) and the OS. No timer runs while nothing is written.
+	SyncInterval time.Duration
 	// NoWAL turns Pebble's write-ahead log off: an owner with a log of
 	// its own (the KV engine's append-only file) makes writes durable,
 	// and a write reaches Pebble's files only by a memtable flush.
@@ -60,6 +68,16 @@ type Store struct {
 	db *pebble.DB
 	wo *pebble.WriteOptions
 	h  *health
+
+	// The interval sync (Options.SyncInterval): armed by the first
+	// unsynced write after the last sync; closeMu keeps a sync that fires
+	// during Close off the closed database.
+	every   time.Duration
+	armed   atomic.Bool
+	closeMu sync.RWMutex
+	closed  bool
+	log     *slog.Logger
+	syncs   atomic.Uint64 // interval syncs done (tests)
 }
 
 // Open opens (or creates) the database in dir.
@@ -112,11 +130,53 @@ func Open(dir string, o Options) (*Store, error) {
 	if o.Sync {
 		wo = pebble.Sync
 	}
-	return &Store{db: db, wo: wo, h: h}, nil
+	st := &Store{db: db, wo: wo, h: h, log: o.Logger}
+	if !o.Sync && !o.NoWAL && o.SyncInterval > 0 {
+		st.every = o.SyncInterval
+	}
+	return st, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close closes the database (Pebble syncs its WAL as it closes).
+func (s *Store) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return fmt.Errorf("store: close: %w", pebble.ErrClosed)
+	}
+	s.closed = true
+	return s.db.Close()
+}
+
+// unsynced notes a write that was not fsynced: under SyncInterval, the
+// first one after a sync arms the next.
+func (s *Store) unsynced() {
+	if s.every == 0 || s.armed.Load() || !s.armed.CompareAndSwap(false, true) {
+		return
+	}
+	time.AfterFunc(s.every, s.intervalSync)
+}
+
+// IntervalSyncs counts the WAL fsyncs SyncInterval made.
+func (s *Store) IntervalSyncs() uint64 { return s.syncs.Load() }
+
+// intervalSync fsyncs the WAL for the writes since the last one.
+func (s *Store) intervalSync() {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return
+	}
+	// Writes from here on arm the next sync: this one may not cover them.
+	s.armed.Store(false)
+	if err := s.SyncWAL(); err != nil {
+		// Pebble stops the process on a WAL it cannot write (health.go);
+		// anything else is logged and the next write arms a retry.
+		s.log.Error("store: interval sync of the WAL failed", "err", err)
+		return
+	}
+	s.syncs.Add(1)
+}
 
 func key(ks Keyspace, k []byte) []byte {
 	b := make([]byte, 0, 1+len(k))
@@ -141,6 +201,18 @@ func (s *Store) Set(ks Keyspace, k, v []byte) error {
 	if err := s.db.Set(key(ks, k), v, s.wo); err != nil {
 		return fmt.Errorf("store: set: %w", err)
 	}
+	if s.wo == pebble.NoSync {
+		s.unsynced()
+	}
+	return nil
+}
+
+// SetSync sets k=v in ks fsynced, whatever the store's policy: for the
+// rare writes that later data depends on (a topic's or queue's config).
+func (s *Store) SetSync(ks Keyspace, k, v []byte) error {
+	if err := s.db.Set(key(ks, k), v, pebble.Sync); err != nil {
+		return fmt.Errorf("store: set: %w", err)
+	}
 	return nil
 }
 
@@ -148,6 +220,9 @@ func (s *Store) Set(ks Keyspace, k, v []byte) error {
 func (s *Store) Delete(ks Keyspace, k []byte) error {
 	if err := s.db.Delete(key(ks, k), s.wo); err != nil {
 		return fmt.Errorf("store: delete: %w", err)
+	}
+	if s.wo == pebble.NoSync {
+		s.unsynced()
 	}
 	return nil
 }
@@ -300,6 +375,9 @@ func (b *Batch) commit(wo *pebble.WriteOptions) error {
 	defer b.b.Close()
 	if err := b.b.Commit(wo); err != nil {
 		return fmt.Errorf("store: commit batch: %w", err)
+	}
+	if wo == pebble.NoSync {
+		b.s.unsynced()
 	}
 	return nil
 }

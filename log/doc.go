@@ -11,6 +11,9 @@
 // batches; appends that arrive while it is busy gather into the next batch
 // and share its fsync (group commit). The sync policy (always, interval,
 // none) says when an append is acknowledged and what a crash can lose.
+// Under interval a log fsyncs one interval after a write, on a goroutine
+// of its own or, in a SyncGroup (one per node), on the group's, which makes
+// every unsynced log durable in one round (one syncfs when many are due).
 //
 // Segments roll by size and age; each has a sparse offset and time index,
 // saved beside it when it is sealed. Retention deletes whole sealed

@@ -44,20 +44,25 @@ type producers struct {
 }
 
 type producer struct {
-	last    uint64 // highest sequence seen
-	seen    int64  // Unix ns of the last write
-	pending map[uint64]*pendingWrite
-	ring    []doneWrite // by seq % dedupWindow; allocated on first use
+	last uint64 // highest sequence seen
+	seen int64  // Unix ns of the last write
+	ring []doneWrite
+	// retries holds the callbacks of retries that came while the first
+	// write of their sequence was in flight; nil until one does.
+	retries map[uint64][]func(Position, error)
 }
 
-type pendingWrite struct{ waiters []func(Position, error) }
-
-// doneWrite is one remembered write (24 bytes: a producer's whole window
-// is 24 KiB). seq 0 marks an empty slot: sequences start at 1.
+// doneWrite is one remembered write, at ring[seq % dedupWindow] (24
+// bytes: a producer's whole window is 24 KiB). seq 0 marks an empty slot:
+// sequences start at 1. inFlight: the write is being stored; its position
+// is not known yet. The slot doubles as the in-flight mark so that a write
+// costs no allocation here: a map entry and a waiter list per write were a
+// sixth of the server's CPU for batched writes.
 type doneWrite struct {
 	seq       uint64
 	offset    uint64
 	partition uint32
+	inFlight  bool
 }
 
 func (d doneWrite) pos() Position { return Position{Partition: int(d.partition), Offset: d.offset} }
@@ -72,72 +77,81 @@ func (ps *producers) get(id []byte) *producer {
 	ps.init()
 	pr := ps.m[string(id)]
 	if pr == nil {
-		pr = &producer{pending: make(map[uint64]*pendingWrite), ring: make([]doneWrite, dedupWindow)}
+		pr = &producer{ring: make([]doneWrite, dedupWindow)}
 		ps.m[string(id)] = pr
 	}
 	return pr
 }
 
-// begin registers (id, seq). It returns true if the write is new and must
-// be stored (then finish must follow), or false if cb was already handled:
-// answered as a duplicate, queued behind the same write in flight, or
-// failed as too old. A write that failed is forgotten, so its retry is new.
-func (ps *producers) begin(id []byte, seq uint64, cb func(Position, error)) bool {
+// begin registers (id, seq). It returns the producer if the write is new
+// and must be stored (then finish must follow, with that producer), or
+// nil if cb was already handled: answered as a duplicate, queued behind
+// the same write in flight, or failed (too old, or too far ahead of a
+// write still in flight). A write that failed is forgotten, so its retry
+// is new.
+func (ps *producers) begin(id []byte, seq uint64, cb func(Position, error)) *producer {
 	ps.mu.Lock()
 	pr := ps.get(id)
 	pr.seen = time.Now().UnixNano()
-	if d := pr.ring[seq%dedupWindow]; d.seq == seq && seq != 0 {
-		ps.mu.Unlock()
+	d := &pr.ring[seq%dedupWindow]
+	switch {
+	case d.seq == seq && seq != 0 && !d.inFlight:
 		pos := d.pos()
+		ps.mu.Unlock()
 		pos.Duplicate = true
 		cb(pos, nil)
-		return false
-	}
-	if pw := pr.pending[seq]; pw != nil {
-		pw.waiters = append(pw.waiters, func(pos Position, err error) {
-			pos.Duplicate = err == nil
-			cb(pos, err)
-		})
+		return nil
+	case d.seq == seq && seq != 0:
+		if pr.retries == nil {
+			pr.retries = make(map[uint64][]func(Position, error))
+		}
+		pr.retries[seq] = append(pr.retries[seq], cb)
 		ps.mu.Unlock()
-		return false
-	}
-	if pr.last >= dedupWindow && seq <= pr.last-dedupWindow {
+		return nil
+	case pr.last >= dedupWindow && seq <= pr.last-dedupWindow:
 		last := pr.last
 		ps.mu.Unlock()
 		cb(Position{}, fmt.Errorf("%w: producer %q sequence %d, last %d, window %d", ErrOutOfSequence, id, seq, last, dedupWindow))
-		return false
+		return nil
+	case d.inFlight:
+		// The slot's write, dedupWindow or more sequences back, is still
+		// in flight: more writes in flight than the window remembers.
+		held := d.seq
+		ps.mu.Unlock()
+		cb(Position{}, fmt.Errorf("%w: producer %q sequence %d while %d is in flight, window %d", ErrOutOfSequence, id, seq, held, dedupWindow))
+		return nil
 	}
-	pr.pending[seq] = &pendingWrite{waiters: []func(Position, error){cb}}
+	*d = doneWrite{seq: seq, inFlight: true}
 	pr.last = max(pr.last, seq)
 	ps.dirty = true
 	ps.mu.Unlock()
-	return true
+	return pr
 }
 
-// finish records the outcome of (id, seq)'s write and answers its waiters.
-func (ps *producers) finish(id []byte, seq uint64, pos Position, err error) {
+// finish records the outcome of pr's write seq and returns the callbacks
+// of its retries, which the caller answers (marked Duplicate) after the
+// write's own.
+func (ps *producers) finish(pr *producer, seq uint64, pos Position, err error) []func(Position, error) {
 	ps.mu.Lock()
-	pr := ps.get(id)
-	pw := pr.pending[seq]
-	delete(pr.pending, seq)
+	d := &pr.ring[seq%dedupWindow]
 	if err == nil {
-		pr.ring[seq%dedupWindow] = doneWrite{seq: seq, offset: pos.Offset, partition: uint32(pos.Partition)}
+		*d = doneWrite{seq: seq, offset: pos.Offset, partition: uint32(pos.Partition)}
 		for len(ps.covered) <= pos.Partition {
 			ps.covered = append(ps.covered, 0)
 		}
 		// Callbacks of one log run in offset order, so every idempotent
 		// write below this offset has been folded in too.
 		ps.covered[pos.Partition] = max(ps.covered[pos.Partition], pos.Offset+1)
+	} else if d.seq == seq {
+		*d = doneWrite{}
+	}
+	var retries []func(Position, error)
+	if pr.retries != nil {
+		retries = pr.retries[seq]
+		delete(pr.retries, seq)
 	}
 	ps.mu.Unlock()
-	if err != nil {
-		err = fmt.Errorf("stream: write to partition %d: %w", pos.Partition, err)
-	}
-	if pw != nil {
-		for _, w := range pw.waiters {
-			w(pos, err)
-		}
-	}
+	return retries
 }
 
 // replay folds a stored record into the table (recovery).
@@ -182,7 +196,7 @@ func (t *Topic) saveProducers(force bool) {
 		}
 		rec := producerRecord{Last: pr.last, Seen: pr.seen}
 		for _, d := range pr.ring {
-			if d.seq != 0 {
+			if d.seq != 0 && !d.inFlight {
 				rec.Entries = append(rec.Entries, [3]uint64{d.seq, uint64(d.partition), d.offset})
 			}
 		}

@@ -141,27 +141,30 @@ func (t *Topic) Write(w *Write, cb func(Position, error)) {
 		cb(Position{}, err)
 		return
 	}
-	var producer []byte
+	var pr *producer
 	seq := w.Seq
 	if w.Producer != nil {
-		if !t.prod.begin(w.Producer, w.Seq, cb) {
-			return // a duplicate (answered or queued) or too old (failed)
+		if pr = t.prod.begin(w.Producer, w.Seq, cb); pr == nil {
+			return // a duplicate (answered or queued) or refused
 		}
-		producer = append([]byte(nil), w.Producer...) // w's bytes are the caller's
 	}
 	bp := recordHeaderPool.Get().(*[]byte)
 	hdr := encodeRecordHeader((*bp)[:0], w.Producer, w.Seq, w.Header)
 	recs := [1]commitlog.Record{{Key: w.Key, Headers: hdr, Value: w.Value}}
 	done := func(off uint64, err error) {
 		pos := Position{Partition: p, Offset: off}
-		if producer != nil {
-			t.prod.finish(producer, seq, pos, err)
-			return
+		var retries []func(Position, error)
+		if pr != nil {
+			retries = t.prod.finish(pr, seq, pos, err)
 		}
 		if err != nil {
 			err = fmt.Errorf("stream: write to %s/%d: %w", t.name, p, err)
 		}
 		cb(pos, err)
+		pos.Duplicate = err == nil
+		for _, r := range retries {
+			r(pos, err)
+		}
 	}
 	logs[p].Append(recs[:], done)
 	if cap(hdr) <= 64<<10 { // keep small buffers only

@@ -27,6 +27,20 @@ func AppendOK(dst []byte, args ...[]byte) []byte {
 	return append(dst, crlf...)
 }
 
+// AppendOKNums appends "+OK" with the numbers and then suffix (if any) as
+// its arguments: the stream-write and enqueue replies, without the
+// argument slices AppendOK needs.
+func AppendOKNums(dst []byte, suffix string, nums ...uint64) []byte {
+	dst = append(dst, "+OK"...)
+	for _, n := range nums {
+		dst = strconv.AppendUint(append(dst, ' '), n, 10)
+	}
+	if suffix != "" {
+		dst = append(append(dst, ' '), suffix...)
+	}
+	return append(dst, crlf...)
+}
+
 // AppendErr appends -ERR '<text>'. Single quotes and line ends inside text
 // are replaced so the frame stays one line.
 func AppendErr(dst []byte, text string) []byte {

@@ -45,3 +45,22 @@ func TestAppendSWrite(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendOKNums: the numeric OK encoder writes what AppendOK writes
+// with the numbers as arguments.
+func TestAppendOKNums(t *testing.T) {
+	for _, tc := range []struct {
+		suffix string
+		nums   []uint64
+		want   string
+	}{
+		{"", nil, "+OK\r\n"},
+		{"", []uint64{0, 7}, "+OK 0 7\r\n"},
+		{"duplicate", []uint64{3, 18446744073709551615}, "+OK 3 18446744073709551615 duplicate\r\n"},
+		{"duplicate", []uint64{42}, "+OK 42 duplicate\r\n"},
+	} {
+		if got := string(AppendOKNums([]byte("x"), tc.suffix, tc.nums...)); got != "x"+tc.want {
+			t.Errorf("AppendOKNums(%q, %v) = %q, want %q", tc.suffix, tc.nums, got, "x"+tc.want)
+		}
+	}
+}

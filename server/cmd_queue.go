@@ -214,11 +214,11 @@ func (s *Server) qput(c *Call) {
 			p.Err(queueErr(err))
 			return
 		}
+		suffix := ""
 		if dup {
-			p.OK(strconv.AppendUint(nil, id, 10), []byte("duplicate"))
-			return
+			suffix = "duplicate"
 		}
-		p.OK(strconv.AppendUint(nil, id, 10))
+		p.complete(protocol.AppendOKNums(make([]byte, 0, 32), suffix, id))
 	})
 }
 

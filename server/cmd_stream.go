@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -194,12 +195,14 @@ func (s *Server) swrite(c *Call) {
 	f := c.Frame
 	w := stream.Write{Partition: -1, Header: f.Header, Value: f.Payload}
 	for _, a := range f.Args[1:] {
-		k, v, ok := optArg(a)
-		if !ok {
+		// Not optArg: its string copy of each argument was an allocation
+		// per option per write.
+		eq := bytes.IndexByte(a, '=')
+		if eq <= 0 {
 			c.Err(badArgs("%q: SWRITE options are key=, partition=, producer=, seq=", a))
 			return
 		}
-		switch k {
+		switch string(a[:eq]) {
 		case "key":
 			w.Key = a[4:]
 		case "partition":
@@ -214,12 +217,12 @@ func (s *Server) swrite(c *Call) {
 		case "seq":
 			n := protocol.ParseUint(a[4:])
 			if n < 0 {
-				c.Err(badArgs("seq %q is not a number", v))
+				c.Err(badArgs("seq %q is not a number", a[4:]))
 				return
 			}
 			w.Seq = uint64(n)
 		default:
-			c.Err(badArgs("unknown SWRITE option %q", k))
+			c.Err(badArgs("unknown SWRITE option %q", a[:eq]))
 			return
 		}
 	}
@@ -250,11 +253,11 @@ func (s *Server) swrite(c *Call) {
 			p.Err(streamErr(err))
 			return
 		}
-		args := [][]byte{strconv.AppendInt(nil, int64(pos.Partition), 10), strconv.AppendUint(nil, pos.Offset, 10)}
+		dup := ""
 		if pos.Duplicate {
-			args = append(args, []byte("duplicate"))
+			dup = "duplicate"
 		}
-		p.OK(args...)
+		p.complete(protocol.AppendOKNums(make([]byte, 0, 48), dup, uint64(pos.Partition), pos.Offset))
 	})
 }
 

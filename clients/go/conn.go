@@ -508,7 +508,7 @@ func (c *Conn) reconnect() (net.Conn, *bufio.Reader) {
 		wait = min(wait*2, c.opts.reconnectMax)
 	}
 	c.opts.logger.Error("flowmesh: giving up reconnecting", "addr", c.addr)
-	_ = c.Close()
+	c.shutdown(false)
 	return nil, nil
 }
 
@@ -587,12 +587,20 @@ func (c *Conn) sendCall(cl *call, build func([]byte) []byte) (*call, error) {
 	return cl, nil
 }
 
-// wait waits for cl's reply.
+// wait waits for cl's reply. Close fails the calls it leaves pending, so
+// only the context can end the wait early; without a Done channel (a
+// Background context) it is a plain receive, cheaper than a select in a
+// producer that waits for every write.
 func (c *Conn) wait(ctx context.Context, cl *call) error {
+	stop := ctx.Done()
+	if stop == nil {
+		<-cl.done
+		return cl.err
+	}
 	select {
 	case <-cl.done:
 		return cl.err
-	case <-ctx.Done():
+	case <-stop:
 		if !cl.state.CompareAndSwap(callPending, callAbandoned) {
 			<-cl.done // answered meanwhile: the reply wins
 			return cl.err
@@ -600,8 +608,6 @@ func (c *Conn) wait(ctx context.Context, cl *call) error {
 		// The reply will still arrive and be matched to cl, keeping the
 		// queue aligned; nobody reads it but cl.orphaned.
 		return ctx.Err()
-	case <-c.closedCh:
-		return ErrClosed
 	}
 }
 
@@ -629,10 +635,17 @@ func (c *Conn) ServerVersion() string {
 // Close flushes what is buffered and closes the connection. Pending calls
 // fail with ErrClosed.
 func (c *Conn) Close() error {
+	c.shutdown(true)
+	return nil
+}
+
+// shutdown closes c once. The reader calls it with waitReader false when it
+// gives up reconnecting: it cannot wait for itself, and no reply can come.
+func (c *Conn) shutdown(waitReader bool) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil
+		return
 	}
 	c.closed = true
 	subs := c.subs
@@ -660,8 +673,20 @@ func (c *Conn) Close() error {
 	if nc != nil {
 		nc.Close() // unblocks the reader
 	}
-	c.readerWG.Wait()
-	return nil
+	if waitReader {
+		c.readerWG.Wait()
+	}
+	// The reader is gone (or is the caller): what is still pending gets no
+	// reply. Failing it here lets a wait without a context's Done channel
+	// be a plain receive.
+	c.mu.Lock()
+	pending := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	for _, cl := range pending {
+		cl.err = ErrClosed
+		close(cl.done)
+	}
 }
 
 // Errors.

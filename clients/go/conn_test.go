@@ -1,11 +1,13 @@
 package flowmesh_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -290,5 +292,79 @@ func TestConnectErrors(t *testing.T) {
 	}
 	if _, err := flowmesh.Connect(ctx, "127.0.0.1:1", flowmesh.DialTimeout(time.Second)); err == nil {
 		t.Error("connect to a closed port succeeded")
+	}
+}
+
+// A Conn that runs out of reconnect attempts closes itself: calls waiting
+// for a reply and calls made afterwards fail with ErrClosed, and Close
+// returns.
+func TestReconnectGivesUp(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s, flowmesh.ReconnectBackoff(time.Millisecond, 2*time.Millisecond), flowmesh.MaxReconnects(2))
+	ctx := ctx5(t)
+	if err := fm.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Queued while the connection is down, this waits through the
+	// reconnect attempts and must end when they run out.
+	done := make(chan error, 1)
+	go func() { done <- fm.Flush(context.Background()) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, flowmesh.ErrClosed) && !errors.Is(err, flowmesh.ErrConnectionLost) {
+			t.Fatalf("flush after giving up: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("a call waited forever after the reconnects ran out")
+	}
+	if err := fm.Flush(ctx); !errors.Is(err, flowmesh.ErrClosed) {
+		t.Fatalf("flush on a given-up conn: %v", err)
+	}
+	closed := make(chan struct{})
+	go func() { fm.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("Close hangs after the reconnects ran out")
+	}
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	if bytes.Contains(buf, []byte("(*Conn).readLoop")) {
+		t.Fatalf("the reader outlived Close:\n%s", buf)
+	}
+}
+
+// Close ends a call that is still waiting for its reply (a long-poll
+// reserve the server holds) with ErrClosed, context or not.
+func TestCloseFailsPendingCalls(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if err := fm.Queue.Create(ctx, "held", flowmesh.QueueConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for _, c := range []context.Context{context.Background(), ctx} {
+		go func() { _, err := fm.Queue.Reserve(c, "held", 1, time.Minute); errs <- err }()
+	}
+	for flowmesh.PendingCalls(fm) < 2 { // both reserves made, neither answered
+		if ctx.Err() != nil {
+			t.Fatal("the reserves were not made")
+		}
+		runtime.Gosched()
+	}
+	fm.Close()
+	for range 2 {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, flowmesh.ErrClosed) {
+				t.Fatalf("reserve pending at Close: %v", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("a call pending at Close still waits")
+		}
 	}
 }

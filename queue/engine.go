@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flowmesh/flowmesh/internal/dirs"
@@ -53,6 +54,8 @@ type Engine struct {
 	queues  map[string]*Queue
 	closed  bool
 	workers workers
+	// draining: reserves answer at once instead of waiting (EndLongPolls).
+	draining atomic.Bool
 }
 
 func configKey(name string) []byte { return []byte("c/" + name) }
@@ -261,6 +264,29 @@ func (e *Engine) Close() error {
 	e.closed = true
 	e.mu.Unlock()
 	return e.closeAll()
+}
+
+// EndLongPolls answers every waiting reserve now, with the jobs it can take
+// or none, as if its wait had run out, and makes later reserves answer at
+// once. A node's shutdown calls it first: the drain waits for every
+// command's reply, and a worker's long poll may have minutes to go.
+// Consumers (QSUB) are not affected; they end when the engine closes.
+func (e *Engine) EndLongPolls() {
+	e.draining.Store(true)
+	e.mu.RLock()
+	qs := slices.Collect(maps.Values(e.queues))
+	e.mu.RUnlock()
+	for _, q := range qs {
+		q.mu.Lock()
+		for _, w := range q.waiters {
+			w.deadline = 0 // answered at the goroutine's next turn
+		}
+		n := len(q.waiters)
+		q.mu.Unlock()
+		if n > 0 {
+			q.kick()
+		}
+	}
 }
 
 func (e *Engine) closeAll() error {

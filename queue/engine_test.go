@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -407,5 +408,63 @@ func TestTraceHooks(t *testing.T) {
 	}
 	if q.JobTrace(b) != nil {
 		t.Fatal("a job without a header got a trace on recovery")
+	}
+}
+
+// EndLongPolls answers the waiting reserves at once, with no jobs, and
+// later reserves do not wait; a reserver whose connection closed is
+// answered when ReserverGone wakes the queue, not at its deadline.
+func TestEndLongPollsAndReserverGone(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, t.TempDir(), clk)
+	defer n.close(t)
+	a, _ := n.e.Queue("a", true)
+	b, _ := n.e.Queue("b", true)
+	type res struct {
+		ds  []Delivery
+		err error
+	}
+	answered := func(what string, ch chan res) res {
+		t.Helper()
+		select {
+		case r := <-ch:
+			return r
+		case <-time.After(10 * time.Second): // the clock does not move: only the wake-up ends the wait
+			t.Fatalf("%s: the waiting reserve was not answered", what)
+		}
+		return res{}
+	}
+
+	var left atomic.Bool
+	gone := make(chan res, 1)
+	a.ReserveFor(nil, left.Load, 1, time.Hour, 0, func(ds []Delivery, err error) { gone <- res{ds, err} })
+	// A delayed job's enqueue is answered from the goroutine's turn that
+	// also saw the waiter: it waits from here on.
+	enq(t, a, EnqueueRequest{Payload: []byte("later"), Delay: time.Hour})
+	left.Store(true)
+	a.ReserverGone()
+	if r := answered("gone", gone); !errors.Is(r.err, ErrClosed) || len(r.ds) != 0 {
+		t.Fatalf("reserve whose reserver left: %d jobs, %v", len(r.ds), r.err)
+	}
+
+	polls := make(chan res, 2)
+	for _, q := range []*Queue{a, b} {
+		q.Reserve(1, time.Hour, 0, func(ds []Delivery, err error) { polls <- res{ds, err} })
+	}
+	n.e.EndLongPolls()
+	for i := range 2 {
+		if r := answered("EndLongPolls", polls); r.err != nil || len(r.ds) != 0 {
+			t.Fatalf("poll %d after EndLongPolls: %d jobs, %v", i, len(r.ds), r.err)
+		}
+	}
+	later := make(chan res, 1)
+	b.Reserve(1, time.Hour, 0, func(ds []Delivery, err error) { later <- res{ds, err} })
+	if r := answered("after EndLongPolls", later); r.err != nil || len(r.ds) != 0 {
+		t.Fatalf("reserve after EndLongPolls: %d jobs, %v", len(r.ds), r.err)
+	}
+	// Jobs are still served: the drain ends waits, not delivery.
+	id, _ := enq(t, b, EnqueueRequest{Payload: []byte("x")})
+	if ds := reserve(t, b, 1, time.Hour); len(ds) != 1 || ds[0].ID != id {
+		t.Fatalf("reserve of a ready job while draining: %+v", ds)
 	}
 }

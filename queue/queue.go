@@ -443,6 +443,12 @@ func (q *Queue) Reserve(max int, wait, visibility time.Duration, cb func([]Deliv
 	q.ReserveFor(nil, nil, max, wait, visibility, cb)
 }
 
+// ReserverGone wakes the queue to end the waiting reserves whose gone
+// function now reports true (their connection closed; they are answered
+// with ErrClosed). Without it they would wait for a job or their deadline,
+// holding a node's shutdown drain that long.
+func (q *Queue) ReserverGone() { q.kick() }
+
 // ReserveFor is Reserve on behalf of a registered worker (nil: none),
 // whose counters then follow the jobs it holds, whichever connection acks
 // them. gone, if set, says the reserver has left: a waiting reserve whose
@@ -478,7 +484,9 @@ func (q *Queue) ReserveFor(wk *Worker, gone func() bool, max int, wait, visibili
 			return
 		}
 	}
-	if wait <= 0 {
+	// Checked under q.mu, as EndLongPolls ends the waits under it: a
+	// reserve either sees the drain or is among the waits it ends.
+	if wait <= 0 || q.e.draining.Load() {
 		q.mu.Unlock()
 		cb(nil, nil)
 		return

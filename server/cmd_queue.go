@@ -256,6 +256,12 @@ func (s *Server) qget(c *Call) {
 	name := q.Name()
 	p := c.Defer()
 	sess := c.s
+	if wait > 0 {
+		if sess.polled == nil {
+			sess.polled = make(map[*queue.Queue]struct{})
+		}
+		sess.polled[q] = struct{}{}
+	}
 	q.ReserveFor(c.s.worker, sess.gone.Load, max, wait, vis, func(ds []queue.Delivery, err error) {
 		if err != nil && len(ds) == 0 {
 			p.Err(queueErr(err))

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestQueueWire is the nc session of docs/protocol.md's queue section.
@@ -140,4 +142,46 @@ func TestQueueSubWire(t *testing.T) {
 	w.expect("QCLOSED s2 Not Found: queue not found: \"jobs\" was deleted")
 	w.send("QUNSUB s2\r\n")
 	w.expectPrefix("-ERR 'Invalid Subscription ID: no QSUB")
+}
+
+// waitInflight waits until n deferred replies are outstanding; the
+// server's count is the only sign that a long poll has been taken or
+// ended.
+func waitInflight(t *testing.T, s *Server, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.inflight.mu.Lock()
+		got := s.inflight.n
+		s.inflight.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d replies outstanding, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A long poll left by a closed connection ends then, not at its deadline;
+// a node's shutdown answers the long polls still waiting (+OK 0, as when
+// the wait runs out) instead of waiting for them until its own deadline.
+func TestLongPollsEndAtCloseAndShutdown(t *testing.T) {
+	s := startServer(t, Config{})
+	left, idle := dial(t, s), dial(t, s)
+	left.send("QCREATE mail\r\n")
+	left.expect("+OK")
+	left.send("QGET mail wait=10m\r\n")
+	idle.send("QGET mail wait=10m\r\n")
+	waitInflight(t, s, 2)
+	left.c.Close()
+	waitInflight(t, s, 1)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil || ctx.Err() != nil {
+		t.Fatalf("shutdown with a worker long-polling: %v (deadline passed: %v)", err, ctx.Err())
+	}
+	idle.expect("+OK 0")
 }

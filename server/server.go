@@ -310,6 +310,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	close(s.shutdown)
+	// Long polls end now (as if their wait ran out): an idle worker's QGET
+	// may have minutes to go, and the drain below waits for every reply.
+	s.queues.EndLongPolls()
 	if err := s.inflight.wait(ctx); err != nil {
 		s.log.Warn("server: shutdown deadline passed with commands in flight")
 	}

@@ -30,6 +30,9 @@ type session struct {
 	subs  map[string]*subscription // by sid
 	ssubs map[string]*streamSub    // stream group memberships, by sid
 	qsubs map[string]*queueSub     // queue consumers, by sid
+	// polled: the queues this connection long-polled (QGET wait=), told at
+	// close so that a wait it leaves ends then, not at its deadline.
+	polled map[*queue.Queue]struct{}
 
 	worker *queue.Worker // set by QWORKER
 	kvc    *respConn     // runs this connection's KV commands; made by its first
@@ -161,6 +164,9 @@ func (s *session) close() {
 	s.gone.Store(true)
 	s.leaveStreams()
 	s.leaveQueues()
+	for q := range s.polled {
+		q.ReserverGone()
+	}
 	if s.worker != nil {
 		s.worker.Leave()
 	}

@@ -40,6 +40,7 @@ type Conn struct {
 	nextSid    uint64
 	closed     bool
 	info       serverInfo
+	maxPayload atomic.Int64 // info.MaxPayload
 	kick       chan struct{} // wakes the writer
 	closedCh   chan struct{}
 	inbox      *requestMux
@@ -180,7 +181,7 @@ func (c *Conn) dial(ctx context.Context) (net.Conn, *bufio.Reader, error) {
 		"no_responders": true, "echo": true, "name": c.opts.name, "lang": "go", "version": Version, "protocol": 1})
 	hello := protocol.AppendCommand(nil, "CONNECT", string(connect))
 	c.mu.Lock()
-	c.info = info
+	c.setInfo(info)
 	for _, s := range c.subs {
 		hello = protocol.AppendSub(hello, s.subject, s.queue, s.sid)
 	}
@@ -356,7 +357,7 @@ func (c *Conn) handleFrame(f *protocol.Frame) {
 		var info serverInfo
 		if len(f.Args) == 1 && json.Unmarshal(f.Args[0], &info) == nil {
 			c.mu.Lock()
-			c.info = info
+			c.setInfo(info)
 			c.mu.Unlock()
 		}
 	case protocol.VerbErr:
@@ -619,10 +620,13 @@ func (c *Conn) Flush(ctx context.Context) error {
 }
 
 // MaxPayload is the largest payload the server accepts.
-func (c *Conn) MaxPayload() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.info.MaxPayload
+func (c *Conn) MaxPayload() int { return int(c.maxPayload.Load()) }
+
+// setInfo keeps the server's INFO; c.mu held. Its payload limit is also
+// an atomic, read by every write without taking c.mu.
+func (c *Conn) setInfo(info serverInfo) {
+	c.info = info
+	c.maxPayload.Store(int64(info.MaxPayload))
 }
 
 // ServerVersion is the FlowMesh version of the server.

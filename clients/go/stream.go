@@ -185,6 +185,11 @@ func (c *Conn) takeWriteSlot(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // a done ctx sends nothing, even with a slot free
 	}
+	select { // the common case, without the locks of a three-way select
+	case c.writeSlots <- struct{}{}:
+		return nil
+	default:
+	}
 	select {
 	case c.writeSlots <- struct{}{}:
 		return nil

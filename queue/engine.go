@@ -163,6 +163,19 @@ func (e *Engine) createLocked(name string, cfg Config) (*Queue, error) {
 	return q, nil
 }
 
+// QueueBytes is Queue for a name still in a command's buffer: a queue that
+// exists is found without converting the name to a string (an allocation
+// per command).
+func (e *Engine) QueueBytes(name []byte, create bool) (*Queue, error) {
+	e.mu.RLock()
+	q, ok := e.queues[string(name)]
+	e.mu.RUnlock()
+	if ok {
+		return q, nil
+	}
+	return e.Queue(string(name), create)
+}
+
 // Queue returns the named queue, creating it with the defaults if
 // AutoCreate is on and create is true.
 func (e *Engine) Queue(name string, create bool) (*Queue, error) {

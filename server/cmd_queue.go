@@ -126,7 +126,7 @@ func (s *Server) qlist(c *Call) {
 }
 
 func (s *Server) qinfo(c *Call) {
-	q, err := s.queues.Queue(string(c.Frame.Args[0]), false)
+	q, err := s.queues.QueueBytes(c.Frame.Args[0], false)
 	if err != nil {
 		c.Err(queueErr(err))
 		return
@@ -190,7 +190,7 @@ func (s *Server) qput(c *Call) {
 			return
 		}
 	}
-	q, err := s.queues.Queue(string(f.Args[0]), true)
+	q, err := s.queues.QueueBytes(f.Args[0], true)
 	if err != nil {
 		c.Err(queueErr(err))
 		return
@@ -248,7 +248,7 @@ func (s *Server) qget(c *Call) {
 			return
 		}
 	}
-	q, err := s.queues.Queue(string(f.Args[0]), false)
+	q, err := s.queues.QueueBytes(f.Args[0], false)
 	if err != nil {
 		c.Err(queueErr(err))
 		return
@@ -287,7 +287,7 @@ func (s *Server) jobArgs(c *Call) (*queue.Queue, uint64, int, bool) {
 		c.Err(badArgs("want <queue> <id> <attempt>, got %q %q", a[1], a[2]))
 		return nil, 0, 0, false
 	}
-	q, err := s.queues.Queue(string(a[0]), false)
+	q, err := s.queues.QueueBytes(a[0], false)
 	if err != nil {
 		c.Err(queueErr(err))
 		return nil, 0, 0, false
@@ -411,12 +411,12 @@ func (s *Server) qbrowse(c *Call) {
 			return
 		}
 	}
-	q, err := s.queues.Queue(string(a[0]), false)
+	q, err := s.queues.QueueBytes(a[0], false)
 	if err != nil {
 		c.Err(queueErr(err))
 		return
 	}
-	c.async(func(p *Pending) {
+	c.async(func(p Pending) {
 		jobs, next, more, err := q.Browse(where, from, limit)
 		if err != nil {
 			p.Err(queueErr(err))
@@ -443,7 +443,7 @@ func (s *Server) qredrive(c *Call) {
 		c.Err(badArgs("QREDRIVE %q: want a job id or all", arg))
 		return
 	}
-	q, err := s.queues.Queue(string(c.Frame.Args[0]), false)
+	q, err := s.queues.QueueBytes(c.Frame.Args[0], false)
 	if err != nil {
 		c.Err(queueErr(err))
 		return
@@ -465,7 +465,7 @@ func (s *Server) qpurge(c *Call) {
 		c.Err(badArgs("QPURGE %q: the only option is dead", c.Frame.Args[1]))
 		return
 	}
-	q, err := s.queues.Queue(string(c.Frame.Args[0]), false)
+	q, err := s.queues.QueueBytes(c.Frame.Args[0], false)
 	if err != nil {
 		c.Err(queueErr(err))
 		return
@@ -565,7 +565,7 @@ func (s *Server) qsub(c *Call) {
 			return
 		}
 	}
-	q, err := s.queues.Queue(string(f.Args[0]), false)
+	q, err := s.queues.QueueBytes(f.Args[0], false)
 	if err != nil {
 		c.Err(queueErr(err))
 		return

@@ -98,7 +98,7 @@ var streamErrors = []errCode{
 func streamErr(err error) *protocol.Error { return engineErr(err, streamErrors, "stream: ") }
 
 // async runs fn off the loop and answers the call with its result.
-func (c *Call) async(fn func(p *Pending)) {
+func (c *Call) async(fn func(p Pending)) {
 	p := c.Defer()
 	go fn(p)
 }
@@ -181,7 +181,7 @@ func (s *Server) tlist(c *Call) {
 }
 
 func (s *Server) tinfo(c *Call) {
-	t, err := s.streams.Topic(string(c.Frame.Args[0]), false)
+	t, err := s.streams.TopicBytes(c.Frame.Args[0], false)
 	if err != nil {
 		c.Err(streamErr(err))
 		return
@@ -230,7 +230,7 @@ func (s *Server) swrite(c *Call) {
 		c.Err(badArgs("producer= and seq= (from 1) go together"))
 		return
 	}
-	t, err := s.streams.Topic(string(f.Args[0]), true)
+	t, err := s.streams.TopicBytes(f.Args[0], true)
 	if err != nil {
 		c.Err(streamErr(err))
 		return
@@ -291,12 +291,12 @@ func (s *Server) sread(c *Call) {
 			return
 		}
 	}
-	t, err := s.streams.Topic(string(f.Args[0]), false)
+	t, err := s.streams.TopicBytes(f.Args[0], false)
 	if err != nil {
 		c.Err(streamErr(err))
 		return
 	}
-	c.async(func(p *Pending) {
+	c.async(func(p Pending) {
 		evs, next, err := t.Read(part, uint64(off), max, maxBytes)
 		if err != nil {
 			p.Err(streamErr(err))
@@ -325,12 +325,12 @@ func (s *Server) sseek(c *Call) {
 		c.Err(streamErr(err))
 		return
 	}
-	t, err := s.streams.Topic(string(f.Args[0]), false)
+	t, err := s.streams.TopicBytes(f.Args[0], false)
 	if err != nil {
 		c.Err(streamErr(err))
 		return
 	}
-	c.async(func(p *Pending) {
+	c.async(func(p Pending) {
 		off, err := t.Resolve(part, tg)
 		if err != nil {
 			p.Err(streamErr(err))
@@ -569,7 +569,7 @@ func (s *session) leaveStreams() {
 
 func (s *Server) ginfo(c *Call) {
 	topic, group := string(c.Frame.Args[0]), string(c.Frame.Args[1])
-	c.async(func(p *Pending) {
+	c.async(func(p Pending) {
 		gi, err := s.streams.GroupInfo(topic, group)
 		if err != nil {
 			p.Err(streamErr(err))
@@ -582,7 +582,7 @@ func (s *Server) ginfo(c *Call) {
 
 func (s *Server) glist(c *Call) {
 	topic := string(c.Frame.Args[0])
-	c.async(func(p *Pending) {
+	c.async(func(p Pending) {
 		gs, err := s.streams.Groups(topic)
 		if err != nil {
 			p.Err(streamErr(err))

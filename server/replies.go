@@ -40,13 +40,13 @@ type Pending struct {
 }
 
 // OK completes the reply with +OK [args].
-func (p *Pending) OK(args ...[]byte) { p.complete(protocol.AppendOK(nil, args...)) }
+func (p Pending) OK(args ...[]byte) { p.complete(protocol.AppendOK(nil, args...)) }
 
 // Err completes the reply with -ERR.
-func (p *Pending) Err(e *protocol.Error) { p.complete(protocol.AppendError(nil, e)) }
+func (p Pending) Err(e *protocol.Error) { p.complete(protocol.AppendError(nil, e)) }
 
 // Res completes the reply with a RES frame.
-func (p *Pending) Res(args [][]byte, hdr, payload []byte) {
+func (p Pending) Res(args [][]byte, hdr, payload []byte) {
 	p.complete(protocol.AppendRes(nil, args, hdr, payload))
 }
 
@@ -56,7 +56,7 @@ func (p *Pending) Res(args [][]byte, hdr, payload []byte) {
 // a log batch completes hundreds of one connection's writes in a row, and
 // one hop to the loop (one Execute, one socket write) for all of them cost
 // a fifth of what one hop each did.
-func (p *Pending) complete(frame []byte) {
+func (p Pending) complete(frame []byte) {
 	s := p.sess
 	d := &s.done
 	d.mu.Lock()

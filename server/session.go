@@ -216,12 +216,12 @@ func (c *Call) Res(args [][]byte, hdr, payload []byte) {
 
 // Defer reserves the reply's place and returns a Pending to complete it
 // from any goroutine. Commands after this one are answered after it.
-func (c *Call) Defer() *Pending {
+func (c *Call) Defer() Pending {
 	c.answer()
 	c.s.srv.inflight.add()
 	seq := c.s.replies.reserve()
 	if len(c.s.replies.slots) > c.s.srv.cfg.MaxInflight {
 		c.s.conn.HoldReads() // released by replyQueue.fill
 	}
-	return &Pending{sess: c.s, seq: seq}
+	return Pending{sess: c.s, seq: seq}
 }

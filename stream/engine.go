@@ -176,6 +176,19 @@ func (e *Engine) createLocked(name string, cfg Config) (*Topic, error) {
 // Defaults returns the engine's default topic settings.
 func (e *Engine) Defaults() Config { return e.opts.Defaults }
 
+// TopicBytes is Topic for a name still in a command's buffer: a topic that
+// exists is found without converting the name to a string (an allocation
+// per write).
+func (e *Engine) TopicBytes(name []byte, create bool) (*Topic, error) {
+	e.mu.RLock()
+	t, ok := e.topics[string(name)]
+	e.mu.RUnlock()
+	if ok {
+		return t, nil
+	}
+	return e.Topic(string(name), create)
+}
+
 // Topic returns the named topic, creating it with the defaults if
 // AutoCreate is on and create is true.
 func (e *Engine) Topic(name string, create bool) (*Topic, error) {

@@ -40,7 +40,7 @@ type Conn struct {
 	nextSid    uint64
 	closed     bool
 	info       serverInfo
-	maxPayload atomic.Int64 // info.MaxPayload
+	maxPayload atomic.Int64  // info.MaxPayload
 	kick       chan struct{} // wakes the writer
 	closedCh   chan struct{}
 	inbox      *requestMux

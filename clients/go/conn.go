@@ -649,6 +649,9 @@ func (c *Conn) shutdown(waitReader bool) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
+		if waitReader { // the reader may be closing c itself and still returning
+			c.readerWG.Wait()
+		}
 		return
 	}
 	c.closed = true

@@ -9,6 +9,8 @@ import (
 	"sort"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flowmesh/flowmesh/internal/dirs"
 )
 
 // FS is the file system the log uses, so tests can inject faults (a full
@@ -46,7 +48,7 @@ func (OSFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
 }
 func (OSFS) Remove(name string) error                    { return os.Remove(name) }
 func (OSFS) Rename(from, to string) error                { return os.Rename(from, to) }
-func (OSFS) MkdirAll(dir string, perm os.FileMode) error { return os.MkdirAll(dir, perm) }
+func (OSFS) MkdirAll(dir string, perm os.FileMode) error { return dirs.MkdirAll(dir, perm) }
 
 func (OSFS) List(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flowmesh/flowmesh/internal/dirs"
 	"github.com/flowmesh/flowmesh/server"
 )
 
@@ -146,7 +147,7 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 		defer pprof.StopCPUProfile()
 	}
 	if !cfg.InMemory {
-		if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		if err := dirs.MkdirAll(cfg.DataDir, 0o755); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
 	}

@@ -1,8 +1,10 @@
 package dirs
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -29,5 +31,34 @@ func TestDiscardAndSweep(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("left behind: %v", entries)
 		}
+	}
+}
+
+// MkdirAll fsyncs the parent of every directory it creates, and nothing
+// when the directory exists.
+func TestMkdirAllSyncsParents(t *testing.T) {
+	root := t.TempDir()
+	var synced []string
+	rec := func(d string) error { synced = append(synced, d); return nil }
+	dir := filepath.Join(root, "orders", "3")
+	if err := mkdirAll(dir, 0o755, rec); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("not created: %v", err)
+	}
+	want := []string{root, filepath.Join(root, "orders")}
+	if !slices.Equal(synced, want) {
+		t.Fatalf("synced %q, want %q", synced, want)
+	}
+	synced = nil
+	if err := mkdirAll(dir, 0o755, rec); err != nil || len(synced) != 0 {
+		t.Fatalf("existing dir: %v, synced %q", err, synced)
+	}
+	if err := MkdirAll(filepath.Join(root, "orders", "4"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := mkdirAll(filepath.Join(root, "orders", "3", "x"), 0o755, func(string) error { return errors.New("disk gone") }); err == nil {
+		t.Fatal("a failed fsync was not reported")
 	}
 }

@@ -1,7 +1,10 @@
-// Package dirs removes an engine's per-object directories (a topic's, a
-// queue's) without making the caller wait for a large tree to go: the
-// directory is renamed out of the way at once and removed in the
-// background, and leftovers of a crash are swept at the next start.
+// Package dirs creates and removes the node's directories. MkdirAll makes
+// a new directory's name durable (its parent is fsynced), so a crash
+// cannot lose a log whose files were fsynced. Discard removes an engine's
+// per-object directory (a topic's, a queue's) without making the caller
+// wait for a large tree to go: the directory is renamed out of the way at
+// once and removed in the background, and leftovers of a crash are swept
+// at the next start.
 //
 // Imports: the standard library only.
 package dirs

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/flowmesh/flowmesh/internal/dirs"
 )
 
 // headerSize is a record's header: its length (4 bytes LE), the masked
@@ -137,7 +139,7 @@ type Options struct {
 // appending. A segment already at start holds no record (Replay cut it
 // there, or it is the empty one a rotation left), so it is replaced.
 func Create(dir string, start uint64, o Options) (*File, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := dirs.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("aof: %w", err)
 	}
 	f, recycled, err := createSegment(dir, start, o.SyncEach)

@@ -14,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/flowmesh/flowmesh/internal/dirs"
 	"github.com/flowmesh/flowmesh/internal/fdlimit"
 )
 
@@ -118,6 +119,12 @@ func Open(dir string, o Options) (*Store, error) {
 		po.DisableWAL = true
 		if o.Sync {
 			return nil, fmt.Errorf("store: open %s: a store without WAL cannot fsync each write", dir)
+		}
+	}
+	if po.FS == nil {
+		// Pebble syncs its directory, not the entry of it in the parent.
+		if err := dirs.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("store: open %s: %w", dir, err)
 		}
 	}
 	h := newHealth(dir, o.Logger)

@@ -151,9 +151,7 @@ func waitInflight(t *testing.T, s *Server, n int) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s.inflight.mu.Lock()
-		got := s.inflight.n
-		s.inflight.mu.Unlock()
+		got := int(s.inflight.n.Load())
 		if got == n {
 			return
 		}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 
 	"github.com/flowmesh/flowmesh/netpoll"
 	"github.com/flowmesh/flowmesh/protocol"
@@ -166,33 +167,36 @@ func (q *replyQueue) queueDone(frame []byte) {
 
 // inflight counts deferred replies not yet completed, so Shutdown can wait
 // for them. A sync.WaitGroup does not fit: commands keep arriving (Add from
-// zero) while Shutdown waits, which WaitGroup forbids.
+// zero) while Shutdown waits, which WaitGroup forbids. The count is an
+// atomic: every deferred command changes it twice, from every loop and
+// engine goroutine; the mutex is taken only once a waiter exists.
 type inflight struct {
-	mu     sync.Mutex
-	n      int
-	waiter chan struct{}
+	n       atomic.Int64
+	waiting atomic.Bool
+	mu      sync.Mutex
+	waiter  chan struct{} // closed when n reaches zero; under mu
 }
 
-func (f *inflight) add() {
-	f.mu.Lock()
-	f.n++
-	f.mu.Unlock()
-}
+func (f *inflight) add() { f.n.Add(1) }
 
 func (f *inflight) done() {
-	f.mu.Lock()
-	f.n--
-	if f.n == 0 && f.waiter != nil {
-		close(f.waiter)
-		f.waiter = nil
+	if f.n.Add(-1) == 0 && f.waiting.Load() {
+		f.mu.Lock()
+		if f.n.Load() == 0 && f.waiter != nil {
+			close(f.waiter)
+			f.waiter = nil
+		}
+		f.mu.Unlock()
 	}
-	f.mu.Unlock()
 }
 
 // wait returns when nothing is in flight or ctx is done.
 func (f *inflight) wait(ctx context.Context) error {
 	f.mu.Lock()
-	if f.n == 0 {
+	// waiting is set before n is read: a done that brings n to zero after
+	// this read sees it and closes the channel made here.
+	f.waiting.Store(true)
+	if f.n.Load() == 0 {
 		f.mu.Unlock()
 		return nil
 	}

@@ -1,8 +1,11 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -112,4 +115,43 @@ func TestHandleRejectsBadRegistration(t *testing.T) {
 	mustPanic("core id", func() { s.Handle(protocol.Spec{Name: "X", ID: protocol.VerbPub}, func(*Call) {}) })
 	s.Handle(protocol.Spec{Name: "X", ID: verbFast}, func(*Call) {})
 	mustPanic("duplicate", func() { s.Handle(protocol.Spec{Name: "Y", ID: verbFast}, func(*Call) {}) })
+}
+
+// inflight.wait returns once the count is back at zero, whether the last
+// done comes before or after the wait begins, and at the context's end
+// otherwise.
+func TestInflightWait(t *testing.T) {
+	var before inflight
+	before.add()
+	before.done()
+	if err := before.wait(context.Background()); err != nil {
+		t.Fatalf("nothing in flight: %v", err)
+	}
+	for range 100 {
+		var f inflight
+		f.add()
+		f.add()
+		released := make(chan error, 1)
+		go func() { released <- f.wait(context.Background()) }()
+		for !f.waiting.Load() { // the wait has begun
+			runtime.Gosched()
+		}
+		f.done()
+		f.done()
+		select {
+		case err := <-released:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the last done did not release the wait")
+		}
+	}
+	var f inflight
+	f.add()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := f.wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait with one in flight: %v", err)
+	}
 }

@@ -441,6 +441,10 @@ func (b *batch) Run(context.Context) error {
 	return nil
 }
 
+// Loops is the number of event loops the port runs (Config.Loops, or one
+// per CPU when that is 0).
+func (s *Server) Loops() int { return s.nloops }
+
 // Addr returns the bound address of the listener (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.addr }
 

@@ -250,8 +250,11 @@ func (s *Server) Start() error {
 		s.mon = mon
 	}
 	close(s.ready)
-	s.log.Info("server: listening", "addr", s.Addr().String(), "max_payload", s.cfg.MaxPayload,
-		"loops", s.cfg.Loops, "version", Version)
+	attrs := []any{"addr", s.Addr().String(), "max_payload", s.cfg.MaxPayload, "loops", s.np.Loops()}
+	if s.resp != nil {
+		attrs = append(attrs, "resp_addr", s.resp.Addr().String(), "resp_loops", s.resp.Loops())
+	}
+	s.log.Info("server: listening", append(attrs, "version", Version)...)
 	go s.watchPorts()
 	return nil
 }

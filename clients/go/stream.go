@@ -549,7 +549,8 @@ func ManualCommit() ConsumerOption { return func(o *consumerOpts) { o.manual = t
 
 // SessionTimeout sets how long the server waits for a silent member before
 // giving its partitions to others. The consumer heartbeats at a third of
-// it. Default 10s.
+// it. Default 10s; 0 turns the timeout (and the heartbeats) off, so only
+// leaving or the connection closing ends the membership.
 func SessionTimeout(d time.Duration) ConsumerOption {
 	return func(o *consumerOpts) { o.sessionTimeout = d }
 }
@@ -633,7 +634,9 @@ func (s *Streams) Join(ctx context.Context, topic, group string, opts ...Consume
 		c.mu.Unlock()
 		return nil, err
 	}
-	go cs.heartbeat()
+	if o.sessionTimeout > 0 { // 0: the server expels no silent member
+		go cs.heartbeat()
+	}
 	return cs, nil
 }
 
@@ -761,7 +764,7 @@ func (cs *Consumer) Partitions() []int {
 }
 
 func (cs *Consumer) heartbeat() {
-	t := time.NewTicker(cs.o.sessionTimeout / 3)
+	t := time.NewTicker(max(cs.o.sessionTimeout/3, time.Millisecond))
 	defer t.Stop()
 	for {
 		select {

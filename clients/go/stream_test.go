@@ -267,3 +267,30 @@ func TestConsumerSurvivesRestart(t *testing.T) {
 		t.Fatalf("after the restart: %v %v (the committed event must not come again)", ev, err)
 	}
 }
+
+// TestConsumerSessionTimeoutOff: SessionTimeout(0) turns the server's
+// session timeout off, and with it the consumer's heartbeats (a ticker of
+// a third of it would have panicked); a negative one is refused.
+func TestConsumerSessionTimeoutOff(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if _, err := fm.Stream.Write(ctx, "st.off", []byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := fm.Stream.Join(ctx, "st.off", "g", flowmesh.SessionTimeout(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := cs.Next(ctx)
+	if err != nil || string(ev.Value) != "one" {
+		t.Fatalf("Next = %v, %v", ev, err)
+	}
+	cs.Done(ev)
+	if err := cs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fm.Stream.Join(ctx, "st.off", "g", flowmesh.SessionTimeout(-time.Second)); err == nil {
+		t.Fatal("a negative session timeout was accepted")
+	}
+}

@@ -107,6 +107,9 @@ func Connect(ctx context.Context, rawURL string, opts ...Option) (*Conn, error) 
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	addr, err := parseURL(rawURL)
 	if err != nil {
 		return nil, err
@@ -734,6 +737,25 @@ func defaultOptions() options {
 	return options{dialTimeout: 5 * time.Second, reconnectMin: 100 * time.Millisecond,
 		reconnectMax: 5 * time.Second, maxReconnects: -1, maxBuffered: 8 << 20, subPending: 65536,
 		logger: slog.New(slog.DiscardHandler)}
+}
+
+// validate refuses settings that would break the Conn later, where the
+// cause is hard to see: a zero dial timeout fails every handshake, a
+// backoff of zero retries in a tight loop (a negative one panicked in the
+// reader goroutine), a zero buffer or subscription bound refuses
+// everything.
+func (o *options) validate() error {
+	switch {
+	case o.dialTimeout <= 0:
+		return fmt.Errorf("flowmesh: DialTimeout must be positive, got %v", o.dialTimeout)
+	case o.reconnectMin <= 0 || o.reconnectMax < o.reconnectMin:
+		return fmt.Errorf("flowmesh: ReconnectBackoff wants 0 < first <= max, got %v and %v", o.reconnectMin, o.reconnectMax)
+	case o.maxBuffered <= 0:
+		return fmt.Errorf("flowmesh: MaxBuffered must be positive, got %d", o.maxBuffered)
+	case o.subPending <= 0:
+		return fmt.Errorf("flowmesh: SubscriptionPending must be positive, got %d", o.subPending)
+	}
+	return nil
 }
 
 // Option configures Connect.

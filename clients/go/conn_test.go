@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -292,6 +293,33 @@ func TestConnectErrors(t *testing.T) {
 	}
 	if _, err := flowmesh.Connect(ctx, "127.0.0.1:1", flowmesh.DialTimeout(time.Second)); err == nil {
 		t.Error("connect to a closed port succeeded")
+	}
+}
+
+// TestConnectBadOptions: settings that would break the Conn later are
+// refused by Connect, naming the option, against a live node.
+func TestConnectBadOptions(t *testing.T) {
+	s := startNode(t, "")
+	ctx := ctx5(t)
+	for _, tc := range []struct {
+		opt  flowmesh.Option
+		want string
+	}{
+		{flowmesh.DialTimeout(0), "DialTimeout"},
+		{flowmesh.DialTimeout(-time.Second), "DialTimeout"},
+		{flowmesh.ReconnectBackoff(0, time.Second), "ReconnectBackoff"},
+		{flowmesh.ReconnectBackoff(-time.Second, time.Second), "ReconnectBackoff"},
+		{flowmesh.ReconnectBackoff(time.Second, time.Millisecond), "ReconnectBackoff"},
+		{flowmesh.MaxBuffered(0), "MaxBuffered"},
+		{flowmesh.SubscriptionPending(0), "SubscriptionPending"},
+	} {
+		fm, err := flowmesh.Connect(ctx, s.Addr().String(), tc.opt)
+		if err == nil {
+			fm.Close()
+			t.Errorf("option for %s accepted", tc.want)
+		} else if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("option for %s: error %q does not name it", tc.want, err)
+		}
 	}
 }
 

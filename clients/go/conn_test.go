@@ -323,6 +323,24 @@ func TestConnectBadOptions(t *testing.T) {
 	}
 }
 
+// TestSubscribeNotSent: a subscription whose SUB could not be buffered is
+// forgotten, not subscribed again by the next reconnect.
+func TestSubscribeNotSent(t *testing.T) {
+	s := startNode(t, "")
+	ctx := ctx5(t)
+	fm, err := flowmesh.Connect(ctx, s.Addr().String(), flowmesh.MaxBuffered(32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fm.Close()
+	if _, err := fm.Subscribe(ctx, "a.subject.longer.than.the.output.buffer"); !errors.Is(err, flowmesh.ErrBufferFull) {
+		t.Fatalf("Subscribe = %v, want ErrBufferFull", err)
+	}
+	if n := flowmesh.Subscriptions(fm); n != 0 {
+		t.Fatalf("%d subscriptions kept after a SUB that was not sent", n)
+	}
+}
+
 // A Conn that runs out of reconnect attempts closes itself: calls waiting
 // for a reply and calls made afterwards fail with ErrClosed, and Close
 // returns.

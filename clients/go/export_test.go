@@ -7,3 +7,11 @@ func PendingCalls(c *Conn) int {
 	defer c.mu.Unlock()
 	return len(c.pending)
 }
+
+// Subscriptions is how many subscriptions the Conn keeps (and would
+// subscribe again after a reconnect).
+func Subscriptions(c *Conn) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.subs)
+}

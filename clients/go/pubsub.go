@@ -182,6 +182,12 @@ func (c *Conn) Subscribe(ctx context.Context, subject string, opts ...SubOption)
 	c.subs[s.sid] = s
 	c.mu.Unlock()
 	if err := c.write(protocol.AppendSub(nil, subject, o.queue, s.sid)); err != nil {
+		// Not sent (buffer full, closed): forget it, or a reconnect
+		// would subscribe it again with nobody reading it.
+		c.mu.Lock()
+		delete(c.subs, s.sid)
+		c.mu.Unlock()
+		s.q.close(err)
 		return nil, err
 	}
 	// Flush so that a publish made after Subscribe returns is seen.

@@ -355,6 +355,11 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 	if o.concurrency < 1 {
 		return errors.New("flowmesh: concurrency must be at least 1")
 	}
+	if fn == nil {
+		// Caught here: called, it would panic on every job, and each
+		// recovered panic is a failure that retries and then dead-letters.
+		return errors.New("flowmesh: Worker needs a handler, got nil")
+	}
 	fetch, err := q.c.sibling(ctx)
 	if err != nil {
 		return err

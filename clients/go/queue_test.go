@@ -163,6 +163,26 @@ func TestReserveAckErrors(t *testing.T) {
 	}
 }
 
+// TestWorkerNilHandler: a Worker without a handler is refused before it
+// takes a job (run, each job would fail its attempts and dead-letter).
+func TestWorkerNilHandler(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if _, err := fm.Queue.Enqueue(ctx, "nil.handler", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := fm.Queue.Worker(wctx, "nil.handler", nil); err == nil || !strings.Contains(err.Error(), "handler") {
+		t.Fatalf("Worker(nil) = %v", err)
+	}
+	jobs, err := fm.Queue.Reserve(ctx, "nil.handler", 1, 0)
+	if err != nil || len(jobs) != 1 || jobs[0].Attempt != 1 {
+		t.Fatalf("the job after Worker(nil): %+v %v", jobs, err)
+	}
+}
+
 // TestEnqueueBatch: a batch larger than the in-flight limit keeps its
 // order and ids; keyed jobs deduplicate inside the batch; a job the
 // server refuses fails alone and is named.

@@ -111,6 +111,8 @@ func (s *Streams) Write(ctx context.Context, topic string, value []byte, opts ..
 // them into few log batches and fsyncs) and returns their positions in
 // order. It is not atomic: on error, some records may be stored; writing
 // the batch again stores only the missing ones (writes are idempotent).
+// A record refused before it is sent (a bad key, over the payload limit)
+// ends the batch there; the error names it.
 func (s *Streams) WriteBatch(ctx context.Context, topic string, recs []Record) ([]Position, error) {
 	out := make([]Position, len(recs))
 	var first error
@@ -130,7 +132,7 @@ func (s *Streams) WriteBatch(ctx context.Context, topic string, recs []Record) (
 		}
 		calls = calls[:0]
 	}
-	for _, r := range recs {
+	for i, r := range recs {
 		select {
 		case s.c.writeSlots <- struct{}{}:
 		default:
@@ -143,7 +145,9 @@ func (s *Streams) WriteBatch(ctx context.Context, topic string, recs []Record) (
 		if err != nil {
 			<-s.c.writeSlots
 			finish()
-			return out, err
+			// Refused here (bad key, too large): the records before it
+			// are written, it and those after it are not.
+			return out, fmt.Errorf("flowmesh: record %d of the batch: %w", i, err)
 		}
 		calls = append(calls, cl)
 	}

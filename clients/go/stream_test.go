@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +60,16 @@ func TestStreamWriteReadDescribe(t *testing.T) {
 	}
 	if _, err := fm.Stream.Write(ctx, "orders.events", []byte("x"), flowmesh.Key("has space")); !errors.Is(err, flowmesh.ErrBadKey) {
 		t.Fatalf("bad key: %v", err)
+	}
+	bad := []flowmesh.Record{{Value: []byte("ok")}, {Key: "has space", Value: []byte("x")}, {Value: []byte("after")}}
+	if ps, err := fm.Stream.WriteBatch(ctx, "orders.events", bad); !errors.Is(err, flowmesh.ErrBadKey) ||
+		!strings.Contains(err.Error(), "record 1 of the batch") {
+		t.Fatalf("batch with a bad key: %v %v", ps, err)
+	}
+	if ti, err := fm.Stream.Describe(ctx, "orders.events"); err != nil {
+		t.Fatal(err)
+	} else if ti.Events != 52 {
+		t.Fatalf("after a batch refused at its second record: %d events, want 51 + its first", ti.Events)
 	}
 	if _, err := fm.Stream.Write(ctx, "orders.events", []byte("x"), flowmesh.ToPartition(7)); !errors.As(err, &fe) || fe.Code != protocol.CodeNotFound {
 		t.Fatalf("missing partition: %v", err)

@@ -171,7 +171,11 @@ func serve(ctx context.Context, args []string, dev bool, stdout, stderr io.Write
 		// the node, its clients reconnect, the data is on disk.
 		fatal = fmt.Errorf("flowmesh: stopping: %w", fatal)
 	}
-	logger.Info("flowmesh: shutting down", "timeout", time.Duration(cfg.ShutdownTimeout))
+	// From here a second SIGINT or SIGTERM has its default effect and ends
+	// the process at once, for an operator who will not wait for the drain
+	// (up to shutdown_timeout); the data is safe as after a kill.
+	stop()
+	logger.Info("flowmesh: shutting down (a second SIGINT or SIGTERM stops at once)", "timeout", time.Duration(cfg.ShutdownTimeout))
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.ShutdownTimeout))
 	defer cancel()
 	return errors.Join(fatal, srv.Shutdown(sctx))

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/flowmesh/flowmesh/internal/dirs"
 	"github.com/flowmesh/flowmesh/kv"
 	"github.com/flowmesh/flowmesh/kv/store"
 	commitlog "github.com/flowmesh/flowmesh/log"
@@ -63,6 +64,7 @@ type Server struct {
 	tracer     *tracing.Tracer           // nil when tracing is off
 	respCounts map[string]*atomic.Uint64 // commands run on it, by name
 	tmpDir     string                    // in-memory mode: where stream logs live until shutdown
+	unlock     func() error              // releases the data directory's lock (nil in memory)
 	info       serverInfo
 	inflight   inflight
 	ready      chan struct{}
@@ -179,6 +181,14 @@ func (s *Server) Start() error {
 	metaInterval := time.Duration(0)
 	if s.cfg.Fsync == "interval" {
 		metaInterval = time.Duration(s.cfg.FsyncInterval)
+	}
+	if !s.cfg.InMemory {
+		// First: a second node on this data directory is refused here,
+		// naming the first, before any store or log is opened.
+		if s.unlock, err = dirs.Lock(s.cfg.DataDir); err != nil {
+			return fail(err)
+		}
+		undo = append(undo, func() { s.unlock() })
 	}
 	st, err := store.Open(filepath.Join(s.cfg.DataDir, "meta"), store.Options{InMemory: s.cfg.InMemory,
 		Sync: s.cfg.Fsync == "always", SyncInterval: metaInterval, Logger: s.log})
@@ -338,7 +348,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		s.kv.Close()
 		cerr := errors.Join(s.queues.Close(), s.streams.Close())
-		closed <- errors.Join(cerr, s.syncGroup.Close(), s.store.Close())
+		cerr = errors.Join(cerr, s.syncGroup.Close(), s.store.Close())
+		if s.unlock != nil {
+			s.unlock() // after the last write: the next node may open the directory
+		}
+		closed <- cerr
 	}()
 	select {
 	case cerr := <-closed:

@@ -1,4 +1,5 @@
-// Package dirs creates and removes the node's directories. MkdirAll makes
+// Package dirs locks, creates and removes the node's directories. Lock
+// keeps a second node off a data directory in use. MkdirAll makes
 // a new directory's name durable (its parent is fsynced), so a crash
 // cannot lose a log whose files were fsynced. Discard removes an engine's
 // per-object directory (a topic's, a queue's) without making the caller

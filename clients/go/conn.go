@@ -706,6 +706,7 @@ var (
 	ErrBufferFull     = errors.New("flowmesh: output buffer full")
 	ErrNoResponders   = errors.New("flowmesh: no responders")
 	ErrBadSubject     = errors.New("flowmesh: invalid subject")
+	ErrBadHeader      = errors.New("flowmesh: invalid header")
 	ErrMaxPayload     = errors.New("flowmesh: payload over the server's max_payload")
 )
 

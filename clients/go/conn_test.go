@@ -201,6 +201,24 @@ func TestBadInputFailsLocally(t *testing.T) {
 	if err := fm.Publish(ctx, "a", make([]byte, fm.MaxPayload()+1)); !errors.Is(err, flowmesh.ErrMaxPayload) {
 		t.Errorf("oversize publish: %v", err)
 	}
+	// A header that would end its line early (and forge another header
+	// for every reader) is refused, whichever call carries it.
+	for _, h := range []flowmesh.Header{
+		{"tags": {"a\r\nInjected: 1"}}, {"tags": {"a\nb"}}, {"bad key": {"v"}}, {"k:": {"v"}}, {"": {"v"}},
+	} {
+		if err := fm.Publish(ctx, "a", nil, flowmesh.WithHeader(h)); !errors.Is(err, flowmesh.ErrBadHeader) {
+			t.Errorf("publish with header %q: %v", h, err)
+		}
+		if _, err := fm.Stream.Write(ctx, "hdr", nil, flowmesh.EventHeader(h)); !errors.Is(err, flowmesh.ErrBadHeader) {
+			t.Errorf("stream write with header %q: %v", h, err)
+		}
+		if _, err := fm.Queue.Enqueue(ctx, "hdr", nil, flowmesh.JobHeader(h)); !errors.Is(err, flowmesh.ErrBadHeader) {
+			t.Errorf("enqueue with header %q: %v", h, err)
+		}
+	}
+	if err := fm.Publish(ctx, "a", nil, flowmesh.WithHeader(flowmesh.Header{"tags": {"a\tb ok"}})); err != nil {
+		t.Errorf("a header value with a tab and a space: %v", err)
+	}
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := fm.Flush(cancelled); !errors.Is(err, context.Canceled) {

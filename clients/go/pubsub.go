@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"iter"
 	"net/textproto"
 	"strings"
@@ -40,20 +41,51 @@ func (h Header) Set(key, value string) { h[key] = []string{value} }
 // Add appends value to key's values.
 func (h Header) Add(key, value string) { h[key] = append(h[key], value) }
 
-func (h Header) encode() []byte {
+// encode builds the NATS/1.0 block. A key must be printable ASCII without
+// ':' or spaces and a value must hold no CR, LF or other control character
+// but tab: either would end a line early and let one header's text become
+// another header (or the end of the block) for every reader.
+func (h Header) encode() ([]byte, error) {
 	if len(h) == 0 {
-		return nil
+		return nil, nil
 	}
 	b := []byte("NATS/1.0\r\n")
 	for k, vs := range h {
+		if !validHeaderKey(k) {
+			return nil, fmt.Errorf("%w: key %q", ErrBadHeader, k)
+		}
 		for _, v := range vs {
+			if !validHeaderValue(v) {
+				return nil, fmt.Errorf("%w: the value of %q has a control character", ErrBadHeader, k)
+			}
 			b = append(b, k...)
 			b = append(b, ": "...)
 			b = append(b, v...)
 			b = append(b, "\r\n"...)
 		}
 	}
-	return append(b, "\r\n"...)
+	return append(b, "\r\n"...), nil
+}
+
+func validHeaderKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c <= ' ' || c >= 0x7f || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func decodeHeader(b []byte) (Header, string) {
@@ -129,7 +161,11 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte, opts ..
 		return ErrBadSubject
 	}
 	h, sp := c.stamp(ctx, "publish", subject, o.header)
-	hdr := h.encode()
+	hdr, err := h.encode()
+	if err != nil {
+		endSpan(sp, err)
+		return err
+	}
 	if max := c.MaxPayload(); max > 0 && len(hdr)+len(data) > max {
 		endSpan(sp, ErrMaxPayload)
 		return ErrMaxPayload
@@ -138,7 +174,7 @@ func (c *Conn) Publish(ctx context.Context, subject string, data []byte, opts ..
 		endSpan(sp, err)
 		return err
 	}
-	err := c.write(protocol.AppendPub(nil, subject, o.reply, hdr, data))
+	err = c.write(protocol.AppendPub(nil, subject, o.reply, hdr, data))
 	endSpan(sp, err)
 	return err
 }

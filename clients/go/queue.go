@@ -181,7 +181,11 @@ func (q *Queues) newPut(ctx context.Context, queue string, payload []byte, opts 
 		args = append(args, "max_attempts="+strconv.Itoa(o.maxAttempts))
 	}
 	h, sp := q.c.stamp(ctx, "enqueue", queue, o.header)
-	hdr := h.encode()
+	hdr, err := h.encode()
+	if err != nil {
+		endSpan(sp, err)
+		return nil, err
+	}
 	if max := q.c.MaxPayload(); max > 0 && len(hdr)+len(payload) > max {
 		endSpan(sp, ErrMaxPayload)
 		return nil, ErrMaxPayload // the server would close the connection

@@ -212,7 +212,11 @@ func (s *Streams) startWrite(ctx context.Context, topic string, r Record, partit
 	}
 	c := s.c
 	h, sp := c.stamp(ctx, "write", topic, r.Header)
-	hdr := h.encode()
+	hdr, err := h.encode()
+	if err != nil {
+		endSpan(sp, err)
+		return nil, err
+	}
 	if max := c.MaxPayload(); max > 0 && len(hdr)+len(r.Value) > max {
 		endSpan(sp, ErrMaxPayload)
 		return nil, ErrMaxPayload // the server would close the connection

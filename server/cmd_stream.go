@@ -29,7 +29,11 @@ import (
 //     the background.
 //   - Queries that read the log (SREAD, SSEEK, GINFO, GLIST) run on their
 //     own goroutine behind a Pending: they see every metadata change sent
-//     before them, and writes once acknowledged.
+//     before them, and writes once acknowledged. They may also see a
+//     change pipelined after them (it runs on the loop meanwhile);
+//     docs/protocol.md says so. GINFO stays off the loop all the same: for
+//     a group without live members it reads each partition's offset from
+//     Pebble (up to 1024 reads).
 
 func (s *Server) registerStream() {
 	h := map[protocol.Verb]HandlerFunc{

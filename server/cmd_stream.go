@@ -286,12 +286,15 @@ func (s *Server) sread(c *Call) {
 		case perr != nil:
 			c.Err(perr)
 			return
-		case k == "max" && n > 0:
+		case (k == "max" || k == "max_bytes") && n <= 0:
+			c.Err(badArgs("SREAD %s must be positive, got %d", k, n))
+			return
+		case k == "max":
 			max = min(n, 10000)
-		case k == "max_bytes" && n > 0:
+		case k == "max_bytes":
 			maxBytes = min(n, 16<<20)
 		default:
-			c.Err(badArgs("unknown SREAD option %q", a))
+			c.Err(badArgs("unknown SREAD option %q (max=N, max_bytes=N)", a))
 			return
 		}
 	}

@@ -57,6 +57,10 @@ func TestStreamWire(t *testing.T) {
 	}
 	w.send("SREAD orders.events 1 99\r\n")
 	w.expectPrefix("-ERR 'Offset Out Of Range")
+	w.send("SREAD orders.events 1 0 max=0\r\nSREAD orders.events 1 0 max_bytes=-1\r\nSREAD orders.events 1 0 limit=5\r\n")
+	w.expect("-ERR 'Invalid Arguments: SREAD max must be positive, got 0'")
+	w.expectPrefix("-ERR 'Invalid Arguments: ")
+	w.expect("-ERR 'Invalid Arguments: unknown SREAD option \"limit=5\" (max=N, max_bytes=N)'")
 	w.send("SSEEK orders.events 0 latest\r\nSSEEK orders.events 0 earliest\r\nSSEEK orders.events 0 time=0\r\n")
 	w.expect("+OK 1", "+OK 0", "+OK 0")
 	w.send("SSEEK nope 0 latest\r\n")

@@ -84,7 +84,8 @@ func (t *Topic) Resolve(p int, tg Target) (uint64, error) {
 		return high, nil
 	case AtOffset:
 		if tg.Offset < low || tg.Offset > high {
-			return 0, fmt.Errorf("%w: %s/%d holds offsets %d-%d, not %d", ErrOutOfRange, t.name, p, low, high, tg.Offset)
+			return 0, fmt.Errorf("%w: %s/%d %s, so group offsets can be %d-%d (%d, the high-water mark, leaves nothing to read), not %d",
+				ErrOutOfRange, t.name, p, holds(low, high), low, high, high, tg.Offset)
 		}
 		return tg.Offset, nil
 	}

@@ -1,6 +1,10 @@
 package stream
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+)
 
 // TestResetWithoutMembers: a group with no live member (never joined, or
 // all gone) is rewound in its stored offsets, and GroupInfo shows them.
@@ -24,5 +28,13 @@ func TestResetWithoutMembers(t *testing.T) {
 	}
 	if c := gi.Partitions[0].Committed; c != 3 || gi.Lag != 0 {
 		t.Fatalf("after Reset latest: partition 0 committed %d, lag %d; want 3, 0", c, gi.Lag)
+	}
+	// Out of range: the error says which offsets the partition holds (the
+	// high-water mark is the next one, not one it holds).
+	for p, want := range map[int]string{0: "holds offsets 0-2, so group offsets can be 0-3", 1: "holds no events (next offset 0)"} {
+		_, err := n.e.Reset("r", "g", p, Target{Kind: AtOffset, Offset: 9})
+		if !errors.Is(err, ErrOutOfRange) || !strings.Contains(err.Error(), want) {
+			t.Errorf("Reset partition %d to 9: %v, want %q in it", p, err, want)
+		}
 	}
 }

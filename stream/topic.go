@@ -281,9 +281,18 @@ func (t *Topic) readInto(pr *partReader, p int, offset uint64, max, maxBytes int
 
 func (t *Topic) readErr(l *commitlog.Log, p int, offset uint64, err error) error {
 	if errors.Is(err, commitlog.ErrOutOfRange) {
-		return fmt.Errorf("%w: %s/%d holds offsets %d-%d: %w", ErrOutOfRange, t.name, p, l.LowWater(), l.HighWater(), err)
+		return fmt.Errorf("%w: %s/%d %s: %w", ErrOutOfRange, t.name, p, holds(l.LowWater(), l.HighWater()), err)
 	}
 	return fmt.Errorf("stream: read %s/%d at %d: %w", t.name, p, offset, err)
+}
+
+// holds says which offsets a partition has, for errors: the high-water
+// mark is the next offset, not one it holds.
+func holds(low, high uint64) string {
+	if high <= low {
+		return fmt.Sprintf("holds no events (next offset %d)", high)
+	}
+	return fmt.Sprintf("holds offsets %d-%d", low, high-1)
 }
 
 // events turns up to max records into events, appended to dst.

@@ -159,6 +159,16 @@ func TestConsumerGroup(t *testing.T) {
 		}
 		break
 	}
+	// The event of the iteration that broke was not processed: it comes again.
+	for ev, err := range fm.Stream.Consumer(ctx, "orders.events", "billing") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(ev.Value) != "late" {
+			t.Fatalf("after a break, the next member got %q, want the event the loop broke on", ev.Value)
+		}
+		break
+	}
 	// Rewind: everything again, with manual commits.
 	if err := fm.Stream.Rewind(ctx, "orders.events", "billing", "earliest", -1); err != nil {
 		t.Fatal(err)

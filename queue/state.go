@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // Errors of the state machine. The server maps them to wire errors.
@@ -290,7 +291,27 @@ type NackOpts struct {
 	Delay    time.Duration // retry after this long
 	UseDelay bool          // Delay applies (0: retry now); false: the policy's backoff
 	Fail     bool          // do not retry: dead-letter now
-	Error    string        // recorded as the job's last error
+	Error    string        // recorded as the job's last error, clipped to MaxErrorBytes
+}
+
+// MaxErrorBytes bounds the error text a job keeps. The text is saved with
+// the job's state (rewritten at every change of it) and shown by QBROWSE;
+// a handler that returns a whole response body or a deep stack as its
+// error would otherwise make each of its job's state writes that large.
+const MaxErrorBytes = 4096
+
+// ClipError keeps the first MaxErrorBytes of an error text (cut at a UTF-8
+// character boundary) and says how much was cut.
+func ClipError(e string) string {
+	if len(e) <= MaxErrorBytes {
+		return e
+	}
+	const room = 40 // for the note
+	cut := MaxErrorBytes - room
+	for cut > 0 && !utf8.RuneStart(e[cut]) {
+		cut--
+	}
+	return e[:cut] + fmt.Sprintf(" … (%d bytes cut)", len(e)-cut)
 }
 
 // Nack fails a reserved attempt. The job is retried (now, after a delay,
@@ -305,7 +326,7 @@ func (s *State) Nack(id uint64, attempt int, now int64, o NackOpts) (Where, erro
 		return 0, ErrBadDelay
 	}
 	heap.Remove(&s.inflight, j.index)
-	j.LastError = o.Error
+	j.LastError = ClipError(o.Error)
 	s.counts.Nacked++
 	if o.Fail || j.Attempts >= s.maxAttempts(j) {
 		s.kill(j, now)

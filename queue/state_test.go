@@ -3,8 +3,10 @@ package queue
 import (
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 const sec = int64(time.Second)
@@ -310,5 +312,42 @@ func checkInvariants(t *testing.T, s *State) {
 	st := s.Stats(0)
 	if st.Ready != count[Ready] || st.Delayed != count[Delayed] || st.InFlight != count[InFlight] || st.Dead != count[Dead] {
 		t.Fatalf("stats %+v, counted %v", st, count)
+	}
+}
+
+// TestClipError: a job keeps at most MaxErrorBytes of its last error, cut
+// at a character boundary, saying how much was cut; short texts are kept
+// as they are.
+func TestClipError(t *testing.T) {
+	long := strings.Repeat("é", 5000) // 10000 bytes, 2 per character
+	for _, tc := range []struct {
+		in       string
+		whole    bool
+		wantTail string
+	}{
+		{"smtp down", true, ""},
+		{strings.Repeat("x", MaxErrorBytes), true, ""},
+		{strings.Repeat("x", MaxErrorBytes+1), false, " … (41 bytes cut)"},
+		{long, false, "bytes cut)"},
+	} {
+		got := ClipError(tc.in)
+		if tc.whole {
+			if got != tc.in {
+				t.Errorf("ClipError of %d bytes changed it", len(tc.in))
+			}
+			continue
+		}
+		if len(got) > MaxErrorBytes || !strings.HasSuffix(got, tc.wantTail) || !utf8.ValidString(got) {
+			t.Errorf("ClipError of %d bytes = %d bytes ending %q (valid UTF-8: %v)", len(tc.in), len(got), got[max(0, len(got)-30):], utf8.ValidString(got))
+		}
+	}
+	s := newState()
+	enqueue(s, 1, 0, 0, 0)
+	r := s.Reserve(1, 0, 0)
+	if _, err := s.Nack(1, r[0].Attempts, 0, NackOpts{Error: long}); err != nil {
+		t.Fatal(err)
+	}
+	if j := s.Lookup(1); len(j.LastError) > MaxErrorBytes {
+		t.Fatalf("the job kept %d bytes of its error", len(j.LastError))
 	}
 }

@@ -334,7 +334,7 @@ func (s *Server) qnack(c *Call) {
 			return
 		}
 	}
-	o.Error = string(c.Frame.Payload)
+	o.Error = queue.ClipError(string(c.Frame.Payload))
 	q, id, att, ok := s.jobArgs(c)
 	if !ok {
 		return

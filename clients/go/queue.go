@@ -284,6 +284,12 @@ func (j *Job) nack(ctx context.Context, opt string, reason error) error {
 	if reason != nil {
 		text = []byte(reason.Error())
 	}
+	// The server keeps 4 KiB of it (and says how much it cut); a text over
+	// max_payload would get the connection closed, so it never goes out
+	// whole when it is that long.
+	if lim := min(64<<10, max(0, j.conn.MaxPayload()-1024)); lim > 0 && len(text) > lim {
+		text = text[:lim]
+	}
 	_, err := j.conn.do(ctx, func(b []byte) []byte { return protocol.AppendSized(b, "QNACK", args, nil, text) })
 	return err
 }

@@ -163,6 +163,32 @@ func TestReserveAckErrors(t *testing.T) {
 	}
 }
 
+// TestNackHugeError: an error text over the server's max_payload does not
+// cost the connection (the SDK sends its first 64 KiB); the job keeps 4 KiB
+// of it and says how much was cut.
+func TestNackHugeError(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if _, err := fm.Queue.Enqueue(ctx, "huge.err", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := fm.Queue.Reserve(ctx, "huge.err", 1, 0)
+	if err != nil || len(jobs) != 1 {
+		t.Fatalf("reserve: %v %v", jobs, err)
+	}
+	if err := jobs[0].Retry(ctx, time.Hour, errors.New(strings.Repeat("x", 2<<20))); err != nil {
+		t.Fatalf("nack with a 2 MiB error: %v", err)
+	}
+	page, _, err := fm.Queue.Browse(ctx, "huge.err", "delayed", 0, 10)
+	if err != nil || len(page) != 1 {
+		t.Fatalf("browse delayed: %v %v", page, err)
+	}
+	if e := page[0].LastError; len(e) > 4096 || !strings.HasSuffix(e, "bytes cut)") {
+		t.Fatalf("last error kept: %d bytes ending %q", len(e), e[max(0, len(e)-20):])
+	}
+}
+
 // TestWorkerNilHandler: a Worker without a handler is refused before it
 // takes a job (run, each job would fail its attempts and dead-letter).
 func TestWorkerNilHandler(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +38,17 @@ func freeAddr(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// configFile writes a config file setting shutdown_timeout into dir and
+// returns its path, for tests of how a child stops.
+func configFile(t *testing.T, dir, shutdownTimeout string) string {
+	t.Helper()
+	cfg := filepath.Join(dir, "flowmesh.json")
+	if err := os.WriteFile(cfg, []byte(`{"shutdown_timeout": "`+shutdownTimeout+`"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // startChild runs a real server process on dir and addr.

@@ -23,10 +23,7 @@ import (
 // in 15 s).
 func TestStopWithFailingStore(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "flowmesh.json")
-	if err := os.WriteFile(cfg, []byte(`{"shutdown_timeout": "2s"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := configFile(t, dir, "2s")
 	addr, respAddr := freeAddr(t), freeAddr(t)
 	data := filepath.Join(dir, "data")
 	child := childCmd(fmt.Sprintf("server --config %s --data-dir %s --addr %s --resp-addr %s --http-addr off --log-level error",

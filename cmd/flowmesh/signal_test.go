@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,10 +17,7 @@ import (
 // expects.
 func TestSecondSignalStopsAtOnce(t *testing.T) {
 	dir := t.TempDir()
-	cfg := filepath.Join(dir, "flowmesh.json")
-	if err := os.WriteFile(cfg, []byte(`{"shutdown_timeout": "60s"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := configFile(t, dir, "60s")
 	addr := freeAddr(t)
 	cmd := childCmd("server --config " + cfg + " --data-dir " + filepath.Join(dir, "data") + " --addr " + addr + " --http-addr off --log-level info")
 	stderr, err := cmd.StderrPipe()

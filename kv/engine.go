@@ -57,17 +57,19 @@ func ParseType(s string) (Type, bool) {
 
 // Errors. The ports turn them into their own error replies.
 var (
-	ErrWrongType   = errors.New("WRONGTYPE Operation against a key holding the wrong kind of value")
-	ErrNotInteger  = errors.New("value is not an integer or out of range")
-	ErrNotFloat    = errors.New("value is not a valid float")
-	ErrOverflow    = errors.New("increment or decrement would overflow")
-	ErrNoSuchKey   = errors.New("no such key")
-	ErrTooLarge    = errors.New("key or value too large")
-	ErrBadTTL      = errors.New("invalid expire time")
-	ErrNaN         = errors.New("resulting score is not a number (NaN)")
-	ErrIncompatNX  = errors.New("XX and NX options at the same time are not compatible")
-	ErrIncompatGT  = errors.New("GT, LT, and/or NX options at the same time are not compatible")
-	ErrIncrOnePair = errors.New("INCR option supports a single increment-element pair")
+	ErrWrongType  = errors.New("WRONGTYPE Operation against a key holding the wrong kind of value")
+	ErrNotInteger = errors.New("value is not an integer or out of range")
+	ErrNotFloat   = errors.New("value is not a valid float")
+	ErrOverflow   = errors.New("increment or decrement would overflow")
+	// ErrFloatOverflow is INCRBYFLOAT's: the sum is out of range.
+	ErrFloatOverflow = errors.New("increment would produce NaN or Infinity")
+	ErrNoSuchKey     = errors.New("no such key")
+	ErrTooLarge      = errors.New("key or value too large")
+	ErrBadTTL        = errors.New("invalid expire time")
+	ErrNaN           = errors.New("resulting score is not a number (NaN)")
+	ErrIncompatNX    = errors.New("XX and NX options at the same time are not compatible")
+	ErrIncompatGT    = errors.New("GT, LT, and/or NX options at the same time are not compatible")
+	ErrIncrOnePair   = errors.New("INCR option supports a single increment-element pair")
 )
 
 // Options configure an Engine.

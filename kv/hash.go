@@ -3,6 +3,7 @@ package kv
 import (
 	"errors"
 	"math"
+	"math/big"
 	"strconv"
 
 	"github.com/flowmesh/flowmesh/kv/store"
@@ -176,8 +177,8 @@ func (e *Engine) HIncrBy(key, field []byte, delta int64) (int64, error) {
 	err := e.hUpdate(key, field, func(old []byte, had bool) ([]byte, error) {
 		var n int64
 		if had {
-			var err error
-			if n, err = strconv.ParseInt(string(old), 10, 64); err != nil {
+			var isInt bool
+			if n, isInt = ParseInt(old); !isInt {
 				return nil, errors1("hash value is not an integer")
 			}
 		}
@@ -190,22 +191,34 @@ func (e *Engine) HIncrBy(key, field []byte, delta int64) (int64, error) {
 	return out, err
 }
 
-// HIncrByFloat adds delta to a float field.
-func (e *Engine) HIncrByFloat(key, field []byte, delta float64) ([]byte, error) {
+// HIncrByFloat adds delta, a float in text, to a float field, as
+// IncrByFloat does. As in Redis, the increment is read first, and an
+// infinite one is refused as such.
+func (e *Engine) HIncrByFloat(key, field, delta []byte) ([]byte, error) {
+	d, dInf, valid := parseLongDouble(delta)
+	switch {
+	case !valid:
+		return nil, ErrNotFloat
+	case dInf:
+		return nil, errors1("value is NaN or Infinity")
+	}
 	var out []byte
 	err := e.hUpdate(key, field, func(old []byte, had bool) ([]byte, error) {
-		var f float64
+		cur, curInf := new(big.Float), false
 		if had {
-			var err error
-			if f, err = ParseFloat(old); err != nil {
+			var valid bool
+			if cur, curInf, valid = parseLongDouble(old); !valid {
 				return nil, errors1("hash value is not a float")
 			}
 		}
-		f += delta
-		if math.IsNaN(f) || math.IsInf(f, 0) {
-			return nil, errors1("increment would produce NaN or Infinity")
+		if curInf {
+			return nil, ErrFloatOverflow
 		}
-		out = strconv.AppendFloat(nil, f, 'f', -1, 64)
+		sum, finite := addLongDouble(cur, d)
+		if !finite {
+			return nil, ErrFloatOverflow
+		}
+		out = formatLongDouble(sum)
 		return out, nil
 	})
 	return out, err
@@ -273,7 +286,7 @@ func (e *Engine) MemberScan(key []byte, t Type, cursor uint64, match []byte, cou
 			case TypeHash:
 				out = append(out, append([]byte{}, v...))
 			case TypeZSet:
-				out = append(out, strconv.AppendFloat(nil, decodeScore(v), 'g', 17, 64))
+				out = append(out, AppendScore(nil, decodeScore(v)))
 			}
 		}
 		return true

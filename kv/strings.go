@@ -2,6 +2,7 @@ package kv
 
 import (
 	"math"
+	"math/big"
 	"strconv"
 )
 
@@ -119,6 +120,9 @@ func (e *Engine) MGet(keys [][]byte) ([][]byte, error) {
 		}
 		if ok && m.typ == TypeString {
 			out[i] = m.val
+			if out[i] == nil {
+				out[i] = []byte{} // an empty string is not a missing key (APPEND of "" stores nil)
+			}
 		}
 	}
 	return out, nil
@@ -185,7 +189,8 @@ func (e *Engine) IncrBy(key []byte, delta int64) (int64, error) {
 	}
 	var n int64
 	if ok {
-		if n, err = strconv.ParseInt(string(m.val), 10, 64); err != nil || len(m.val) > 20 {
+		var isInt bool
+		if n, isInt = ParseInt(m.val); !isInt {
 			return 0, ErrNotInteger
 		}
 	}
@@ -198,8 +203,11 @@ func (e *Engine) IncrBy(key []byte, delta int64) (int64, error) {
 	return n, b.commit()
 }
 
-// IncrByFloat adds delta to a float string.
-func (e *Engine) IncrByFloat(key []byte, delta float64) ([]byte, error) {
+// IncrByFloat adds delta, a float in text, to a float string (a missing
+// key counts as 0), in long double arithmetic and printed as Redis does
+// (floats.go): 0.1 + 0.2 is "0.3". The key's type is checked before the
+// increment is read, as in Redis.
+func (e *Engine) IncrByFloat(key, delta []byte) ([]byte, error) {
 	if err := e.checkKey(key); err != nil {
 		return nil, err
 	}
@@ -209,17 +217,25 @@ func (e *Engine) IncrByFloat(key []byte, delta float64) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var f float64
+	cur, curInf := new(big.Float), false
 	if ok {
-		if f, err = ParseFloat(m.val); err != nil {
+		var valid bool
+		if cur, curInf, valid = parseLongDouble(m.val); !valid {
 			return nil, ErrNotFloat
 		}
 	}
-	f += delta
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return nil, errors1("increment would produce NaN or Infinity")
+	d, dInf, valid := parseLongDouble(delta)
+	if !valid {
+		return nil, ErrNotFloat
 	}
-	nm := meta{typ: TypeString, val: strconv.AppendFloat(nil, f, 'f', -1, 64), expireAt: m.expireAt}
+	sum, finite := (*big.Float)(nil), false
+	if !curInf && !dInf {
+		sum, finite = addLongDouble(cur, d)
+	}
+	if !finite {
+		return nil, ErrFloatOverflow
+	}
+	nm := meta{typ: TypeString, val: formatLongDouble(sum), expireAt: m.expireAt}
 	b.put(key, &nm, m, ok)
 	return nm.val, b.commit()
 }
@@ -248,21 +264,6 @@ func (e *Engine) Append(key, val []byte) (int, error) {
 func (e *Engine) StrLen(key []byte) (int, error) {
 	v, _, err := e.Get(key)
 	return len(v), err
-}
-
-// ParseFloat reads a float as Redis does ("inf", "-inf", "+inf" too).
-func ParseFloat(b []byte) (float64, error) {
-	switch string(b) {
-	case "inf", "+inf", "Inf", "+Inf":
-		return math.Inf(1), nil
-	case "-inf", "-Inf":
-		return math.Inf(-1), nil
-	}
-	f, err := strconv.ParseFloat(string(b), 64)
-	if err != nil || math.IsNaN(f) {
-		return 0, ErrNotFloat
-	}
-	return f, nil
 }
 
 type errors1 string

@@ -12,7 +12,14 @@ import (
 // bits) and z<key><sortable score><member> -> nothing, the index that
 // ranges by score and rank walk. Equal scores order by member, as in Redis.
 
-func encodeScore(f float64) []byte { return binary.BigEndian.AppendUint64(nil, math.Float64bits(f)) }
+// encodeScore stores a score; -0 is stored as 0, as Redis' small sorted
+// sets (listpack) keep it: ZSCORE then says "0".
+func encodeScore(f float64) []byte {
+	if f == 0 {
+		f = 0
+	}
+	return binary.BigEndian.AppendUint64(nil, math.Float64bits(f))
+}
 
 func decodeScore(b []byte) float64 {
 	if len(b) != 8 {
@@ -300,8 +307,8 @@ type RangeOpts struct {
 func (e *Engine) ZRange(key []byte, o RangeOpts) ([]ScoredMember, error) {
 	defer e.lock(key)()
 	m, ok, err := e.typed(key, TypeZSet, e.now())
-	if err != nil || !ok {
-		return nil, err
+	if err != nil || !ok || (o.Offset < 0 && o.By != "index") {
+		return nil, err // a negative LIMIT offset selects nothing, after the type check (Redis)
 	}
 	var out []ScoredMember
 	switch o.By {

@@ -120,13 +120,7 @@ var (
 
 func lower(b []byte) string { return strings.ToLower(string(b)) }
 
-func respInt(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 20 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(b), 10, 64)
-	return n, err == nil
-}
+func respInt(b []byte) (int64, bool) { return kv.ParseInt(b) }
 
 // Connection and server.
 
@@ -537,13 +531,21 @@ func respGetEx(c *respConn, a [][]byte) {
 			c.w.Error(errSyntax)
 			return
 		}
+		bad := ""
 		n, ok := respInt(a[3])
 		if !ok {
-			c.w.Error(errNotInt)
-			return
+			bad = errNotInt
+		} else if at, ok = expiryAt(opt, n); !ok {
+			bad = "ERR invalid expire time in 'getex' command"
 		}
-		if at, ok = expiryAt(opt, n); !ok {
-			c.w.Error("ERR invalid expire time in 'getex' command")
+		if bad != "" {
+			// Redis looks the key up before it reads the time: a missing
+			// key is nil and a wrong type WRONGTYPE, whatever the time.
+			if _, ok, err := c.srv.kv.Get(a[1]); err != nil || !ok {
+				c.bulkOrNull(nil, false, err)
+				return
+			}
+			c.w.Error(bad)
 			return
 		}
 	default:
@@ -609,12 +611,7 @@ func respIncrArg(c *respConn, a [][]byte, sign int64) {
 }
 
 func respIncrFloat(c *respConn, a [][]byte) {
-	f, err := kv.ParseFloat(a[2])
-	if err != nil || math.IsInf(f, 0) {
-		c.w.Error(errNotFloat)
-		return
-	}
-	v, err := c.srv.kv.IncrByFloat(a[1], f)
+	v, err := c.srv.kv.IncrByFloat(a[1], a[2])
 	if err != nil {
 		c.fail(err)
 		return
@@ -923,12 +920,7 @@ func respHIncrBy(c *respConn, a [][]byte) {
 }
 
 func respHIncrByFloat(c *respConn, a [][]byte) {
-	f, err := kv.ParseFloat(a[3])
-	if err != nil || math.IsInf(f, 0) {
-		c.w.Error(errNotFloat)
-		return
-	}
-	v, err := c.srv.kv.HIncrByFloat(a[1], a[2], f)
+	v, err := c.srv.kv.HIncrByFloat(a[1], a[2], a[3])
 	if err != nil {
 		c.fail(err)
 		return
@@ -1120,9 +1112,9 @@ func parseScoreBound(b []byte) (kv.ScoreBound, bool) {
 	if len(b) > 0 && b[0] == '(' {
 		sb.Exclusive, b = true, b[1:]
 	}
-	f, err := kv.ParseFloat(b)
-	sb.Value = f
-	return sb, err == nil
+	var ok bool
+	sb.Value, ok = kv.ParseScoreBound(b)
+	return sb, ok
 }
 
 func parseLexBound(b []byte) (kv.LexBound, bool) {
@@ -1178,10 +1170,6 @@ func respZRange(c *respConn, a [][]byte, by string, rev bool) {
 	}
 	if limit && o.By == "index" {
 		c.w.Error("ERR syntax error, LIMIT is only supported in combination with either BYSCORE or BYLEX")
-		return
-	}
-	if o.Offset < 0 {
-		c.w.Array(0)
 		return
 	}
 	lo, hi := a[2], a[3]

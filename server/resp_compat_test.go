@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
@@ -18,24 +16,10 @@ import (
 // TestRedisCompat runs one script of commands against FlowMesh's Redis
 // port and against a real redis-server (Debian's, started here) and
 // compares the replies. scripts/test installs redis-server and sets
-// FLOWMESH_REQUIRE_REDIS=1, so in CI this test cannot skip.
+// FLOWMESH_REQUIRE_REDIS=1, so in CI this test cannot skip
+// (startRedisServer).
 func TestRedisCompat(t *testing.T) {
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv("FLOWMESH_REQUIRE_REDIS") != "" {
-			t.Fatal("redis-server required but not on PATH")
-		}
-		t.Skip("redis-server not installed (apt-get install redis-server)")
-	}
-	port := freeTCPPort(t)
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--daemonize", "no")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	redis := dialRESP(t, fmt.Sprintf("127.0.0.1:%d", port), 10*time.Second)
+	redis := dialRESP(t, startRedisServer(t), 10*time.Second)
 
 	s := startServer(t, Config{RESPAddr: "127.0.0.1:0"})
 	fm := dialRESP(t, s.RESPAddr().String(), 5*time.Second)

@@ -46,7 +46,7 @@ func Parse(buf []byte, args [][]byte, lim Limits) (out [][]byte, n, need int, er
 	if buf[0] != '*' {
 		return parseInline(buf, out, lim)
 	}
-	count, p, ok, err := readInt(buf, 1)
+	count, p, ok, err := readInt(buf, 1, "invalid multibulk length")
 	if err != nil || !ok {
 		return out, 0, 0, err
 	}
@@ -63,7 +63,7 @@ func Parse(buf []byte, args [][]byte, lim Limits) (out [][]byte, n, need int, er
 		if buf[p] != '$' {
 			return out[:0], 0, 0, protoErr("expected '$', got '%c'", buf[p])
 		}
-		l, q, ok, err := readInt(buf, p+1)
+		l, q, ok, err := readInt(buf, p+1, "invalid bulk length")
 		if err != nil {
 			return out[:0], 0, 0, err
 		}
@@ -86,8 +86,9 @@ func Parse(buf []byte, args [][]byte, lim Limits) (out [][]byte, n, need int, er
 	return out, p, 0, nil
 }
 
-// readInt reads the number of a "*N\r\n" or "$N\r\n" line from buf[p:].
-func readInt(buf []byte, p int) (v int64, next int, ok bool, err error) {
+// readInt reads the number of a "*N\r\n" or "$N\r\n" line from buf[p:];
+// bad is the error's text if it is not a number (Redis' words).
+func readInt(buf []byte, p int, bad string) (v int64, next int, ok bool, err error) {
 	i := bytes.IndexByte(buf[p:], '\n')
 	if i < 0 {
 		if len(buf)-p > 32 {
@@ -105,11 +106,11 @@ func readInt(buf []byte, p int) (v int64, next int, ok bool, err error) {
 		line = line[1:]
 	}
 	if len(line) == 0 || len(line) > 18 {
-		return 0, 0, false, protoErr("invalid length")
+		return 0, 0, false, protoErr("%s", bad)
 	}
 	for _, c := range line {
 		if c < '0' || c > '9' {
-			return 0, 0, false, protoErr("invalid length")
+			return 0, 0, false, protoErr("%s", bad)
 		}
 		v = v*10 + int64(c-'0')
 	}

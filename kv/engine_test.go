@@ -352,7 +352,12 @@ func TestGlob(t *testing.T) {
 		{"user:*:name", "user:42:name", true}, {"user:*:name", "user:42:age", false},
 		{"[abc]x", "bx", true}, {"[abc]x", "dx", false}, {"[^abc]x", "dx", true}, {"[^abc]x", "ax", false},
 		{"[a-c]x", "bx", true}, {"[c-a]x", "bx", true}, {"[a-c]x", "dx", false},
-		{`\*x`, "*x", true}, {`\*x`, "ax", false}, {"a[", "a[", true},
+		{`\*x`, "*x", true}, {`\*x`, "ax", false},
+		// Malformed classes, as Redis 7 answers them (checked against a
+		// redis-server): one left open ends with the pattern; a range can
+		// end with the ']'.
+		{"a[", "a[", false}, {"[a", "a", true}, {"[", "[", false}, {"[^", "x", true}, {"[a-]", "^", true},
+		{"[a-]", "-", false}, {`[\a-c]`, "b", false}, {`[\a-c]`, "-", true},
 		{"*a*b*c*", "xaxbxcx", true}, {"*a*b*c*", "xaxcxbx", false},
 		{"h?llo", "hello", true}, {"h*llo", "heeeello", true},
 	}

@@ -19,15 +19,12 @@ func Glob(p, s []byte) bool {
 				sx++
 				continue
 			case '[':
-				if n, ok := matchClass(p[px:], s[sx]); n > 0 {
-					if ok {
-						px += n
-						sx++
-						continue
-					}
-					goto backtrack
+				if n, ok := matchClass(p[px:], s[sx]); ok {
+					px += n
+					sx++
+					continue
 				}
-				// An unclosed [ is a literal.
+				goto backtrack
 			case '\\':
 				if px+1 < len(p) {
 					if p[px+1] == s[sx] {
@@ -57,8 +54,12 @@ func Glob(p, s []byte) bool {
 	return px == len(p)
 }
 
-// matchClass matches c against the class at the start of p ("[...]"); n
-// is the class's length, 0 if it is not closed.
+// matchClass matches c against the class at the start of p ("[..."), read
+// as Redis reads it, malformed classes included (patterns come from
+// clients, who get Redis' answers): "\\x" is x, "a-z" a range in either
+// order, a class left open ends with the pattern ("[a" matches "a", "[^"
+// any byte, "[" nothing), and a range may take the ']' as its end ("[a-]"
+// is the range ']'..'a', left open). n is the class's length in p.
 func matchClass(p []byte, c byte) (n int, ok bool) {
 	i := 1
 	neg := i < len(p) && p[i] == '^'
@@ -66,30 +67,20 @@ func matchClass(p []byte, c byte) (n int, ok bool) {
 		i++
 	}
 	match := false
-	for i < len(p) {
-		if p[i] == ']' {
-			return i + 1, match != neg
-		}
-		lo := p[i]
-		if lo == '\\' && i+1 < len(p) {
+	for ; i < len(p); i++ {
+		switch {
+		case p[i] == '\\' && i+1 < len(p):
 			i++
-			lo = p[i]
+			match = match || p[i] == c
+		case p[i] == ']':
+			return i + 1, match != neg
+		case i+2 < len(p) && p[i+1] == '-':
+			lo, hi := min(p[i], p[i+2]), max(p[i], p[i+2])
+			match = match || (c >= lo && c <= hi)
+			i += 2
+		default:
+			match = match || p[i] == c
 		}
-		if i+2 < len(p) && p[i+1] == '-' && p[i+2] != ']' {
-			hi := p[i+2]
-			if lo > hi {
-				lo, hi = hi, lo
-			}
-			if c >= lo && c <= hi {
-				match = true
-			}
-			i += 3
-			continue
-		}
-		if c == lo {
-			match = true
-		}
-		i++
 	}
-	return 0, false
+	return len(p), match != neg
 }

@@ -149,7 +149,7 @@ var (
 	diffLex     = []string{"-", "+", "[m1", "(m1", "[m3", "(m4", "[a", "m1", "[", "("}
 	diffTTLs    = []string{"1000", "2000", "5000", "0", "-1", "x"}
 	diffPTTLs   = []string{"1000000", "2000000", "5000000", "0", "-1", "x"}
-	diffGlobs   = []string{"*", "a*", "?", "[a-b]", "[^a]", "\\a", "m*", "*1", "[", "f?", "*[a]*", ""}
+	diffGlobs   = []string{"*", "a*", "?", "[a-b]", "[^a]", "\\a", "m*", "*1", "[", "f?", "*[a]*", "", "[a", "[^", "[a-]", "[m-"}
 	diffTypes   = []string{"string", "hash", "set", "zset", "list", "nosuch"}
 )
 

@@ -172,6 +172,41 @@ func TestNATSHeaders(t *testing.T) {
 	}
 }
 
+// TestNATSPublishAnySubject: nats.go connects with pedantic off and
+// closes its connection for good on an error it does not know. A publish
+// to a wildcard or a malformed subject, which nats-server takes without a
+// word, must not cost it the connection (it did: FlowMesh answered
+// Invalid Publish Subject).
+func TestNATSPublishAnySubject(t *testing.T) {
+	s := startServer(t, Config{})
+	nc := natsConnect(t, s)
+	ch := make(chan *nats.Msg, 8)
+	if _, err := nc.ChanSubscribe("orders.>", ch); err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{"orders.*", "orders..eu", "orders.", "orders.eu"} {
+		if err := nc.Publish(subj, []byte(subj)); err != nil {
+			t.Fatalf("publish %q: %v", subj, err)
+		}
+		if err := nc.Flush(); err != nil {
+			t.Fatalf("flush after publishing to %q: %v (last error %v)", subj, err, nc.LastError())
+		}
+	}
+	for _, want := range []string{"orders.*", "orders.eu"} { // an empty token reaches nobody
+		select {
+		case m := <-ch:
+			if m.Subject != want {
+				t.Fatalf("got %q, want %q", m.Subject, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%q not delivered", want)
+		}
+	}
+	if !nc.IsConnected() {
+		t.Fatalf("connection lost: %v", nc.LastError())
+	}
+}
+
 func TestNATSUnsubscribeAndAutoUnsubscribe(t *testing.T) {
 	s := startServer(t, Config{})
 	nc := natsConnect(t, s)

@@ -101,9 +101,20 @@ func (s *session) publish(f *protocol.Frame) {
 	if len(f.Args) == 2 {
 		reply = f.Args[1]
 	}
-	if !subject.ValidPublish(subj) || reply != nil && !subject.ValidPublish(reply) {
-		s.replyErr(protocol.Errorf(protocol.CodeBadPublishSubject, "%q", subj))
-		return
+	// Only a pedantic client's subjects are checked, as nats-server does:
+	// NATS clients connect with pedantic off and close their connection on
+	// an error they do not know, so one publish to "orders.*" would cost a
+	// nats.go client its connection. Not pedantic, a wildcard is a literal
+	// token and an empty token reaches nobody (subject.List.Match).
+	if s.pedantic {
+		if !subject.ValidPublish(subj) {
+			s.replyErr(protocol.Errorf(protocol.CodeBadPublishSubject, "%q", subj))
+			return
+		}
+		if reply != nil && !subject.ValidPublish(reply) {
+			s.replyErr(protocol.Errorf(protocol.CodeBadPublishSubject, "reply subject %q", reply))
+			return
+		}
 	}
 	s.srv.msgsIn.Add(1)
 	hdr := f.Header

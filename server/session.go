@@ -22,10 +22,12 @@ type session struct {
 	scratch []byte
 	call    Call
 
-	// CONNECT options. pedantic, lang and version are accepted and not
-	// kept: nothing in the server depends on them.
-	verbose, headers, echo, noResponders bool
-	name                                 string // for log lines
+	// CONNECT options (lang and version are accepted and not kept).
+	// pedantic: publish subjects are checked (a bad one is an error);
+	// true until a CONNECT says otherwise, as in nats-server, and NATS
+	// clients say false.
+	verbose, pedantic, headers, echo, noResponders bool
+	name                                           string // for log lines
 
 	subs  map[string]*subscription // by sid
 	ssubs map[string]*streamSub    // stream group memberships, by sid
@@ -48,7 +50,7 @@ type session struct {
 // those features does.
 type connectOpts struct {
 	Verbose      bool   `json:"verbose"`
-	Pedantic     bool   `json:"pedantic"`
+	Pedantic     *bool  `json:"pedantic"`
 	Headers      bool   `json:"headers"`
 	Echo         *bool  `json:"echo"`
 	NoResponders bool   `json:"no_responders"`
@@ -59,7 +61,7 @@ type connectOpts struct {
 }
 
 func newSession(srv *Server, c *netpoll.Conn) *session {
-	return &session{srv: srv, conn: c, parser: protocol.NewParser(srv.table, srv.limits), echo: true}
+	return &session{srv: srv, conn: c, parser: protocol.NewParser(srv.table, srv.limits), echo: true, pedantic: true}
 }
 
 // Feed parses and dispatches every complete command in in.
@@ -133,6 +135,9 @@ func (s *session) connect(f *protocol.Frame) {
 	s.verbose, s.headers, s.noResponders = o.Verbose, o.Headers, o.NoResponders
 	s.wantsHeaders.Store(o.Headers)
 	s.echo = o.Echo == nil || *o.Echo
+	if o.Pedantic != nil {
+		s.pedantic = *o.Pedantic
+	}
 	s.name = o.Name
 	s.ok()
 }

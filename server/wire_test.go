@@ -32,6 +32,20 @@ func TestHeadersDelivered(t *testing.T) {
 	w.expect("+OK", "HMSG a 9 r 26 31", "NATS/1.0", "trace_id: t1", "", "hello", "+OK")
 }
 
+// TestNotPedantic: a client that connects with pedantic off (as every
+// NATS client does) may publish to any subject without an error, as with
+// nats-server: a wildcard is a literal token, an empty token reaches
+// nobody. Subscriptions are checked either way.
+func TestNotPedantic(t *testing.T) {
+	s := startServer(t, Config{})
+	w := dial(t, s)
+	w.send("CONNECT {\"pedantic\":false}\r\nSUB a.> 1\r\nSUB a.b 2\r\nSUB * 3\r\n")
+	w.send("PUB a.* r.* 1\r\nx\r\nPUB a..b 1\r\ny\r\nPUB .a 1\r\ny\r\nPUB a.b 1\r\nz\r\nPING\r\n")
+	w.expect("MSG a.* 1 r.* 1", "x", "MSG a.b 1 1", "z", "MSG a.b 2 1", "z", "PONG")
+	w.send("SUB a..b 4\r\n")
+	w.expect(`-ERR 'Invalid Subject: "a..b"'`)
+}
+
 // TestBadInputKeepsSession: errors on complete lines are answered and the
 // connection stays usable, as a person in telnet expects.
 func TestBadInputKeepsSession(t *testing.T) {
@@ -42,7 +56,8 @@ func TestBadInputKeepsSession(t *testing.T) {
 		{"SUB\r\n", `-ERR 'Invalid Arguments: SUB takes 2 to 3 arguments, got 0'`},
 		{"SUB a..b 1\r\n", `-ERR 'Invalid Subject: "a..b"'`},
 		{"SUB a.>.b 1\r\n", `-ERR 'Invalid Subject: "a.>.b"'`},
-		{"PUB a.* 1\r\nx\r\n", `-ERR 'Invalid Publish Subject: "a.*"'`},
+		{"PUB a.* 1\r\nx\r\n", `-ERR 'Invalid Publish Subject: "a.*"'`}, // pedantic until CONNECT says not
+		{"PUB a a.> 1\r\nx\r\n", `-ERR 'Invalid Publish Subject: reply subject "a.>"'`},
 		{"UNSUB 1 x\r\n", ""}, // unknown sid: ignored like nats-server outside verbose mode
 		{"HPUB a 2 2\r\nhi\r\n", `-ERR 'Invalid Header: header block must start with NATS/1.0'`},
 		{"CONNECT {nope\r\n", "-ERR 'Invalid CONNECT: invalid character"},

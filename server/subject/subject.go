@@ -1,6 +1,9 @@
 package subject
 
-import "sync"
+import (
+	"bytes"
+	"sync"
+)
 
 const (
 	pwc = '*' // partial wildcard: exactly one token
@@ -75,6 +78,7 @@ type List[T comparable] struct {
 	root  node[T]
 	cache map[string]*Result[T]
 	count int
+	none  Result[T] // what an unroutable subject matches
 }
 
 // NewList returns an empty list.
@@ -202,8 +206,14 @@ func (n *node[T]) child(tok []byte, create bool) *node[T] {
 }
 
 // Match returns the subscriptions subj matches. The result is shared: do not
-// modify it.
+// modify it. A wildcard in subj is a literal token here (a client that is
+// not pedantic may publish to "a.*": a subscription to "a.*" or "a.>" gets
+// it, one to "a.b" does not), and a subject with an empty token ("a..b",
+// ".a", "a.", "") matches nothing, as in nats-server.
 func (l *List[T]) Match(subj []byte) *Result[T] {
+	if !routable(subj) {
+		return &l.none
+	}
 	l.mu.RLock()
 	r, ok := l.cache[string(subj)]
 	l.mu.RUnlock()
@@ -227,6 +237,11 @@ func (l *List[T]) Match(subj []byte) *Result[T] {
 	}
 	l.cache[string(subj)] = r
 	return r
+}
+
+// routable reports whether subj has no empty token.
+func routable(subj []byte) bool {
+	return len(subj) > 0 && subj[0] != '.' && subj[len(subj)-1] != '.' && !bytes.Contains(subj, []byte(".."))
 }
 
 func match[T comparable](n *node[T], toks [][]byte, r *Result[T], groups map[string][]T) {

@@ -63,6 +63,12 @@ func TestMatch(t *testing.T) {
 		{"foo.bar.baz", []string{"all", "deep", "full"}, nil},
 		{"foo", []string{"all"}, nil},
 		{"x.bar", []string{"all", "starbar"}, nil},
+		// Published by a client that is not pedantic (nats-server's
+		// answers): a wildcard is a literal token, an empty token
+		// reaches nobody.
+		{"foo.*", []string{"all", "full", "star"}, []string{"w2"}},
+		{"foo.>", []string{"all", "full", "star"}, []string{"w2"}},
+		{"foo..bar", nil, nil}, {".foo", nil, nil}, {"foo.", nil, nil}, {"", nil, nil}, {".", nil, nil},
 	}
 	for _, tt := range tests {
 		for round := 0; round < 2; round++ { // second round hits the cache

@@ -40,10 +40,8 @@ func (s *session) subscribe(f *protocol.Frame) {
 		s.replyErr(protocol.Errorf(protocol.CodeBadSubject, "%q", subj))
 		return
 	}
-	if queue != nil && !subject.ValidPublish(queue) {
-		s.replyErr(protocol.Errorf(protocol.CodeBadArgs, "queue group %q is not a valid name", queue))
-		return
-	}
+	// A queue group's name is any token, as in nats-server ("workers.*"
+	// included): refusing one cost a nats.go client its connection.
 	if s.subs == nil {
 		s.subs = make(map[string]*subscription)
 	}

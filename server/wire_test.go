@@ -44,6 +44,9 @@ func TestNotPedantic(t *testing.T) {
 	w.expect("MSG a.* 1 r.* 1", "x", "MSG a.b 1 1", "z", "MSG a.b 2 1", "z", "PONG")
 	w.send("SUB a..b 4\r\n")
 	w.expect(`-ERR 'Invalid Subject: "a..b"'`)
+	// A queue group name is any token, wildcards and dots included.
+	w.send("SUB q.z q.* 5\r\nSUB r.z .x..> 6\r\nPUB q.z 1\r\nv\r\nPUB r.z 1\r\nw\r\nPING\r\n")
+	w.expect("MSG q.z 5 1", "v", "MSG r.z 6 1", "w", "PONG")
 }
 
 // TestBadInputKeepsSession: errors on complete lines are answered and the

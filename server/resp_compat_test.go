@@ -293,22 +293,31 @@ func dialRESP(t *testing.T, addr string, within time.Duration) *redisConn {
 	}
 }
 
-func (r *redisConn) do(args []string) any {
+func (r *redisConn) do(args []string) any { return r.doAll([][]string{args})[0] }
+
+// doAll sends the commands in one write and reads their replies.
+func (r *redisConn) doAll(cmds [][]string) []any {
 	r.t.Helper()
 	var b strings.Builder
-	fmt.Fprintf(&b, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	for _, args := range cmds {
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
 	}
 	r.c.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := r.c.Write([]byte(b.String())); err != nil {
 		r.t.Fatal(err)
 	}
-	v, err := readReply(r.br)
-	if err != nil {
-		r.t.Fatalf("%v: %v", args, err)
+	out := make([]any, len(cmds))
+	for i, args := range cmds {
+		v, err := readReply(r.br)
+		if err != nil {
+			r.t.Fatalf("%v: %v", args, err)
+		}
+		out[i] = v
 	}
-	return v
+	return out
 }
 
 func readReply(br *bufio.Reader) (any, error) {

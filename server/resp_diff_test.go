@@ -35,8 +35,12 @@ func TestRedisDifferential(t *testing.T) {
 	if v := os.Getenv("FLOWMESH_RESP_DIFF_N"); v != "" {
 		n, _ = strconv.Atoi(v)
 	}
-	for _, proto := range []string{"2", "3"} {
-		t.Run("RESP"+proto, func(t *testing.T) {
+	for _, run := range []struct {
+		proto string
+		batch int // commands sent in one write before the replies are read
+	}{{"2", 1}, {"3", 1}, {"2", 64}} {
+		proto := run.proto
+		t.Run(fmt.Sprintf("RESP%s/pipeline%d", proto, run.batch), func(t *testing.T) {
 			redis := dialRESP(t, redisAddr, 10*time.Second)
 			fm := dialRESP(t, s.RESPAddr().String(), 5*time.Second)
 			for _, c := range []*redisConn{redis, fm} {
@@ -47,28 +51,34 @@ func TestRedisDifferential(t *testing.T) {
 					t.Fatalf("FLUSHDB: %v", r)
 				}
 			}
-			diffRun(t, redis, fm, seed, n)
+			diffRun(t, redis, fm, seed, n, run.batch)
 		})
 	}
 }
 
-// diffRun sends n commands drawn with seed to both servers and reports
-// the replies that differ, with the commands that led to them.
-func diffRun(t *testing.T, redis, fm *redisConn, seed uint64, n int) {
+// diffRun sends n commands drawn with seed to both servers, batch at a
+// time in one write (pipelined), and reports the replies that differ,
+// with the commands that led to them.
+func diffRun(t *testing.T, redis, fm *redisConn, seed uint64, n, batch int) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	var history []string
 	fails := 0
-	for i := 0; i < n; i++ {
-		args := diffCommand(rng)
-		history = append(history, strings.Join(args, " "))
-		want := redis.do(args)
-		got := fm.do(args)
-		mode := diffModes[strings.ToLower(args[0])]
-		if !reflect.DeepEqual(diffNormalize(mode, got), diffNormalize(mode, want)) {
+	for i := 0; i < n; i += batch {
+		cmds := make([][]string, min(batch, n-i))
+		for j := range cmds {
+			cmds[j] = diffCommand(rng)
+		}
+		want, got := redis.doAll(cmds), fm.doAll(cmds)
+		for j, args := range cmds {
+			history = append(history, strings.Join(args, " "))
+			mode := diffModes[strings.ToLower(args[0])]
+			if reflect.DeepEqual(diffNormalize(mode, got[j]), diffNormalize(mode, want[j])) {
+				continue
+			}
 			fails++
 			from := max(0, len(history)-30)
 			t.Errorf("seed %d, command %d: %q\n redis:    %s\n flowmesh: %s\n last commands:\n  %s",
-				seed, i, args, showReply(want), showReply(got), strings.Join(history[from:], "\n  "))
+				seed, i+j, args, showReply(want[j]), showReply(got[j]), strings.Join(history[from:], "\n  "))
 			if fails == 10 {
 				t.Fatal("stopping after 10 differences")
 			}

@@ -205,7 +205,7 @@ func (e *Engine) IncrBy(key []byte, delta int64) (int64, error) {
 
 // IncrByFloat adds delta, a float in text, to a float string (a missing
 // key counts as 0), in long double arithmetic and printed as Redis does
-// (floats.go): 0.1 + 0.2 is "0.3". The key's type is checked before the
+// (numbers.go): 0.1 + 0.2 is "0.3". The key's type is checked before the
 // increment is read, as in Redis.
 func (e *Engine) IncrByFloat(key, delta []byte) ([]byte, error) {
 	if err := e.checkKey(key); err != nil {

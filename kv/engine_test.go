@@ -412,3 +412,40 @@ func TestCacheStaysWithinBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestZRemRange: ZREMRANGEBY* remove what the same ZRANGE selects and the
+// key goes with its last member; ZMSCORE and SMISMEMBER answer per member.
+func TestZRemRange(t *testing.T) {
+	e, _ := open(t, "", &clock{})
+	z := []byte("z")
+	add := func() {
+		e.ZAdd(z, ZAddOpts{}, []ScoredMember{{Member: []byte("a"), Score: 1}, {Member: []byte("b"), Score: 2},
+			{Member: []byte("c"), Score: 3}, {Member: []byte("d"), Score: 4}})
+	}
+	add()
+	if n, err := e.ZRemRange(z, RangeOpts{By: "score", Min: ScoreBound{Value: 2}, Max: ScoreBound{Value: 3, Exclusive: true}, Count: -1}); err != nil || n != 1 {
+		t.Fatalf("remove [2, 3): %d %v", n, err)
+	}
+	if n, err := e.ZRemRange(z, RangeOpts{By: "index", Start: -2, Stop: -1, Count: -1}); err != nil || n != 2 {
+		t.Fatalf("remove the last two by rank: %d %v", n, err)
+	}
+	if r, err := e.ZRange(z, RangeOpts{By: "index", Start: 0, Stop: -1, Count: -1}); err != nil || len(r) != 1 || string(r[0].Member) != "a" {
+		t.Fatalf("left: %v %v", r, err)
+	}
+	if sc, ok, err := e.ZMScore(z, bs("a", "b")); err != nil || !ok[0] || sc[0] != 1 || ok[1] {
+		t.Fatalf("zmscore: %v %v %v", sc, ok, err)
+	}
+	if n, err := e.ZRemRange(z, RangeOpts{By: "lex", LexMin: LexBound{Inf: -1}, LexMax: LexBound{Inf: 1}, Count: -1}); err != nil || n != 1 {
+		t.Fatalf("remove all by lex: %d %v", n, err)
+	}
+	if n, _ := e.Exists(bs("z")); n != 0 {
+		t.Fatal("the key outlived its last member")
+	}
+	e.SAdd([]byte("s"), bs("x"))
+	if in, err := e.SMIsMember([]byte("s"), bs("x", "y")); err != nil || !in[0] || in[1] {
+		t.Fatalf("smismember: %v %v", in, err)
+	}
+	if _, err := e.ZRemRange([]byte("s"), RangeOpts{By: "index", Count: -1}); err != ErrWrongType {
+		t.Fatalf("zremrangebyrank of a set: %v", err)
+	}
+}

@@ -77,6 +77,22 @@ func (e *Engine) SIsMember(key, member []byte) (bool, error) {
 	return there, err
 }
 
+// SMIsMember reports for each member whether it is in the set.
+func (e *Engine) SMIsMember(key []byte, members [][]byte) ([]bool, error) {
+	defer e.lock(key)()
+	_, ok, err := e.typed(key, TypeSet, e.now())
+	out := make([]bool, len(members))
+	if err != nil || !ok {
+		return out, err
+	}
+	for i, mem := range members {
+		if _, out[i], err = e.member(key, mem); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // SCard is a set's size.
 func (e *Engine) SCard(key []byte) (int64, error) {
 	defer e.lock(key)()

@@ -307,10 +307,59 @@ type RangeOpts struct {
 func (e *Engine) ZRange(key []byte, o RangeOpts) ([]ScoredMember, error) {
 	defer e.lock(key)()
 	m, ok, err := e.typed(key, TypeZSet, e.now())
-	if err != nil || !ok || (o.Offset < 0 && o.By != "index") {
-		return nil, err // a negative LIMIT offset selects nothing, after the type check (Redis)
+	if err != nil || !ok {
+		return nil, err
+	}
+	return e.selectRange(key, m, o)
+}
+
+// ZRemRange removes the entries o selects (ZREMRANGEBYRANK, BYSCORE,
+// BYLEX) and reports how many went; the key goes with its last entry.
+func (e *Engine) ZRemRange(key []byte, o RangeOpts) (int, error) {
+	defer e.lock(key)()
+	b := e.newBatch()
+	m, ok, err := e.typedFor(b, key, TypeZSet, e.now())
+	if err != nil || !ok {
+		return 0, firstErr(err, b.commit())
+	}
+	out, err := e.selectRange(key, m, o)
+	if err != nil {
+		return 0, err
+	}
+	for _, sm := range out {
+		b.del(memberKey(key, sm.Member))
+		b.del(indexKey(key, sm.Score, sm.Member))
+	}
+	e.shrink(b, key, m, len(out))
+	return len(out), b.commit()
+}
+
+// ZMScore is the score of each member (ok false: not there).
+func (e *Engine) ZMScore(key []byte, members [][]byte) (scores []float64, ok []bool, err error) {
+	defer e.lock(key)()
+	_, exists, err := e.typed(key, TypeZSet, e.now())
+	scores, ok = make([]float64, len(members)), make([]bool, len(members))
+	if err != nil || !exists {
+		return scores, ok, err
+	}
+	for i, mem := range members {
+		v, there, err := e.member(key, mem)
+		if err != nil {
+			return nil, nil, err
+		}
+		scores[i], ok[i] = decodeScore(v), there
+	}
+	return scores, ok, nil
+}
+
+// selectRange lists the entries of zset key (record m) that o selects.
+// Call with the key's stripe held.
+func (e *Engine) selectRange(key []byte, m meta, o RangeOpts) ([]ScoredMember, error) {
+	if o.Offset < 0 && o.By != "index" {
+		return nil, nil // a negative LIMIT offset selects nothing (Redis), after the type check
 	}
 	var out []ScoredMember
+	var err error
 	switch o.By {
 	case "index":
 		start, stop := o.Start, o.Stop

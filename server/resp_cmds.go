@@ -80,15 +80,16 @@ func init() {
 		"hexists":      {3, respHExists, false},
 		"hscan":        {-3, func(c *respConn, a [][]byte) { respMemberScan(c, a, kv.TypeHash) }, false},
 		// Sets.
-		"sadd":      {-3, respSAdd, true},
-		"srem":      {-3, respSRem, true},
-		"smembers":  {2, respSMembers, false},
-		"sismember": {3, respSIsMember, false},
-		"scard":     {2, respSCard, false},
-		"sinter":    {-2, func(c *respConn, a [][]byte) { respSCombine(c, a, kv.SetInter) }, false},
-		"sunion":    {-2, func(c *respConn, a [][]byte) { respSCombine(c, a, kv.SetUnion) }, false},
-		"sdiff":     {-2, func(c *respConn, a [][]byte) { respSCombine(c, a, kv.SetDiff) }, false},
-		"sscan":     {-3, func(c *respConn, a [][]byte) { respMemberScan(c, a, kv.TypeSet) }, false},
+		"sadd":       {-3, respSAdd, true},
+		"srem":       {-3, respSRem, true},
+		"smembers":   {2, respSMembers, false},
+		"sismember":  {3, respSIsMember, false},
+		"scard":      {2, respSCard, false},
+		"smismember": {-3, respSMIsMember, false},
+		"sinter":     {-2, func(c *respConn, a [][]byte) { respSCombine(c, a, kv.SetInter) }, false},
+		"sunion":     {-2, func(c *respConn, a [][]byte) { respSCombine(c, a, kv.SetUnion) }, false},
+		"sdiff":      {-2, func(c *respConn, a [][]byte) { respSCombine(c, a, kv.SetDiff) }, false},
+		"sscan":      {-3, func(c *respConn, a [][]byte) { respMemberScan(c, a, kv.TypeSet) }, false},
 		// Sorted sets.
 		"zadd":             {-4, respZAdd, true},
 		"zrem":             {-3, respZRem, true},
@@ -104,6 +105,11 @@ func init() {
 		"zrangebylex":      {-4, func(c *respConn, a [][]byte) { respZRange(c, a, "lex", false) }, false},
 		"zrevrangebylex":   {-4, func(c *respConn, a [][]byte) { respZRange(c, a, "lex", true) }, false},
 		"zcount":           {4, respZCount, false},
+		"zlexcount":        {4, respZLexCount, false},
+		"zmscore":          {-3, respZMScore, false},
+		"zremrangebyrank":  {4, func(c *respConn, a [][]byte) { respZRemRange(c, a, "index") }, true},
+		"zremrangebyscore": {4, func(c *respConn, a [][]byte) { respZRemRange(c, a, "score") }, true},
+		"zremrangebylex":   {4, func(c *respConn, a [][]byte) { respZRemRange(c, a, "lex") }, true},
 		"zpopmin":          {-2, func(c *respConn, a [][]byte) { respZPop(c, a, false) }, true},
 		"zpopmax":          {-2, func(c *respConn, a [][]byte) { respZPop(c, a, true) }, true},
 		"zscan":            {-3, func(c *respConn, a [][]byte) { respMemberScan(c, a, kv.TypeZSet) }, false},
@@ -997,6 +1003,18 @@ func respSIsMember(c *respConn, a [][]byte) {
 	c.w.IntBool(ok)
 }
 
+func respSMIsMember(c *respConn, a [][]byte) {
+	in, err := c.srv.kv.SMIsMember(a[1], a[2:])
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.w.Array(len(in))
+	for _, there := range in {
+		c.w.IntBool(there)
+	}
+}
+
 func respSCard(c *respConn, a [][]byte) {
 	n, err := c.srv.kv.SCard(a[1])
 	c.intOr(n, err)
@@ -1242,6 +1260,64 @@ func respZCount(c *respConn, a [][]byte) {
 	}
 	n, err := c.srv.kv.ZCount(a[1], lo, hi)
 	c.intOr(n, err)
+}
+
+// rangeArgs reads a range's two ends, a[2] and a[3], the low end first:
+// ranks, score bounds or lex bounds as by says. It answers the error.
+func (c *respConn) rangeArgs(a [][]byte, by string) (kv.RangeOpts, bool) {
+	o := kv.RangeOpts{By: by, Count: -1}
+	ok1, ok2 := false, false
+	switch by {
+	case "index":
+		o.Start, ok1 = respInt(a[2])
+		o.Stop, ok2 = respInt(a[3])
+		if !ok1 || !ok2 {
+			c.w.Error(errNotInt)
+		}
+	case "score":
+		o.Min, ok1 = parseScoreBound(a[2])
+		o.Max, ok2 = parseScoreBound(a[3])
+		if !ok1 || !ok2 {
+			c.w.Error(errMinMax)
+		}
+	case "lex":
+		o.LexMin, ok1 = parseLexBound(a[2])
+		o.LexMax, ok2 = parseLexBound(a[3])
+		if !ok1 || !ok2 {
+			c.w.Error(errLexMinMax)
+		}
+	}
+	return o, ok1 && ok2
+}
+
+func respZRemRange(c *respConn, a [][]byte, by string) {
+	if o, ok := c.rangeArgs(a, by); ok {
+		n, err := c.srv.kv.ZRemRange(a[1], o)
+		c.intOr(int64(n), err)
+	}
+}
+
+func respZLexCount(c *respConn, a [][]byte) {
+	if o, ok := c.rangeArgs(a, "lex"); ok {
+		items, err := c.srv.kv.ZRange(a[1], o)
+		c.intOr(int64(len(items)), err)
+	}
+}
+
+func respZMScore(c *respConn, a [][]byte) {
+	scores, ok, err := c.srv.kv.ZMScore(a[1], a[2:])
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	c.w.Array(len(scores))
+	for i, f := range scores {
+		if ok[i] {
+			c.w.Double(f)
+		} else {
+			c.w.Null()
+		}
+	}
 }
 
 func respZPop(c *respConn, a [][]byte, max bool) {

@@ -471,6 +471,13 @@ func (k *KV) ZRangeByScore(ctx context.Context, key, min, max string) ([]Z, erro
 	return zlist(k.do(ctx, []byte("ZRANGE"), []byte(key), []byte(min), []byte(max), []byte("BYSCORE"), []byte("WITHSCORES")))
 }
 
+// ZRemRangeByScore removes the members with scores between min and max,
+// written as for ZRangeByScore, and returns how many went: with ZAdd and
+// ZCard, the sliding-window rate limiter.
+func (k *KV) ZRemRangeByScore(ctx context.Context, key, min, max string) (int64, error) {
+	return asInt(k.do(ctx, []byte("ZREMRANGEBYSCORE"), []byte(key), []byte(min), []byte(max)))
+}
+
 func zlist(v any, err error) ([]Z, error) {
 	l, err := asList(v, err)
 	out := make([]Z, 0, len(l))

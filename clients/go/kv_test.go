@@ -75,6 +75,13 @@ func TestKV(t *testing.T) {
 	if zs, err := kv.ZRangeByScore(ctx, "board", "(10", "+inf"); err != nil || len(zs) != 2 || zs[0].Member != "cid" {
 		t.Fatalf("zrangebyscore: %v %v", zs, err)
 	}
+	kv.ZAdd(ctx, "window", flowmesh.Z{Member: "r1", Score: 100}, flowmesh.Z{Member: "r2", Score: 200}, flowmesh.Z{Member: "r3", Score: 300})
+	if n, err := kv.ZRemRangeByScore(ctx, "window", "-inf", "(300"); err != nil || n != 2 {
+		t.Fatalf("zremrangebyscore: %d %v", n, err)
+	}
+	if n, err := kv.ZCard(ctx, "window"); err != nil || n != 1 {
+		t.Fatalf("zcard after zremrangebyscore: %d %v", n, err)
+	}
 	if r, ok, err := kv.ZRank(ctx, "board", "ann"); err != nil || !ok || r != 2 {
 		t.Fatalf("zrank: %d %v %v", r, ok, err)
 	}

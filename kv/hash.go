@@ -255,11 +255,18 @@ func (e *Engine) hUpdate(key, field []byte, fn func(old []byte, had bool) ([]byt
 	return b.commit()
 }
 
+// Member is one member of a collection as MemberScan finds it: a hash
+// field with its Value, a set member, a sorted-set member with its Score.
+type Member struct {
+	Name, Value []byte
+	Score       float64
+}
+
 // MemberScan pages through a hash's, set's or zset's members: from the
 // cursor-th member on (in member order), count of them. The cursor is a
 // position, so members added or removed during a scan can shift it:
 // documented in docs/protocol.md.
-func (e *Engine) MemberScan(key []byte, t Type, cursor uint64, match []byte, count int) (out [][]byte, next uint64, err error) {
+func (e *Engine) MemberScan(key []byte, t Type, cursor uint64, match []byte, count int) (out []Member, next uint64, err error) {
 	defer e.lock(key)()
 	_, ok, err := e.typed(key, t, e.now())
 	if err != nil || !ok {
@@ -281,13 +288,14 @@ func (e *Engine) MemberScan(key []byte, t Type, cursor uint64, match []byte, cou
 		}
 		i++
 		if match == nil || Glob(match, f) {
-			out = append(out, append([]byte(nil), f...))
+			m := Member{Name: append([]byte(nil), f...)}
 			switch t {
 			case TypeHash:
-				out = append(out, append([]byte{}, v...))
+				m.Value = append([]byte{}, v...)
 			case TypeZSet:
-				out = append(out, AppendScore(nil, decodeScore(v)))
+				m.Score = decodeScore(v)
 			}
+			out = append(out, m)
 		}
 		return true
 	})

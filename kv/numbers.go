@@ -125,18 +125,6 @@ func parseDouble(s string, hex bool) (float64, error) {
 	return strconv.ParseFloat(s, 64)
 }
 
-// AppendScore prints a score as Redis does ("%.17g", "inf", "-inf"; the
-// Redis port's writer does the same for its double replies).
-func AppendScore(b []byte, f float64) []byte {
-	switch {
-	case math.IsInf(f, 1):
-		return append(b, "inf"...)
-	case math.IsInf(f, -1):
-		return append(b, "-inf"...)
-	}
-	return strconv.AppendFloat(b, f, 'g', 17, 64)
-}
-
 // x87 extended precision: a 64-bit significand; as a big.Float mantissa in
 // [0.5, 1), exponents up to 16384 are finite, and below -16444 even a
 // denormal is zero.

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"regexp"
 	"slices"
 	"strconv"
@@ -32,31 +31,10 @@ import (
 // client's bad publish subject, which nats-server refuses and delivers
 // anyway and FlowMesh refuses only.
 func TestNATSDifferential(t *testing.T) {
-	bin, err := exec.LookPath("nats-server")
-	if err != nil {
-		if os.Getenv("FLOWMESH_REQUIRE_NATS_SERVER") != "" {
-			t.Fatal("nats-server required but not on PATH")
-		}
-		t.Skip("nats-server not installed (go install github.com/nats-io/nats-server/v2@v2.10.22)")
-	}
-	port := freeTCPPort(t)
-	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", strconv.Itoa(port))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	natsAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		c, err := net.Dial("tcp", natsAddr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond) // a child process's only readiness signal is its port
-	}
+	natsAddr := startPeer(t, "nats-server", "FLOWMESH_REQUIRE_NATS_SERVER",
+		"go install github.com/nats-io/nats-server/v2@v2.10.22", func(port int) []string {
+			return []string{"-a", "127.0.0.1", "-p", strconv.Itoa(port)}
+		})
 	s := startServer(t, Config{})
 
 	rng := rand.New(rand.NewPCG(7, 0))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flowmesh/flowmesh/kv"
+	"github.com/flowmesh/flowmesh/protocol/resp"
 )
 
 // respCommands is the Redis port's command table. Replies and errors
@@ -958,10 +959,20 @@ func respMemberScan(c *respConn, a [][]byte, t kv.Type) {
 	if !ok {
 		return
 	}
-	items, next, err := c.srv.kv.MemberScan(a[1], t, cur, match, count)
+	members, next, err := c.srv.kv.MemberScan(a[1], t, cur, match, count)
 	if err != nil {
 		c.fail(err)
 		return
+	}
+	items := make([][]byte, 0, 2*len(members))
+	for _, m := range members {
+		items = append(items, m.Name)
+		switch t {
+		case kv.TypeHash:
+			items = append(items, m.Value)
+		case kv.TypeZSet:
+			items = append(items, resp.AppendFloat(nil, m.Score)) // "inf", as Redis, not Go's "+Inf"
+		}
 	}
 	c.scanReply(next, items)
 }

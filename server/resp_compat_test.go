@@ -244,6 +244,10 @@ var redisScript = []struct{ cmd, mode string }{
 	{"KEYS user:*", "sorted"},
 	{"KEYS *", "sorted"},
 	{"KEYS u[sx]er:[^2]", "sorted"},
+	{"ZADD zinf +inf hi -inf lo 1.5 mid", "exact"},
+	{"ZSCAN zinf 0", "scan"}, // scores as Redis prints them: inf, -inf
+	{"HSET hs f v", "exact"},
+	{"HSCAN hs 0", "scan"},
 	{"HSCAN user:h 0", "scan"},
 	{"SCAN x", "exact"},
 	// Bad input.

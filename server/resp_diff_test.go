@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"reflect"
@@ -86,27 +87,49 @@ func diffRun(t *testing.T, redis, fm *redisConn, seed uint64, n, batch int) {
 	}
 }
 
-// startRedisServer starts Debian's redis-server on a free port, without
-// persistence, and returns its address. It skips the test if there is no
-// redis-server, unless FLOWMESH_REQUIRE_REDIS is set (as in CI).
+// startRedisServer starts Debian's redis-server without persistence and
+// returns its address (startPeer).
 func startRedisServer(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	dir := t.TempDir()
+	return startPeer(t, "redis-server", "FLOWMESH_REQUIRE_REDIS", "apt-get install redis-server", func(port int) []string {
+		return []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+			"--dir", dir, "--daemonize", "no"}
+	})
+}
+
+// startPeer starts bin, a real server to compare FlowMesh with, with
+// args(port) on a free port, stops it when the test ends, and returns its
+// address once it accepts connections. Without bin on PATH the test
+// skips (install says how to get it), unless the environment variable
+// require is set: scripts/test sets it, so in CI these tests cannot skip.
+func startPeer(t *testing.T, bin, require, install string, args func(port int) []string) string {
+	t.Helper()
+	path, err := exec.LookPath(bin)
 	if err != nil {
-		if os.Getenv("FLOWMESH_REQUIRE_REDIS") != "" {
-			t.Fatal("redis-server required but not on PATH")
+		if os.Getenv(require) != "" {
+			t.Fatalf("%s required (%s) but not on PATH", bin, require)
 		}
-		t.Skip("redis-server not installed (apt-get install redis-server)")
+		t.Skipf("%s not installed (%s)", bin, install)
 	}
 	port := freeTCPPort(t)
-	dir := t.TempDir()
-	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", dir, "--daemonize", "no")
+	cmd := exec.Command(path, args(port)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return fmt.Sprintf("127.0.0.1:%d", port)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %v", bin, err)
+		}
+		time.Sleep(20 * time.Millisecond) // a child process's only readiness signal is its port
+	}
 }
 
 // diffTemplates are the commands the differential test draws from. In an

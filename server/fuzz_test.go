@@ -191,11 +191,12 @@ var fuzzKVCommands = strings.Fields(`SET GET GETDEL GETEX DEL EXISTS INCR INCRBY
 	STRLEN MGET MSET SETNX HSET HGET HMGET HDEL HGETALL HKEYS HVALS HINCRBY HLEN HEXISTS SADD SREM SMEMBERS
 	SISMEMBER SCARD SINTER SUNION SDIFF ZADD ZREM ZSCORE ZINCRBY ZCARD ZRANK ZREVRANK ZRANGE ZRANGEBYSCORE
 	ZCOUNT ZPOPMIN ZPOPMAX TYPE RENAME EXPIRE PEXPIRE EXPIREAT TTL PTTL PERSIST SCAN HSCAN SSCAN ZSCAN KEYS
-	DBSIZE FLUSHDB NOSUCH`)
+	DBSIZE FLUSHDB ZREMRANGEBYRANK ZREMRANGEBYSCORE ZREMRANGEBYLEX ZLEXCOUNT ZMSCORE SMISMEMBER HINCRBYFLOAT
+	NOSUCH`)
 
 var fuzzArgs = strings.Fields(`t1 t2 q1 q2 k k2 h z s g w1 orders.* > a.b 1 2 3 4 5 0 -1 -5 16 1000 100000
 	18446744073709551615 9223372036854775807 -9223372036854775808 99999999999999999999 1.5 -0.0 nan inf -inf 1e400
-	0x10 partitions=2 partitions=0 partitions=100000 retention=1h retention=-1s retention_bytes=1 max=5 max=0
+	0x10 0x1p-1074 1e4000 007 +1 (1 ( [a - + partitions=2 partitions=0 partitions=100000 retention=1h retention=-1s retention_bytes=1 max=5 max=0
 	max=-1 max=100000000 max_bytes=1 wait=10ms wait=-1s window=2 window=0 window=-3 delay=1s delay=-1s delay=1y
 	run_at=0 priority=9 priority=-1 key=x partition=0 partition=9 partition=-1 producer=p seq=1 seq=0
 	visibility=1s visibility=0s max_attempts=1 max_attempts=0 backoff_base=1ms dedup=1m limit=1 limit=0 offset=0

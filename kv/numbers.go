@@ -27,7 +27,7 @@ func floatSyntax(s string) (ok, hex, inf, nonzero bool) {
 	if i < len(s) && (s[i] == '+' || s[i] == '-') {
 		i++
 	}
-	if rest := strings.ToLower(s[i:]); rest == "inf" || rest == "infinity" {
+	if rest := s[i:]; strings.EqualFold(rest, "inf") || strings.EqualFold(rest, "infinity") {
 		return true, false, true, false
 	}
 	digit := func(c byte) bool { return c >= '0' && c <= '9' }

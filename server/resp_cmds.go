@@ -1205,31 +1205,8 @@ func respZRange(c *respConn, a [][]byte, by string, rev bool) {
 	if o.Rev && o.By != "index" {
 		lo, hi = hi, lo // REV takes max first
 	}
-	switch o.By {
-	case "index":
-		s, ok1 := respInt(lo)
-		e, ok2 := respInt(hi)
-		if !ok1 || !ok2 {
-			c.w.Error(errNotInt)
-			return
-		}
-		o.Start, o.Stop = s, e
-	case "score":
-		var ok1, ok2 bool
-		o.Min, ok1 = parseScoreBound(lo)
-		o.Max, ok2 = parseScoreBound(hi)
-		if !ok1 || !ok2 {
-			c.w.Error(errMinMax)
-			return
-		}
-	case "lex":
-		var ok1, ok2 bool
-		o.LexMin, ok1 = parseLexBound(lo)
-		o.LexMax, ok2 = parseLexBound(hi)
-		if !ok1 || !ok2 {
-			c.w.Error(errLexMinMax)
-			return
-		}
+	if !c.rangeEnds(&o, lo, hi) {
+		return
 	}
 	items, err := c.srv.kv.ZRange(a[1], o)
 	if err != nil {
@@ -1263,42 +1240,46 @@ func (c *respConn) scored(items []kv.ScoredMember, withScores bool) {
 }
 
 func respZCount(c *respConn, a [][]byte) {
-	lo, ok1 := parseScoreBound(a[2])
-	hi, ok2 := parseScoreBound(a[3])
-	if !ok1 || !ok2 {
-		c.w.Error(errMinMax)
-		return
+	if o, ok := c.rangeArgs(a, "score"); ok {
+		n, err := c.srv.kv.ZCount(a[1], o.Min, o.Max)
+		c.intOr(n, err)
 	}
-	n, err := c.srv.kv.ZCount(a[1], lo, hi)
-	c.intOr(n, err)
 }
 
-// rangeArgs reads a range's two ends, a[2] and a[3], the low end first:
-// ranks, score bounds or lex bounds as by says. It answers the error.
+// rangeArgs reads the range of a command whose ends are a[2] and a[3],
+// the low end first (ZCOUNT, ZLEXCOUNT, ZREMRANGEBY*). It answers the
+// error.
 func (c *respConn) rangeArgs(a [][]byte, by string) (kv.RangeOpts, bool) {
 	o := kv.RangeOpts{By: by, Count: -1}
+	ok := c.rangeEnds(&o, a[2], a[3])
+	return o, ok
+}
+
+// rangeEnds reads a range's low and high ends into o as o.By says:
+// ranks, score bounds or lex bounds. It answers the error.
+func (c *respConn) rangeEnds(o *kv.RangeOpts, lo, hi []byte) bool {
 	ok1, ok2 := false, false
-	switch by {
+	switch o.By {
 	case "index":
-		o.Start, ok1 = respInt(a[2])
-		o.Stop, ok2 = respInt(a[3])
+		o.Start, ok1 = respInt(lo)
+		o.Stop, ok2 = respInt(hi)
 		if !ok1 || !ok2 {
 			c.w.Error(errNotInt)
 		}
 	case "score":
-		o.Min, ok1 = parseScoreBound(a[2])
-		o.Max, ok2 = parseScoreBound(a[3])
+		o.Min, ok1 = parseScoreBound(lo)
+		o.Max, ok2 = parseScoreBound(hi)
 		if !ok1 || !ok2 {
 			c.w.Error(errMinMax)
 		}
 	case "lex":
-		o.LexMin, ok1 = parseLexBound(a[2])
-		o.LexMax, ok2 = parseLexBound(a[3])
+		o.LexMin, ok1 = parseLexBound(lo)
+		o.LexMax, ok2 = parseLexBound(hi)
 		if !ok1 || !ok2 {
 			c.w.Error(errLexMinMax)
 		}
 	}
-	return o, ok1 && ok2
+	return ok1 && ok2
 }
 
 func respZRemRange(c *respConn, a [][]byte, by string) {

@@ -1,7 +1,6 @@
 package kv
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/flowmesh/flowmesh/internal/repeatlog"
 	"github.com/flowmesh/flowmesh/kv/aof"
@@ -199,7 +199,7 @@ func Open(o Options) (*Engine, error) {
 	e := &Engine{o: o, seed: maphash.MakeSeed(), stop: make(chan struct{}), flushNow: make(chan struct{}, 1), intervalKick: make(chan struct{}, 1),
 		syncKick: make(chan struct{}, 1), aofDir: filepath.Join(o.Dir, "aof")}
 	for i := range e.caches {
-		e.caches[i] = cacheShard{m: make(map[string]*cached), budget: max(o.CacheBytes, 0) / nStripes}
+		e.caches[i] = newCacheShard(max(o.CacheBytes, 0) / nStripes)
 	}
 	// 16 sublevels: a checkpoint writes every changed record, so with a
 	// hot set of 100k keys each one flushed ~4 overlapping tables and was
@@ -487,11 +487,12 @@ func (e *Engine) stripeOf(key []byte) int {
 	return int(maphash.Bytes(e.seed, key) % nStripes)
 }
 
-// lock locks key's stripe and returns its unlock.
-func (e *Engine) lock(key []byte) func() {
+// lock locks key's stripe and returns it, for a deferred Unlock (a
+// returned unlock func was an allocation per command).
+func (e *Engine) lock(key []byte) *sync.Mutex {
 	m := &e.stripes[e.stripeOf(key)]
 	m.Lock()
-	return m.Unlock
+	return m
 }
 
 // lockAll locks the stripes of keys in index order (no deadlock between
@@ -617,7 +618,7 @@ func (e *Engine) lookup(key []byte) (meta, bool, error) {
 	}
 	v, err := e.st.Get(store.KeyspaceKV, metaKey(key))
 	if errors.Is(err, store.ErrNotFound) {
-		sh.set(key, cached{})
+		sh.set(key, meta{}, false)
 		return meta{}, false, nil
 	}
 	if err != nil {
@@ -627,8 +628,7 @@ func (e *Engine) lookup(key []byte) (meta, bool, error) {
 	if err != nil {
 		return meta{}, false, fmt.Errorf("%w (key %q)", err, key)
 	}
-	sh.set(key, cached{m: m, ok: true})
-	return m, true, nil
+	return sh.set(key, m, true), true, nil
 }
 
 // load reads key's record; an expired key does not exist. Call with the
@@ -658,7 +658,7 @@ func (e *Engine) loadFor(b *batch, key []byte, now int64) (meta, bool, error) {
 
 // read is load for a single-key read: it takes the key's stripe.
 func (e *Engine) read(key []byte, now int64) (meta, bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	return e.load(key, now)
 }
 
@@ -704,7 +704,7 @@ type batch struct {
 // that is what Pebble holds, which flushDirty needs to fix the expiry
 // index.
 type cacheOp struct {
-	key     []byte
+	key     string // in c's allocation (newEntry)
 	c       cached
 	prevOK  bool
 	prevExp int64
@@ -848,7 +848,7 @@ func (b *batch) commit() error {
 	var grew int64
 	for i := range b.cache {
 		op := &b.cache[i]
-		grew += e.caches[e.stripeOf(op.key)].install(op)
+		grew += e.caches[maphash.String(e.seed, op.key)%nStripes].install(op) // stripeOf(op.key)
 		if op.c.ok && op.c.m.expireAt != 0 {
 			e.noteDue(op.c.m.expireAt)
 		}
@@ -872,9 +872,8 @@ func (b *batch) put(key []byte, m *meta, old meta, exists bool) {
 	b.rec = binary.AppendUvarint(b.rec, uint64(9+len(key)))
 	b.rec = appendMetaKey(b.rec, key)
 	b.rec = m.appendTo(binary.AppendUvarint(b.rec, uint64(m.size())))
-	c := cached{m: *m, ok: true}
-	c.m.val = bytes.Clone(m.val) // m.val may point into the caller's (the network's) buffer
-	b.cache = append(b.cache, cacheOp{key: key, c: c, prevOK: exists, prevExp: old.expireAt})
+	k, c := newEntry(key, *m, true) // copies m.val, which may point into the network's buffer
+	b.cache = append(b.cache, cacheOp{key: k, c: c, prevOK: exists, prevExp: old.expireAt})
 	if !exists {
 		b.keys++
 	}
@@ -889,7 +888,8 @@ func (b *batch) put(key []byte, m *meta, old meta, exists bool) {
 // drop deletes key and everything it holds.
 func (b *batch) drop(key []byte, m meta) {
 	b.op(opDelete, metaKey(key))
-	b.cache = append(b.cache, cacheOp{key: key, prevOK: true, prevExp: m.expireAt})
+	k, c := newEntry(key, meta{}, false)
+	b.cache = append(b.cache, cacheOp{key: k, c: c, prevOK: true, prevExp: m.expireAt})
 	b.keys--
 	if m.expireAt != 0 {
 		b.op(opDelete, expiryKey(m.expireAt, key))
@@ -1092,7 +1092,7 @@ func (e *Engine) Reap() (int, error) {
 		return 0, err
 	}
 	for _, d := range list {
-		unlock := e.lock(d.key)
+		mu := e.lock(d.key)
 		b := e.newBatch()
 		m, ok, err := e.lookup(d.key)
 		if err == nil && ok && m.expireAt == d.at {
@@ -1105,7 +1105,7 @@ func (e *Engine) Reap() (int, error) {
 			b.del(expiryKey(d.at, d.key))
 			err = b.commit()
 		}
-		unlock()
+		mu.Unlock()
 		if err != nil {
 			return 0, err
 		}
@@ -1138,80 +1138,99 @@ func (e *Engine) checkValue(v []byte) error {
 // and share each shard's byte budget; over it, a few are evicted per
 // insert, in the map's (random) iteration order, a cheap approximation of
 // random eviction.
+//
+// The layout is for the CPU's cache: a lookup of 100k keys missed it at
+// every step (docs/benchmarks.md, "Where a pipelined GET goes"). Entries
+// sit in the map's slots, not behind pointers, and a key's bytes and its
+// string value share one allocation (newEntry), so finding a record
+// touches the map's group, its slot and that allocation, which the key
+// comparison has already brought in when the value is copied out.
 type cacheShard struct {
-	m      map[string]*cached // pointers: a change updates its entry in place, no key to allocate
+	m      map[string]cached
 	bytes  int
 	budget int
-	dirty  []string // keys whose record is dirty, each once
+	// Entries whose gen is gen are dirty: a flush makes all of them clean
+	// at once by moving gen on, without writing to the map.
+	gen   uint32
+	dirty []string // the dirty records' keys, each once
+}
+
+func newCacheShard(budget int) cacheShard {
+	return cacheShard{m: make(map[string]cached), budget: budget, gen: 1}
 }
 
 type cached struct {
-	m     meta
-	ok    bool // false: the key does not exist
-	dirty bool
+	m  meta // of a string, m.val follows the key in the map key's allocation
+	ok bool // false: the key does not exist
 	// Of a dirty record: whether Pebble has a record for the key, and its
 	// expiry time (whose index entry Pebble holds).
 	pok  bool
+	gen  uint32 // dirty if the shard's gen; next to the bools: a 64-byte entry
 	pexp int64
 }
 
-const cacheEntryOverhead = 96 // map slot, string header, the entry
+const cacheEntryOverhead = 96 // the map slot (key header and entry) at the map's load, allocation rounding
 
 func (c *cached) size(key string) int { return len(key) + len(c.m.val) + cacheEntryOverhead }
+
+// newEntry returns the map key and the entry for key's record m, with
+// key and m.val copied into one allocation that nothing writes to again:
+// a record that changes gets a new one.
+func newEntry(key []byte, m meta, ok bool) (string, cached) {
+	buf := make([]byte, len(key)+len(m.val))
+	copy(buf, key)
+	if m.typ == TypeString && ok {
+		copy(buf[len(key):], m.val)
+		m.val = buf[len(key):len(buf):len(buf)]
+	} else {
+		m.val = nil
+	}
+	return unsafe.String(unsafe.SliceData(buf), len(key)), cached{m: m, ok: ok}
+}
 
 // evictScan bounds the entries an insert looks at to find clean ones to
 // evict, so a shard full of dirty records costs no full map walk.
 const evictScan = 8
 
-// set caches a clean record read from Pebble.
-func (sh *cacheShard) set(key []byte, c cached) {
-	if sh.budget <= 0 {
-		return
+// set caches a clean record read from Pebble and returns it as cached.
+// Call only when the key has no entry (lookup's miss).
+func (sh *cacheShard) set(key []byte, m meta, ok bool) meta {
+	if sh.budget <= 0 || len(key)+len(m.val)+cacheEntryOverhead > sh.budget/4 {
+		return m // too big to be worth a quarter of the shard
 	}
-	if old, ok := sh.m[string(key)]; ok {
-		if old.dirty {
-			return // newer than what was read
-		}
-		sh.bytes -= old.size(string(key))
-		delete(sh.m, string(key))
-	}
-	k := string(key)
-	n := c.size(k)
-	if n > sh.budget/4 {
-		return // too big to be worth a quarter of the shard
-	}
-	sh.m[k] = &c
-	sh.bytes += n
+	k, c := newEntry(key, m, ok)
+	sh.m[k] = c
+	sh.bytes += c.size(k)
 	sh.evict(k, evictScan)
+	return c.m
 }
 
 // install puts a committed change in the cache, dirty, and returns how
 // many dirty bytes that added.
 func (sh *cacheShard) install(op *cacheOp) int64 {
-	if c, had := sh.m[string(op.key)]; had {
-		k := string(op.key) // no allocation: only compared and measured
-		was := 0
-		sh.bytes -= c.size(k)
-		if c.dirty {
-			was = c.size(k)
-		} else {
-			c.dirty, c.pok, c.pexp = true, op.prevOK, op.prevExp
-			sh.dirty = append(sh.dirty, strings.Clone(k))
-		}
-		c.m, c.ok = op.c.m, op.c.ok
-		n := c.size(k)
-		sh.bytes += n
-		return int64(n - was)
-	}
-	k := string(op.key)
 	c := op.c
-	c.dirty, c.pok, c.pexp = true, op.prevOK, op.prevExp
-	sh.m[k] = &c
-	sh.dirty = append(sh.dirty, k)
-	n := c.size(k)
+	n := c.size(op.key)
+	grew := n
+	old, had := sh.m[op.key]
+	if had {
+		sh.bytes -= old.size(op.key)
+	}
+	if had && old.gen == sh.gen {
+		grew -= old.size(op.key)
+		c.pok, c.pexp = old.pok, old.pexp
+	} else {
+		c.pok, c.pexp = op.prevOK, op.prevExp
+		// A copy of the key: the entry's allocation may hold a large
+		// value that a later change replaces.
+		sh.dirty = append(sh.dirty, strings.Clone(op.key))
+	}
+	c.gen = sh.gen
+	sh.m[op.key] = c
 	sh.bytes += n
-	sh.evict(k, evictScan)
-	return int64(n)
+	if !had {
+		sh.evict(op.key, evictScan)
+	}
+	return int64(grew)
 }
 
 // evict drops clean entries other than keep while the shard is over its
@@ -1226,11 +1245,21 @@ func (sh *cacheShard) evict(keep string, limit int) {
 			return
 		}
 		looked++
-		if !v.dirty && k != keep {
+		if v.gen != sh.gen && k != keep {
 			sh.bytes -= v.size(k)
 			delete(sh.m, k)
 		}
 	}
+}
+
+// dirtyBytes is the size of the shard's dirty records.
+func (sh *cacheShard) dirtyBytes() int64 {
+	var n int64
+	for _, k := range sh.dirty {
+		c := sh.m[k]
+		n += int64(c.size(k))
+	}
+	return n
 }
 
 // flush writes the shard's dirty records to Pebble, with the expiry index
@@ -1264,13 +1293,12 @@ func (sh *cacheShard) flush(st *store.Store) (int64, error) {
 	if err := b.CommitSync(false); err != nil {
 		return 0, err
 	}
-	var freed int64
-	for _, k := range sh.dirty {
-		c := sh.m[k]
-		freed += int64(c.size(k))
-		c.dirty, c.pok, c.pexp = false, false, 0
-	}
+	freed := sh.dirtyBytes()
+	clear(sh.dirty) // no key kept alive by the array
 	sh.dirty = sh.dirty[:0]
+	if sh.gen++; sh.gen == 0 { // all clean now
+		sh.gen = 1 // 0 is a record read from Pebble
+	}
 	sh.evict("", -1) // all clean now: back within the budget
 	return freed, nil
 }

@@ -36,7 +36,7 @@ func (e *Engine) HSet(key []byte, pairs [][]byte, nx bool) (int, error) {
 			return 0, err
 		}
 	}
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeHash, e.now())
 	if err != nil {
@@ -71,7 +71,7 @@ func (e *Engine) HSet(key []byte, pairs [][]byte, nx bool) (int, error) {
 
 // HGet reads a field.
 func (e *Engine) HGet(key, field []byte) ([]byte, bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	_, ok, err := e.typed(key, TypeHash, e.now())
 	if err != nil || !ok {
 		return nil, false, err
@@ -81,7 +81,7 @@ func (e *Engine) HGet(key, field []byte) ([]byte, bool, error) {
 
 // HMGet reads fields; an absent one is nil.
 func (e *Engine) HMGet(key []byte, fields [][]byte) ([][]byte, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	out := make([][]byte, len(fields))
 	_, ok, err := e.typed(key, TypeHash, e.now())
 	if err != nil || !ok {
@@ -98,7 +98,7 @@ func (e *Engine) HMGet(key []byte, fields [][]byte) ([][]byte, error) {
 // delMembers deletes members of a hash or set and returns how many were
 // there; the key goes when its last member does.
 func (e *Engine) delMembers(key []byte, t Type, members [][]byte) (int, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, t, e.now())
 	if err != nil || !ok {
@@ -140,7 +140,7 @@ func (e *Engine) HDel(key []byte, fields [][]byte) (int, error) {
 
 // HGetAll returns field, value, field, value, ... in field order.
 func (e *Engine) HGetAll(key []byte, fields, values bool) ([][]byte, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	_, ok, err := e.typed(key, TypeHash, e.now())
 	if err != nil || !ok {
 		return nil, err
@@ -160,7 +160,7 @@ func (e *Engine) HGetAll(key []byte, fields, values bool) ([][]byte, error) {
 
 // HLen is a hash's field count.
 func (e *Engine) HLen(key []byte) (int64, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	m, _, err := e.typed(key, TypeHash, e.now())
 	return m.count, err
 }
@@ -228,7 +228,7 @@ func (e *Engine) hUpdate(key, field []byte, fn func(old []byte, had bool) ([]byt
 	if err := e.checkKey(key); err != nil {
 		return err
 	}
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeHash, e.now())
 	if err != nil {
@@ -267,7 +267,7 @@ type Member struct {
 // position, so members added or removed during a scan can shift it:
 // documented in docs/protocol.md.
 func (e *Engine) MemberScan(key []byte, t Type, cursor uint64, match []byte, count int) (out []Member, next uint64, err error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	_, ok, err := e.typed(key, t, e.now())
 	if err != nil || !ok {
 		return nil, 0, err

@@ -48,7 +48,7 @@ func (e *Engine) Exists(keys [][]byte) (int, error) {
 
 // TypeOf is a key's type (TypeNone if it does not exist).
 func (e *Engine) TypeOf(key []byte) (Type, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	m, ok, err := e.load(key, e.now())
 	if err != nil || !ok {
 		return TypeNone, err
@@ -109,7 +109,7 @@ type ExpireOpts struct{ NX, XX, GT, LT bool }
 // Expire sets key's expiry time (Unix ms); a time already past deletes the
 // key. It reports whether it changed anything.
 func (e *Engine) Expire(key []byte, at int64, o ExpireOpts) (bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	now := e.now()
 	b := e.newBatch()
 	m, ok, err := e.loadFor(b, key, now)
@@ -135,7 +135,7 @@ func (e *Engine) Expire(key []byte, at int64, o ExpireOpts) (bool, error) {
 
 // Persist removes key's expiry; it reports whether there was one.
 func (e *Engine) Persist(key []byte) (bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.loadFor(b, key, e.now())
 	if err != nil || !ok || m.expireAt == 0 {
@@ -150,7 +150,7 @@ func (e *Engine) Persist(key []byte) (bool, error) {
 // TTL is the time left in ms: -2 if the key does not exist, -1 if it has
 // no expiry.
 func (e *Engine) TTL(key []byte) (int64, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	now := e.now()
 	m, ok, err := e.load(key, now)
 	switch {
@@ -188,10 +188,8 @@ func (e *Engine) FlushDB() error {
 	var dirty int64
 	for i := range e.caches {
 		sh := &e.caches[i]
-		for _, k := range sh.dirty {
-			dirty += int64(sh.m[k].size(k))
-		}
-		sh.m, sh.bytes, sh.dirty = make(map[string]*cached), 0, nil
+		dirty += sh.dirtyBytes()
+		*sh = newCacheShard(sh.budget)
 	}
 	e.dirtyBytes.Add(-dirty)
 	e.keys.Store(0)

@@ -14,7 +14,7 @@ func (e *Engine) SAdd(key []byte, members [][]byte) (int, error) {
 			return 0, err
 		}
 	}
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeSet, e.now())
 	if err != nil {
@@ -53,7 +53,7 @@ func (e *Engine) SRem(key []byte, members [][]byte) (int, error) {
 
 // SMembers lists a set's members in order.
 func (e *Engine) SMembers(key []byte) ([][]byte, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	_, ok, err := e.typed(key, TypeSet, e.now())
 	if err != nil || !ok {
 		return nil, err
@@ -68,7 +68,7 @@ func (e *Engine) SMembers(key []byte) ([][]byte, error) {
 
 // SIsMember reports whether member is in the set.
 func (e *Engine) SIsMember(key, member []byte) (bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	_, ok, err := e.typed(key, TypeSet, e.now())
 	if err != nil || !ok {
 		return false, err
@@ -79,7 +79,7 @@ func (e *Engine) SIsMember(key, member []byte) (bool, error) {
 
 // SMIsMember reports for each member whether it is in the set.
 func (e *Engine) SMIsMember(key []byte, members [][]byte) ([]bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	_, ok, err := e.typed(key, TypeSet, e.now())
 	out := make([]bool, len(members))
 	if err != nil || !ok {
@@ -95,7 +95,7 @@ func (e *Engine) SMIsMember(key []byte, members [][]byte) ([]bool, error) {
 
 // SCard is a set's size.
 func (e *Engine) SCard(key []byte) (int64, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	m, _, err := e.typed(key, TypeSet, e.now())
 	return m.count, err
 }

@@ -30,7 +30,7 @@ func (e *Engine) Set(key, val []byte, o SetOpts) (SetResult, error) {
 		return SetResult{}, err
 	}
 	now := e.now()
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	old, exists, err := e.loadFor(b, key, now)
 	if err != nil {
@@ -68,7 +68,7 @@ func (e *Engine) Set(key, val []byte, o SetOpts) (SetResult, error) {
 
 // Get reads a string; ok is false if the key does not exist.
 func (e *Engine) Get(key []byte) (val []byte, ok bool, err error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	m, ok, err := e.typed(key, TypeString, e.now())
 	if err != nil || !ok {
 		return nil, false, err
@@ -78,7 +78,7 @@ func (e *Engine) Get(key []byte) (val []byte, ok bool, err error) {
 
 // GetDel reads a string and deletes it.
 func (e *Engine) GetDel(key []byte) ([]byte, bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeString, e.now())
 	if err != nil || !ok {
@@ -91,7 +91,7 @@ func (e *Engine) GetDel(key []byte) ([]byte, bool, error) {
 // GetEx reads a string and changes its expiry: expireAt > 0 sets it,
 // persist removes it, neither leaves it.
 func (e *Engine) GetEx(key []byte, expireAt int64, persist bool) ([]byte, bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	now := e.now()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeString, now)
@@ -181,7 +181,7 @@ func (e *Engine) IncrBy(key []byte, delta int64) (int64, error) {
 	if err := e.checkKey(key); err != nil {
 		return 0, err
 	}
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeString, e.now())
 	if err != nil {
@@ -211,7 +211,7 @@ func (e *Engine) IncrByFloat(key, delta []byte) ([]byte, error) {
 	if err := e.checkKey(key); err != nil {
 		return nil, err
 	}
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeString, e.now())
 	if err != nil {
@@ -245,7 +245,7 @@ func (e *Engine) Append(key, val []byte) (int, error) {
 	if err := e.checkKey(key); err != nil {
 		return 0, err
 	}
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeString, e.now())
 	if err != nil {

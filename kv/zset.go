@@ -90,7 +90,7 @@ func (e *Engine) ZAdd(key []byte, o ZAddOpts, items []ScoredMember) (n int, incr
 			return 0, 0, false, err
 		}
 	}
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, exists, err := e.typedFor(b, key, TypeZSet, e.now())
 	if err != nil {
@@ -153,7 +153,7 @@ func (e *Engine) ZAdd(key []byte, o ZAddOpts, items []ScoredMember) (n int, incr
 
 // ZRem removes members.
 func (e *Engine) ZRem(key []byte, members [][]byte) (int, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeZSet, e.now())
 	if err != nil || !ok {
@@ -196,7 +196,7 @@ func (e *Engine) shrink(b *batch, key []byte, m meta, n int) {
 
 // ZScore is a member's score.
 func (e *Engine) ZScore(key, member []byte) (float64, bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	_, ok, err := e.typed(key, TypeZSet, e.now())
 	if err != nil || !ok {
 		return 0, false, err
@@ -207,7 +207,7 @@ func (e *Engine) ZScore(key, member []byte) (float64, bool, error) {
 
 // ZCard is a zset's size.
 func (e *Engine) ZCard(key []byte) (int64, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	m, _, err := e.typed(key, TypeZSet, e.now())
 	return m.count, err
 }
@@ -215,7 +215,7 @@ func (e *Engine) ZCard(key []byte) (int64, error) {
 // ZRank is a member's rank from the lowest score (from the highest with
 // rev); ok false if absent.
 func (e *Engine) ZRank(key, member []byte, rev bool) (int64, bool, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	m, ok, err := e.typed(key, TypeZSet, e.now())
 	if err != nil || !ok {
 		return 0, false, err
@@ -305,7 +305,7 @@ type RangeOpts struct {
 // and Max/LexMax the high end in either direction (the Redis port swaps
 // REV's arguments, which come high end first).
 func (e *Engine) ZRange(key []byte, o RangeOpts) ([]ScoredMember, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	m, ok, err := e.typed(key, TypeZSet, e.now())
 	if err != nil || !ok {
 		return nil, err
@@ -316,7 +316,7 @@ func (e *Engine) ZRange(key []byte, o RangeOpts) ([]ScoredMember, error) {
 // ZRemRange removes the entries o selects (ZREMRANGEBYRANK, BYSCORE,
 // BYLEX) and reports how many went; the key goes with its last entry.
 func (e *Engine) ZRemRange(key []byte, o RangeOpts) (int, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeZSet, e.now())
 	if err != nil || !ok {
@@ -336,7 +336,7 @@ func (e *Engine) ZRemRange(key []byte, o RangeOpts) (int, error) {
 
 // ZMScore is the score of each member (ok false: not there).
 func (e *Engine) ZMScore(key []byte, members [][]byte) (scores []float64, ok []bool, err error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	_, exists, err := e.typed(key, TypeZSet, e.now())
 	scores, ok = make([]float64, len(members)), make([]bool, len(members))
 	if err != nil || !exists {
@@ -441,7 +441,7 @@ func (e *Engine) ZIncrBy(key []byte, delta float64, member []byte) (float64, err
 // ZPop removes and returns up to count entries with the lowest scores (the
 // highest with max).
 func (e *Engine) ZPop(key []byte, count int, max bool) ([]ScoredMember, error) {
-	defer e.lock(key)()
+	defer e.lock(key).Unlock()
 	b := e.newBatch()
 	m, ok, err := e.typedFor(b, key, TypeZSet, e.now())
 	if err != nil || !ok || count <= 0 {

@@ -92,6 +92,10 @@ type Options struct {
 	// with many logs written at once, one syncfs per round serves them
 	// all. Only a log on OSFS joins; any other keeps its own syncer.
 	SyncGroup *SyncGroup
+	// Handles bounds the open files of sealed segments (handles.go),
+	// shared by the logs given the same one; nil: one shared by every log
+	// of the process opened without one.
+	Handles *Handles
 	// Meta keeps the log's small state (its low-water mark) across
 	// restarts; the node passes its Pebble store (kv/store.Namespace). Nil:
 	// the low-water mark restarts at the first retained offset.
@@ -111,6 +115,9 @@ const metaLowWater = "low_water" // 8 bytes, little-endian
 func (o *Options) fill() {
 	if o.FS == nil {
 		o.FS = OSFS{}
+	}
+	if o.Handles == nil {
+		o.Handles = defaultHandles
 	}
 	if o.SyncInterval <= 0 {
 		o.SyncInterval = 10 * time.Millisecond
@@ -302,20 +309,33 @@ func (l *Log) recover() error {
 			continue
 		}
 		s := &segment{path: filepath.Join(l.dir, name), base: base, next: base}
-		if s.f, err = fs.OpenFile(s.path, os.O_RDWR, 0o644); err != nil {
+		f, err := fs.OpenFile(s.path, os.O_RDWR, 0o644)
+		if err != nil {
 			return fmt.Errorf("log: open %s: %w", s.path, err)
 		}
-		st, err := s.f.Stat()
+		st, err := f.Stat()
+		f.Close()
 		if err != nil {
 			return fmt.Errorf("log: %w", err)
 		}
 		s.size = st.Size()
 		l.segs = append(l.segs, s)
 	}
+	// One file open at a time but the active segment's: a sealed segment
+	// with a valid index is not opened at all, and one that must be
+	// scanned goes to the Handles once done, which close what is over
+	// their limit.
 	for i, s := range l.segs {
 		last := i == len(l.segs)-1
 		if !last && s.loadIndex(fs) {
+			s.sealed = true // its file opens at the first read
 			continue
+		}
+		if s.f, err = fs.OpenFile(s.path, os.O_RDWR, 0o644); err != nil {
+			return fmt.Errorf("log: open %s: %w", s.path, err)
+		}
+		if err := checkFileLimit(s.f, "open segment "+s.path); err != nil {
+			return err
 		}
 		var res scanResult
 		if covered, ok := l.checkpointOf(s, last); ok {
@@ -352,6 +372,7 @@ func (l *Log) recover() error {
 			if err := s.writeIndex(fs); err != nil {
 				l.opts.Logger.Warn("log: rewriting index", "file", s.path, "err", err)
 			}
+			l.opts.Handles.seal(s)
 		}
 	}
 	for i := 1; i < len(l.segs); i++ {
@@ -806,9 +827,17 @@ func (l *Log) fsync() error {
 	defer l.syncMu.Unlock()
 	l.mu.Lock()
 	s := l.segs[len(l.segs)-1]
+	// Pinned: the writer may roll meanwhile, and a sealed segment's
+	// file may be closed when nothing pins it.
+	ok, err := l.opts.Handles.pin(s, l.opts.FS)
 	l.mu.Unlock()
+	if !ok || err != nil {
+		// Not reached: under l.mu the segment is the active one, open.
+		return err
+	}
+	defer l.opts.Handles.unpin(s)
 	start := time.Now()
-	err := s.f.Sync()
+	err = s.f.Sync()
 	l.stats.observeFsync(time.Since(start))
 	if err != nil {
 		// After a failed fsync the kernel may have dropped the dirty pages:
@@ -885,6 +914,7 @@ func (l *Log) roll() error {
 	if err := l.newSegment(s.next); err != nil {
 		return err
 	}
+	l.opts.Handles.seal(s)
 	l.activeAt = l.opts.Now()
 	l.enforceRetention()
 	return nil
@@ -906,7 +936,8 @@ func (l *Log) enforceRetention() {
 		if !over && !old && !acked {
 			return
 		}
-		if err := s.remove(l.opts.FS); err != nil {
+		l.opts.Handles.remove(s)
+		if err := s.removeFiles(l.opts.FS); err != nil {
 			l.opts.Logger.Error("log: retention could not delete a segment", "file", s.path, "err", err)
 			return
 		}
@@ -1045,7 +1076,7 @@ func (l *Log) read(offset uint64, maxRecords, maxBytes int, dst []Record, rb *re
 	if err != nil {
 		return dst, err
 	}
-	defer s.release()
+	defer l.opts.Handles.unpin(s)
 	var hb, buf, scratch []byte
 	if rb != nil {
 		hb = rb.hb
@@ -1161,7 +1192,9 @@ func (l *Log) segmentFor(offset uint64) (*segment, error) {
 	}
 	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > offset }) - 1
 	s := l.segs[i]
-	if !s.acquire() {
+	if ok, err := l.opts.Handles.pin(s, l.opts.FS); err != nil {
+		return nil, err
+	} else if !ok {
 		return nil, fmt.Errorf("%w: %d was deleted", ErrOutOfRange, offset)
 	}
 	return s, nil
@@ -1179,14 +1212,21 @@ func (l *Log) SeekTime(ts int64) (uint64, error) {
 			break
 		}
 	}
-	if s != nil && !s.acquire() {
-		s = nil
+	if s != nil {
+		ok, err := l.opts.Handles.pin(s, l.opts.FS)
+		if err != nil {
+			l.mu.Unlock()
+			return 0, err
+		}
+		if !ok {
+			s = nil
+		}
 	}
 	l.mu.Unlock()
 	if s == nil {
 		return l.committed.Load(), nil
 	}
-	defer s.release()
+	defer l.opts.Handles.unpin(s)
 	hb := make([]byte, batchHeaderSize)
 	var buf, scratch []byte
 	var recs []Record
@@ -1265,12 +1305,14 @@ func (l *Log) Close() error {
 }
 
 func (l *Log) closeFiles() error {
+	h := l.opts.Handles
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	var errs []error
 	for _, s := range l.segs {
-		if s.f != nil {
-			if err := s.f.Close(); err != nil {
-				errs = append(errs, err)
-			}
+		s.doomed = true // no new pins
+		if err := h.closeFile(s); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)

@@ -36,9 +36,15 @@ type segment struct {
 	// checkpointed is the size the segment's index file describes; the
 	// writer goroutine's only.
 	checkpointed int64
-	mu           sync.Mutex
-	refs         int  // readers in flight; guarded by mu
-	doomed       bool // removed by retention; closed when refs reaches 0
+	mu           sync.Mutex // guards holes
+
+	// Guarded by the log's Handles (handles.go), like f once sealed is
+	// set: a sealed segment's file may be closed while no pin holds it.
+	refs             int  // pins: readers in flight
+	doomed           bool // removed (retention, or the log closed); closed when refs reaches 0
+	sealed           bool // written to no more
+	listed           bool // in the Handles' list: sealed, open, unpinned
+	lruPrev, lruNext *segment
 }
 
 type indexEntry struct {
@@ -346,36 +352,9 @@ func (s *segment) holeAt(pos int64) (hole, bool) {
 	return hole{}, false
 }
 
-func (s *segment) acquire() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.doomed {
-		return false
-	}
-	s.refs++
-	return true
-}
-
-func (s *segment) release() {
-	s.mu.Lock()
-	s.refs--
-	closeNow := s.doomed && s.refs == 0
-	s.mu.Unlock()
-	if closeNow {
-		s.f.Close()
-	}
-}
-
-// remove deletes the segment's files; the handle closes once no reader
-// holds it.
-func (s *segment) remove(fs FS) error {
-	s.mu.Lock()
-	s.doomed = true
-	closeNow := s.refs == 0
-	s.mu.Unlock()
-	if closeNow {
-		s.f.Close()
-	}
+// removeFiles deletes the segment's files (the handle is the Handles'
+// to close).
+func (s *segment) removeFiles(fs FS) error {
 	err := fs.Remove(s.path)
 	if ierr := fs.Remove(s.indexPath()); ierr != nil && !errors.Is(ierr, os.ErrNotExist) && err == nil {
 		err = ierr

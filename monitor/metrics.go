@@ -32,6 +32,7 @@ type Snapshot struct {
 	Subscriptions                       int
 	Logs                                []LogStats
 	SyncGroup                           commitlog.SyncGroupStats // the logs' shared interval syncs
+	SealedFiles                         commitlog.HandleStats    // the open files of the logs' sealed segments
 	Topics                              []stream.TopicInfo
 	Groups                              []stream.GroupInfo
 	Queues                              []queue.Info
@@ -116,6 +117,10 @@ var (
 	dSyncfs         = desc("log_syncfs_seconds", "Latency of the syncfs calls that made many logs' interval writes durable at once.")
 	dSyncfsCovered  = desc("log_syncfs_logs_total", "Log syncs done by a shared syncfs instead of an fsync each.")
 	dSyncfsFailed   = desc("log_syncfs_failures_total", "Failed syncfs calls (each log of the round was then fsynced on its own).")
+	dSealedOpen     = desc("log_sealed_files_open", "Sealed segments whose file is open (at most the limit, but for ones being read).")
+	dSealedLimit    = desc("log_sealed_files_limit", "How many sealed segments may keep their file open while none reads them.")
+	dSealedOpens    = desc("log_sealed_file_opens_total", "Sealed segment files opened again for a read.")
+	dSealedCloses   = desc("log_sealed_file_closes_total", "Sealed segment files closed to stay within the limit.")
 	dTopicEvents    = desc("stream_events_written_total", "Events written to a topic since the node started.", "topic")
 	dTopicBytes     = desc("stream_bytes_written_total", "Bytes (encoded batches) written to a topic since the node started.", "topic")
 	dTopicRetained  = desc("stream_events_retained", "Events retained in a topic.", "topic")
@@ -171,6 +176,10 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- histogram(dSyncfs, fsyncBoundsSecs, sg.Buckets[:], time.Duration(sg.SyncfsNanos).Seconds())
 	counter(dSyncfsCovered, float64(sg.Covered))
 	counter(dSyncfsFailed, float64(sg.Failures))
+	gauge(dSealedOpen, float64(s.SealedFiles.Open))
+	gauge(dSealedLimit, float64(s.SealedFiles.Limit))
+	counter(dSealedOpens, float64(s.SealedFiles.Opens))
+	counter(dSealedCloses, float64(s.SealedFiles.Closes))
 	written := map[string][2]uint64{}
 	for _, l := range s.Logs {
 		part := strconv.Itoa(l.Partition)

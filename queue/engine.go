@@ -33,6 +33,9 @@ type Options struct {
 	// SyncGroup, if set, does the queues' interval fsyncs (the log's
 	// SyncGroup): one per node, shared with the streams.
 	SyncGroup *commitlog.SyncGroup
+	// Handles bounds the open files of sealed segments (the log's
+	// Handles): one per node, shared with the streams.
+	Handles *commitlog.Handles
 	Logger    *slog.Logger
 	Now       func() time.Time
 	Rand      func() float64 // backoff jitter; default math/rand

@@ -228,7 +228,7 @@ func (e *Engine) openQueue(name string, cfg Config) (*Queue, error) {
 	l, err := commitlog.Open(filepath.Join(e.opts.Dir, name), commitlog.Options{
 		FS: e.opts.FS, Codec: commitlog.CodecS2, Sync: pol, SyncInterval: e.opts.FsyncInterval,
 		SegmentBytes: e.opts.SegmentBytes, PreallocateBytes: e.opts.PreallocateBytes, Logger: e.opts.Logger, Now: e.opts.Now,
-		SyncGroup: e.opts.SyncGroup, Meta: e.opts.Store.Namespace(store.KeyspaceLog, logMetaPrefix(name)),
+		SyncGroup: e.opts.SyncGroup, Handles: e.opts.Handles, Meta: e.opts.Store.Namespace(store.KeyspaceLog, logMetaPrefix(name)),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: open %q: %w", name, err)

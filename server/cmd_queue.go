@@ -525,7 +525,7 @@ func (s *Server) queueOptions(dir string) queue.Options {
 	d := queue.DefaultConfig(s.cfg.MaxPayload, s.cfg.Fsync)
 	o := queue.Options{Dir: dir, Store: s.store, Defaults: d, AutoCreate: true, Logger: s.log,
 		FsyncInterval: time.Duration(s.cfg.FsyncInterval), DeadLettered: s.deadLettered, PreallocateBytes: logPreallocate,
-		SyncGroup: s.syncGroup}
+		SyncGroup: s.syncGroup, Handles: s.handles}
 	if s.tracer != nil {
 		o.TraceOf = traceOf
 	}

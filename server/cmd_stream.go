@@ -647,6 +647,7 @@ func (s *Server) streamOptions(dir string) stream.Options {
 	return stream.Options{
 		Dir: dir, Store: s.store, AutoCreate: *sd.AutoCreate, Logger: s.log,
 		FsyncInterval: time.Duration(s.cfg.FsyncInterval), PreallocateBytes: logPreallocate, SyncGroup: s.syncGroup,
+		Handles: s.handles,
 		Defaults: stream.Config{Partitions: sd.Partitions, RetentionAge: stream.Duration(*sd.RetentionAge),
 			RetentionBytes: sd.RetentionBytes, Fsync: s.cfg.Fsync, Compression: sd.Compression, MaxEventBytes: s.cfg.MaxPayload},
 	}

@@ -57,6 +57,7 @@ type Server struct {
 	store      *store.Store
 	streams    *stream.Engine
 	syncGroup  *commitlog.SyncGroup // the logs' interval fsyncs
+	handles    *commitlog.Handles   // the open files of the logs' sealed segments
 	queues     *queue.Engine
 	kv         *kv.Engine
 	resp       *netpoll.Server           // the Redis-compatible port, nil when off
@@ -210,6 +211,7 @@ func (s *Server) Start() error {
 	// One syncer for the interval fsyncs of every topic partition and
 	// queue: many logs written at once share a syncfs (log/syncgroup.go).
 	s.syncGroup = commitlog.NewSyncGroup(s.log)
+	s.handles = commitlog.NewHandles(commitlog.DefaultHandleLimit())
 	undo = append(undo, func() { s.syncGroup.Close() })
 	if s.streams, err = stream.Open(s.streamOptions(filepath.Join(logRoot, "streams"))); err != nil {
 		return fail(err)
@@ -575,6 +577,7 @@ func (s *Server) Metrics() monitor.Snapshot {
 		KVOps: s.KVOps()}
 	if s.syncGroup != nil {
 		m.SyncGroup = s.syncGroup.Stats()
+		m.SealedFiles = s.handles.Stats()
 	}
 	if s.kv != nil {
 		m.KV = s.kv.Stats()

@@ -35,6 +35,9 @@ type Options struct {
 	// SyncGroup, if set, does the partitions' interval fsyncs (the log's
 	// SyncGroup): one per node, shared with the queues.
 	SyncGroup *commitlog.SyncGroup
+	// Handles bounds the open files of sealed segments (the log's
+	// Handles): one per node, shared with the queues.
+	Handles *commitlog.Handles
 	Logger    *slog.Logger
 	Now       func() time.Time // default time.Now
 	FS        commitlog.FS     // default the real file system
@@ -360,7 +363,7 @@ func (e *Engine) openLog(topic string, p int, cfg Config, onPublish func()) (*co
 		FS: e.opts.FS, Codec: tun.Codec, Sync: tun.Sync, SyncInterval: e.opts.FsyncInterval,
 		SegmentBytes: e.opts.SegmentBytes, PreallocateBytes: e.opts.PreallocateBytes,
 		RetentionBytes: tun.RetentionBytes, RetentionAge: tun.RetentionAge,
-		Logger: e.opts.Logger, Now: e.opts.Now, OnPublish: onPublish, SyncGroup: e.opts.SyncGroup,
+		Logger: e.opts.Logger, Now: e.opts.Now, OnPublish: onPublish, SyncGroup: e.opts.SyncGroup, Handles: e.opts.Handles,
 		Meta: e.opts.Store.Namespace(store.KeyspaceLog, topic+"/"+strconv.Itoa(p)+"/"),
 	})
 	if err != nil {

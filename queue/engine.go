@@ -36,10 +36,10 @@ type Options struct {
 	// Handles bounds the open files of sealed segments (the log's
 	// Handles): one per node, shared with the streams.
 	Handles *commitlog.Handles
-	Logger    *slog.Logger
-	Now       func() time.Time
-	Rand      func() float64 // backoff jitter; default math/rand
-	FS        commitlog.FS
+	Logger  *slog.Logger
+	Now     func() time.Time
+	Rand    func() float64 // backoff jitter; default math/rand
+	FS      commitlog.FS
 
 	// Tracing hooks, for the driver's spans; nil when tracing is off.
 	// TraceOf finds the packed trace context of a job's header block on

@@ -38,9 +38,9 @@ type Options struct {
 	// Handles bounds the open files of sealed segments (the log's
 	// Handles): one per node, shared with the queues.
 	Handles *commitlog.Handles
-	Logger    *slog.Logger
-	Now       func() time.Time // default time.Now
-	FS        commitlog.FS     // default the real file system
+	Logger  *slog.Logger
+	Now     func() time.Time // default time.Now
+	FS      commitlog.FS     // default the real file system
 }
 
 // Engine owns every topic and consumer group of a node.

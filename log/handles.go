@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 
 	"github.com/flowmesh/flowmesh/internal/fdlimit"
 )
@@ -30,8 +29,8 @@ type Handles struct {
 	head  *segment // most recently released; lruNext goes towards older
 	tail  *segment
 
-	opens  atomic.Uint64 // files opened again for a reader
-	closes atomic.Uint64 // files closed to stay within the limit
+	opens  uint64 // files opened again for a reader
+	closes uint64 // files closed to stay within the limit
 }
 
 // NewHandles returns a cache of at most limit open sealed segments
@@ -56,7 +55,7 @@ type HandleStats struct {
 func (h *Handles) Stats() HandleStats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return HandleStats{Limit: h.limit, Open: h.open, Opens: h.opens.Load(), Closes: h.closes.Load()}
+	return HandleStats{Limit: h.limit, Open: h.open, Opens: h.opens, Closes: h.closes}
 }
 
 // pin makes s's file usable until unpin: false if retention removed s.
@@ -70,18 +69,16 @@ func (h *Handles) pin(s *segment, fs FS) (bool, error) {
 	}
 	if s.f == nil {
 		f, err := fs.OpenFile(s.path, os.O_RDONLY, 0)
-		if err == nil {
-			err = checkFileLimit(f, "open segment "+s.path)
-			if err != nil {
-				f.Close()
-			}
-		}
 		if err != nil {
 			return false, fmt.Errorf("log: %w", err)
 		}
+		if err := checkFileLimit(f, "open segment "+s.path); err != nil {
+			f.Close()
+			return false, err
+		}
 		s.f = f
 		h.open++
-		h.opens.Add(1)
+		h.opens++
 		h.trim()
 	} else if s.listed {
 		h.unlink(s)
@@ -158,7 +155,7 @@ func (h *Handles) closeFile(s *segment) error {
 func (h *Handles) trim() {
 	for h.open > h.limit && h.tail != nil {
 		h.closeFile(h.tail)
-		h.closes.Add(1)
+		h.closes++
 	}
 }
 

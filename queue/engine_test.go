@@ -206,12 +206,16 @@ func TestLongPollAndDedup(t *testing.T) {
 
 // TestSpaceReclaimed: as jobs are acknowledged the log releases them and
 // deletes whole segments, and their state keys go; what is left after a
-// restart is only the live jobs.
+// restart is only the live jobs. The queue has the default dedup window,
+// which jobs without an idempotency key do not hold.
 func TestSpaceReclaimed(t *testing.T) {
 	dir := t.TempDir()
 	clk := &clock{now: time.Unix(1_700_000_000, 0)}
 	n := openNode(t, dir, clk)
-	q, _ := n.e.Create("work", func() Config { c := n.e.Defaults(); c.DedupWindow = 0; return c }())
+	q, _ := n.e.Create("work", n.e.Defaults())
+	if q.Config().DedupWindow == 0 {
+		t.Fatal("the test needs a dedup window")
+	}
 	for i := 0; i < 300; i++ {
 		enq(t, q, EnqueueRequest{Payload: make([]byte, 100)})
 	}
@@ -251,6 +255,65 @@ func TestSpaceReclaimed(t *testing.T) {
 	q, _ = n.e.Queue("work", false)
 	if in := q.Info(); in.Recovery.Jobs != 10 || in.InFlight+in.Ready != 10 {
 		t.Fatalf("after restart %+v", in)
+	}
+}
+
+// TestDedupHoldsKeyedJobs: a job with an idempotency key holds the log
+// (and so its key) for the dedup window, even acknowledged, and its key
+// answers after a restart; once the window has passed the log is released
+// past it and the key is free.
+func TestDedupHoldsKeyedJobs(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, dir, clk)
+	q, _ := n.e.Create("work", n.e.Defaults())
+	for i := 0; i < 20; i++ {
+		enq(t, q, EnqueueRequest{Payload: []byte("plain")})
+	}
+	keyed, _ := enq(t, q, EnqueueRequest{Payload: []byte("keyed"), Key: "order-7"})
+	for i := 0; i < 20; i++ {
+		enq(t, q, EnqueueRequest{Payload: []byte("plain")})
+	}
+	for done := 0; done < 41; {
+		for _, d := range reserve(t, q, 50, 0) {
+			if err := ack(q, d.ID, d.Attempt); err != nil {
+				t.Fatal(err)
+			}
+			done++
+		}
+	}
+	waitReleased := func(q *Queue, at uint64) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); q.log.Released() < at; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("released %d, want %d", q.log.Released(), at)
+			}
+			clk.Add(200 * time.Millisecond)
+			q.kick()
+		}
+	}
+	// The release computes its mark in one step: had the keyed job not
+	// held it, it would have gone to the high-water mark at once.
+	waitReleased(q, keyed)
+	if got := q.log.Released(); got != keyed {
+		t.Fatalf("released %d with job %d's key inside the window", got, keyed)
+	}
+	n.close(t)
+
+	n = openNode(t, dir, clk)
+	q, _ = n.e.Queue("work", false)
+	if id, dup := enq(t, q, EnqueueRequest{Payload: []byte("again"), Key: "order-7"}); !dup || id != keyed {
+		t.Fatalf("after a restart the acknowledged job's key gave %d dup=%v, want %d", id, dup, keyed)
+	}
+	clk.Add(time.Duration(q.Config().DedupWindow) + time.Second)
+	waitReleased(q, keyed+21)
+	n.close(t)
+
+	n = openNode(t, dir, clk)
+	defer n.close(t)
+	q, _ = n.e.Queue("work", false)
+	if id, dup := enq(t, q, EnqueueRequest{Payload: []byte("later"), Key: "order-7"}); dup || id == keyed {
+		t.Fatalf("past the window the key gave %d dup=%v", id, dup)
 	}
 }
 

@@ -34,8 +34,8 @@ import (
 // the log from the released mark on. In-flight jobs come back in flight
 // with their deadline, so they are delivered again once it passes, the
 // attempt counted. As the oldest jobs are acknowledged, the queue releases
-// the log below its oldest live job (or the oldest job still inside the
-// dedup window), the log deletes whole segments below it, and the state
+// the log below its oldest live job (or the oldest job whose idempotency
+// key is still inside the dedup window), the log deletes whole segments below it, and the state
 // keys below it are removed: disk use follows the live jobs.
 
 // Queue is one job queue.
@@ -292,6 +292,8 @@ func (q *Queue) recover() error {
 					j.Where = Ready
 				}
 				if acked {
+					// Its key still answers inside the dedup window.
+					q.st.RememberKey(j.Key, j.ID, j.EnqueuedAt, now)
 					continue
 				}
 			} else if runAt > now {
@@ -819,14 +821,15 @@ func (q *Queue) release(now time.Time) {
 	hw := q.log.HighWater()
 	q.mu.Lock()
 	lw := q.st.LowWater(hw)
-	window := time.Duration(q.cfg.DedupWindow)
+	// Only jobs with an idempotency key hold the log for the dedup
+	// window; a queue whose jobs have none releases right behind its
+	// oldest live job, so acknowledged jobs' state keys are deleted while
+	// they are still in Pebble's memtable, not flushed and compacted.
+	if floor, ok := q.st.DedupFloor(now.UnixNano()); ok && floor < lw {
+		lw = floor
+	}
 	prev := q.released
 	q.mu.Unlock()
-	if window > 0 && lw > prev {
-		if cut, err := q.log.SeekTime(now.Add(-window).UnixNano()); err == nil && cut < lw {
-			lw = cut
-		}
-	}
 	if lw <= prev {
 		return
 	}

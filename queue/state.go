@@ -94,7 +94,7 @@ type State struct {
 	inflight jobHeap // by Deadline
 	deadN    int
 	dedup    map[string]dedupEntry
-	dedupQ   []dedupEntry // by time, for expiry
+	dedupQ   []dedupEntry // in log order (by ID and by time), for expiry
 	order    idIndex      // IDs of jobs held, ascending: the low-water mark and browsing
 	paused   bool
 	counts   Counters
@@ -189,11 +189,7 @@ func (s *State) Restore(j *Job, now int64) {
 	j.index = -1
 	s.jobs[j.ID] = j
 	s.order.add(j.ID)
-	if j.Key != "" && j.EnqueuedAt > now-int64(s.policy.DedupWindow) {
-		e := dedupEntry{key: j.Key, id: j.ID, at: j.EnqueuedAt}
-		s.dedup[j.Key] = e
-		s.dedupQ = append(s.dedupQ, e)
-	}
+	s.RememberKey(j.Key, j.ID, j.EnqueuedAt, now)
 	switch j.Where {
 	case Delayed:
 		heap.Push(&s.delayed, j)
@@ -205,6 +201,33 @@ func (s *State) Restore(j *Job, now int64) {
 		j.Where = Ready
 		heap.Push(&s.ready, j)
 	}
+}
+
+// RememberKey records, for recovery, the idempotency key of job id
+// enqueued at at, if it is still inside the dedup window at now; Restore
+// does it for the jobs it restores, and recovery calls it for the
+// acknowledged ones, whose keys must go on answering inside the window
+// as they did before the restart. Calls come in log order.
+func (s *State) RememberKey(key string, id uint64, at, now int64) {
+	if key == "" || at <= now-int64(s.policy.DedupWindow) {
+		return
+	}
+	e := dedupEntry{key: key, id: id, at: at}
+	s.dedup[key] = e
+	s.dedupQ = append(s.dedupQ, e)
+}
+
+// DedupFloor returns the smallest ID whose idempotency key is still inside
+// the dedup window at now (ok false: none): the log must be kept from
+// there for recovery to remember the keys. dedupQ is in log order, ID and
+// time alike: Enqueue runs as the log completes appends, which it does in
+// offset order, and recovery reads the log in order.
+func (s *State) DedupFloor(now int64) (id uint64, ok bool) {
+	s.expireDedup(now)
+	if len(s.dedupQ) == 0 {
+		return 0, false
+	}
+	return s.dedupQ[0].id, true
 }
 
 func (s *State) expireDedup(now int64) {

@@ -268,3 +268,61 @@ func TestConsumerCancelOrdered(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestExpiryFoundByAReserve: a reserve applies time itself (so it sees the
+// queue as of its arrival); a consumer's job whose visibility timeout it
+// finds passed must give the consumer its place back, and its state change
+// and dead-lettering must happen as when the queue's goroutine finds it.
+func TestExpiryFoundByAReserve(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	var deadMu sync.Mutex
+	var dead []uint64
+	n := openNode(t, t.TempDir(), clk, func(o *Options) {
+		o.DeadLettered = func(_ *Queue, j Job) { deadMu.Lock(); dead = append(dead, j.ID); deadMu.Unlock() }
+	})
+	q, _ := n.e.Create("q", func() Config { c := n.e.Defaults(); c.MaxAttempts = 2; return c }())
+	first, _ := enq(t, q, EnqueueRequest{Payload: []byte("a")})
+	p := newPushes()
+	if _, err := q.Consume(nil, nil, 1, 10*time.Second, p.push); err != nil {
+		t.Fatal(err)
+	}
+	p.take(t, 1)
+	// The goroutine sleeps until the real-time deadline; the reserve comes
+	// first and finds the job expired: attempt 1 of 2, so it is ready again
+	// and this reserve takes it.
+	clk.Add(11 * time.Second)
+	if ds := reserve(t, q, 1, 0); len(ds) != 1 || ds[0].ID != first || ds[0].Attempt != 2 {
+		t.Fatalf("reserve after the timeout: %+v", ds)
+	}
+	second, _ := enq(t, q, EnqueueRequest{Payload: []byte("b")})
+	if d := p.take(t, 1)[0]; d.ID != second {
+		t.Fatalf("consumer got %d, want %d", d.ID, second)
+	}
+	// Now its second attempt runs out while the consumer holds job b: the
+	// reserve that finds it dead-letters it.
+	clk.Add(31 * time.Second)
+	reserve(t, q, 1, 0)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		deadMu.Lock()
+		got := append([]uint64(nil), dead...)
+		deadMu.Unlock()
+		if len(got) == 1 && got[0] == first {
+			break
+		}
+		if time.Now().After(deadline) || len(got) > 1 {
+			t.Fatalf("dead-lettered %v, want [%d]", got, first)
+		}
+		time.Sleep(time.Millisecond) // the announcement follows the state write; no event to wait on
+	}
+	if in := q.Info(); in.Dead != 1 {
+		t.Fatalf("dead %d, want 1", in.Dead)
+	}
+	n.close(t)
+	n2 := openNode(t, n.dir, clk)
+	defer n2.close(t)
+	q, _ = n2.e.Queue("q", false)
+	if in := q.Info(); in.Dead != 1 {
+		t.Fatalf("after a restart: %+v", in)
+	}
+}

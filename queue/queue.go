@@ -57,6 +57,7 @@ type Queue struct {
 	// nextConsumer is whose turn is first.
 	consumers    []*Consumer
 	cancelled    []func() // Cancel's done calls, run after the next deliveries
+	dead         []Job    // dead-lettered by advance, announced after the next batch
 	nextConsumer int
 	ready        []delivery // reservations decided, waiting for their write
 	ops          []op       // state changes not yet in Pebble
@@ -472,7 +473,7 @@ func (q *Queue) ReserveFor(wk *Worker, gone func() bool, max int, wait, visibili
 	// Decide now, so the reservation sees the queue as the commands before
 	// it left it (a pipelined QPAUSE, an ack); only the write and the
 	// delivery wait for the queue's goroutine.
-	q.st.Advance(now.UnixNano())
+	q.advance(now.UnixNano())
 	if len(q.waiters) == 0 {
 		if jobs := q.st.Reserve(max, now.UnixNano(), visibility); len(jobs) > 0 {
 			for _, j := range jobs {
@@ -616,19 +617,10 @@ func (q *Queue) run() {
 	for {
 		now := q.e.opts.Now()
 		q.mu.Lock()
-		_, expired := q.st.Advance(now.UnixNano())
+		q.advance(now.UnixNano())
 		q.rates.sample(now.UnixNano(), q.st.counts)
-		var dead []Job
-		for _, j := range expired {
-			q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
-			if j.Where == Dead && q.e.opts.DeadLettered != nil {
-				dead = append(dead, *j)
-			}
-			if wk := holderWorker(j.Holder); wk != nil {
-				wk.done(false, time.Duration(now.UnixNano()-j.ReservedAt))
-			}
-			letGo(j)
-		}
+		dead := q.dead // announced once their state write below is durable
+		q.dead = nil
 		deliveries := append(q.ready, q.serveWaiters(now.UnixNano())...)
 		deliveries = append(deliveries, q.serveConsumers(now.UnixNano())...)
 		q.ready = nil
@@ -683,6 +675,27 @@ func (q *Queue) run() {
 		case <-q.stop:
 			return
 		}
+	}
+}
+
+// advance applies time to the state: due delayed jobs become ready, and
+// in-flight jobs whose visibility timeout passed go back to the queue or
+// to the dead letters. Their state writes join the next batch, their
+// holders get their places back (a consumer's window), and the
+// dead-lettered ones are announced by the goroutine after that batch is
+// durable. Both the goroutine and a reserve (which decides as of its
+// arrival) call it. q.mu held.
+func (q *Queue) advance(now int64) {
+	_, expired := q.st.Advance(now)
+	for _, j := range expired {
+		q.ops = append(q.ops, op{id: j.ID, val: encodeState(j)})
+		if j.Where == Dead && q.e.opts.DeadLettered != nil {
+			q.dead = append(q.dead, *j)
+		}
+		if wk := holderWorker(j.Holder); wk != nil {
+			wk.done(false, time.Duration(now-j.ReservedAt))
+		}
+		letGo(j)
 	}
 }
 

@@ -306,6 +306,12 @@ func (q *Queue) recover() error {
 			q.recovery.Jobs++
 		}
 	}
+	// The queue opens as of now: delayed jobs that came due and visibility
+	// timeouts that passed while the node was down are applied before
+	// anyone looks (their writes go with the goroutine's first batch).
+	q.mu.Lock()
+	q.advance(now)
+	q.mu.Unlock()
 	return nil
 }
 

@@ -117,9 +117,14 @@ func (e *Engine) Reset(topic, group string, partition int, tg Target) (map[int]u
 			return nil, err
 		}
 	}
+	// e.mu is held throughout: a Join that creates the group (loading its
+	// offsets from Pebble) or the last member's leave that removes it
+	// (writing its last commits) comes wholly before or after the reset.
+	// Between the two, a reset written under a group created from the old
+	// offsets was lost (TestResetRacingJoin).
 	e.mu.RLock()
+	defer e.mu.RUnlock()
 	g := e.groups[groupKey{topic, group}]
-	e.mu.RUnlock()
 	if g == nil {
 		// No live members: the offsets are all there is.
 		b := e.opts.Store.NewBatch()
@@ -280,10 +285,10 @@ func (e *Engine) DeleteGroup(topic, group string) error {
 	if _, err := e.Topic(topic, false); err != nil {
 		return err
 	}
+	// Under e.mu, as Reset: a Join must not load the offsets being deleted.
 	e.mu.RLock()
-	g := e.groups[groupKey{topic, group}]
-	e.mu.RUnlock()
-	if g != nil {
+	defer e.mu.RUnlock()
+	if e.groups[groupKey{topic, group}] != nil {
 		return fmt.Errorf("%w: %q on %q", ErrGroupActive, group, topic)
 	}
 	b := e.opts.Store.NewBatch()

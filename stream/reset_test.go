@@ -2,8 +2,10 @@ package stream
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestResetWithoutMembers: a group with no live member (never joined, or
@@ -36,5 +38,69 @@ func TestResetWithoutMembers(t *testing.T) {
 		if !errors.Is(err, ErrOutOfRange) || !strings.Contains(err.Error(), want) {
 			t.Errorf("Reset partition %d to 9: %v, want %q in it", p, err, want)
 		}
+	}
+}
+
+// TestResetRacingJoin: a Reset of a group with no live member and a Join
+// that creates the group at the same moment. Whichever comes first, the
+// member must start from the reset offset: a group created from the
+// offsets stored before the reset, with the reset written under it, would
+// deliver from the old offset and commit over the reset.
+func TestResetRacingJoin(t *testing.T) {
+	n := openNode(t, t.TempDir())
+	defer n.close(t)
+	tp, err := n.e.Create("race", defaults(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		write(t, tp, Write{Partition: 0, Value: []byte("x")})
+	}
+	for i := range 300 {
+		if _, err := n.e.Reset("race", "g", 0, Target{Kind: AtOffset, Offset: 8}); err != nil {
+			t.Fatal(err)
+		}
+		s := newSink()
+		joined := make(chan *Member, 1)
+		go func() {
+			m, err := n.e.Join("race", "g", JoinOptions{ManualCommit: true}, s)
+			if err != nil {
+				t.Error(err)
+			}
+			joined <- m
+		}()
+		if _, err := n.e.Reset("race", "g", 0, Target{Kind: AtOffset, Offset: 3}); err != nil {
+			t.Fatal(err)
+		}
+		m := <-joined
+		if m == nil {
+			return
+		}
+		// Delivery may begin at 8 before the reset moves it to 3 (the join
+		// came first); what must hold is that offsets 3-9 are delivered.
+		got := func(s *sink) bool {
+			return slices.ContainsFunc(s.evs, func(ev Event) bool { return ev.Offset == 3 }) &&
+				slices.ContainsFunc(s.evs, func(ev Event) bool { return ev.Offset == 9 })
+		}
+		deadline := time.After(10 * time.Second)
+		for done := false; !done; {
+			s.mu.Lock()
+			done = got(s)
+			var offs []uint64
+			for _, ev := range s.evs {
+				offs = append(offs, ev.Offset)
+			}
+			s.mu.Unlock()
+			if done {
+				break
+			}
+			select {
+			case <-s.changed:
+			case <-deadline:
+				gi, _ := n.e.GroupInfo("race", "g")
+				t.Fatalf("round %d: delivered %v, never offset 3 and 9: the reset was lost (group %+v)", i, offs, gi.Partitions)
+			}
+		}
+		m.Leave()
 	}
 }

@@ -55,7 +55,12 @@ type Engine struct {
 	opts    Options
 	mu      sync.RWMutex
 	queues  map[string]*Queue
-	closed  bool
+	// deleting holds the names whose Delete is under way, closed when it
+	// is done: a queue created again by that name (an enqueue auto-creates
+	// it) waits, or the delete would remove the new queue's directory and
+	// records with the old one's.
+	deleting map[string]chan struct{}
+	closed   bool
 	workers workers
 	// draining: reserves answer at once instead of waiting (EndLongPolls).
 	draining atomic.Bool
@@ -83,7 +88,7 @@ func Open(opts Options) (*Engine, error) {
 	if err := opts.Defaults.Validate(); err != nil {
 		return nil, fmt.Errorf("queue: defaults: %w", err)
 	}
-	e := &Engine{opts: opts, queues: make(map[string]*Queue)}
+	e := &Engine{opts: opts, queues: make(map[string]*Queue), deleting: make(map[string]chan struct{})}
 	type rec struct {
 		name string
 		cfg  Config
@@ -127,6 +132,7 @@ func (e *Engine) Create(name string, cfg Config) (*Queue, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.waitDeletedLocked(name)
 	if e.closed {
 		return nil, ErrClosed
 	}
@@ -134,6 +140,20 @@ func (e *Engine) Create(name string, cfg Config) (*Queue, error) {
 		return nil, fmt.Errorf("%w: %q", ErrQueueExists, name)
 	}
 	return e.createLocked(name, cfg)
+}
+
+// waitDeletedLocked returns once no Delete of name is under way; e.mu is
+// held on entry and return, released while it waits.
+func (e *Engine) waitDeletedLocked(name string) {
+	for {
+		gone, ok := e.deleting[name]
+		if !ok {
+			return
+		}
+		e.mu.Unlock()
+		<-gone
+		e.mu.Lock()
+	}
 }
 
 func (e *Engine) createLocked(name string, cfg Config) (*Queue, error) {
@@ -200,6 +220,7 @@ func (e *Engine) Queue(name string, create bool) (*Queue, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.waitDeletedLocked(name)
 	if q, ok := e.queues[name]; ok {
 		return q, nil
 	}
@@ -237,13 +258,20 @@ func (e *Engine) Alter(name string, change func(*Config) error) (Config, error) 
 func (e *Engine) Delete(name string) error {
 	e.mu.Lock()
 	q, ok := e.queues[name]
-	if ok {
-		delete(e.queues, name)
-	}
-	e.mu.Unlock()
 	if !ok {
+		e.mu.Unlock()
 		return fmt.Errorf("%w: %q", ErrQueueNotFound, name)
 	}
+	delete(e.queues, name)
+	gone := make(chan struct{})
+	e.deleting[name] = gone
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.deleting, name)
+		e.mu.Unlock()
+		close(gone)
+	}()
 	q.shutdown(fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name))
 	b := e.opts.Store.NewBatch()
 	b.Delete(store.KeyspaceQueue, configKey(name))

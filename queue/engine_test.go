@@ -531,3 +531,56 @@ func TestEndLongPollsAndReserverGone(t *testing.T) {
 		t.Fatalf("reserve of a ready job while draining: %+v", ds)
 	}
 }
+
+// TestDeleteRacingAutoCreate: a queue deleted while producers keep
+// enqueuing to it is created again by the next enqueue; that new queue
+// must be whole (its directory, log and config record are not the ones
+// the delete removes), so after a restart it holds every job it held.
+func TestDeleteRacingAutoCreate(t *testing.T) {
+	dir := t.TempDir()
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, dir, clk)
+	defer func() { n.close(t) }()
+	for round := range 20 {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				q, err := n.e.Queue("churn", true)
+				if err != nil {
+					continue // deleted between the lookup and the enqueue
+				}
+				ch := make(chan error, 1)
+				q.Enqueue(&EnqueueRequest{Payload: []byte("x")}, func(_ uint64, _ bool, err error) { ch <- err })
+				<-ch
+			}
+		}()
+		time.Sleep(time.Millisecond) // let the producer create the queue; no event to wait on
+		if err := n.e.Delete("churn"); err != nil && !errors.Is(err, ErrQueueNotFound) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+		close(stop)
+		<-done
+		q, err := n.e.Queue("churn", false)
+		if err != nil {
+			continue
+		}
+		ready := q.Info().Ready
+		n.close(t)
+		n = openNode(t, dir, clk)
+		q, err = n.e.Queue("churn", false)
+		if err != nil {
+			t.Fatalf("round %d: the queue created again after the delete (%d jobs) is gone after a restart: %v", round, ready, err)
+		}
+		if got := q.Info().Ready; got != ready {
+			t.Fatalf("round %d: %d jobs after a restart, %d before", round, got, ready)
+		}
+	}
+}

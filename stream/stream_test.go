@@ -379,3 +379,55 @@ func FuzzRecordHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestDeleteRacingAutoCreate: a topic deleted while producers keep writing
+// to it is created again by the next write; that new topic must be whole
+// (its directory and records are not the ones the delete removes), so
+// after a restart it holds every event it held.
+func TestDeleteRacingAutoCreate(t *testing.T) {
+	dir := t.TempDir()
+	n := openNode(t, dir)
+	defer func() { n.close(t) }()
+	for round := range 20 {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				tp, err := n.e.Topic("churn", true)
+				if err != nil {
+					continue
+				}
+				ch := make(chan error, 1)
+				tp.Write(&Write{Partition: -1, Value: []byte("x")}, func(_ Position, err error) { ch <- err })
+				<-ch
+			}
+		}()
+		time.Sleep(time.Millisecond) // let the producer create the topic; no event to wait on
+		if err := n.e.Delete("churn"); err != nil && !errors.Is(err, ErrTopicNotFound) {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+		close(stop)
+		<-done
+		tp, err := n.e.Topic("churn", false)
+		if err != nil {
+			continue
+		}
+		events := tp.Info().Events
+		n.close(t)
+		n = openNode(t, dir)
+		tp, err = n.e.Topic("churn", false)
+		if err != nil {
+			t.Fatalf("round %d: the topic created again after the delete (%d events) is gone after a restart: %v", round, events, err)
+		}
+		if got := tp.Info().Events; got != events {
+			t.Fatalf("round %d: %d events after a restart, %d before", round, got, events)
+		}
+	}
+}

@@ -58,6 +58,12 @@ func (c Config) Validate() error {
 	if c.BackoffBase < 0 || c.BackoffMax < 0 || c.DedupWindow < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
+	for _, d := range []Duration{c.Visibility, c.BackoffBase, c.BackoffMax, c.DedupWindow} {
+		if time.Duration(d) > MaxDelay {
+			errs = append(errs, fmt.Errorf("durations must be at most %v (100 years), got %v", MaxDelay, time.Duration(d)))
+			break
+		}
+	}
 	if c.Jitter < 0 || c.Jitter > 1 {
 		errs = append(errs, fmt.Errorf("backoff_jitter must be in [0, 1], got %g", c.Jitter))
 	}

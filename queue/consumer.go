@@ -36,6 +36,9 @@ func (q *Queue) Consume(wk *Worker, gone func() bool, window int, visibility tim
 	if window < 1 || window > MaxWindow {
 		return nil, fmt.Errorf("%w: window %d, want 1..%d", ErrBadConfig, window, MaxWindow)
 	}
+	if visibility > MaxDelay {
+		return nil, fmt.Errorf("%w: visibility %v, at most %v", ErrBadConfig, visibility, MaxDelay)
+	}
 	c := &Consumer{q: q, wk: wk, window: window}
 	c.w = &waiter{holder: wk, gone: gone, max: window, visibility: visibility, cb: push, standing: true}
 	q.mu.Lock()

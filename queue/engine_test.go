@@ -584,3 +584,56 @@ func TestDeleteRacingAutoCreate(t *testing.T) {
 		}
 	}
 }
+
+// TestTimesPastTheClock: delays, run-at times, visibility timeouts and
+// touches so far ahead that the nanosecond clock would overflow (past the
+// year 2262) are refused, not wrapped into times already past (a job
+// delayed 250 years ran at once; one reserved for 250 years expired at
+// once). A run-at time in the past means now.
+func TestTimesPastTheClock(t *testing.T) {
+	clk := &clock{now: time.Unix(1_700_000_000, 0)}
+	n := openNode(t, t.TempDir(), clk)
+	defer n.close(t)
+	q, _ := n.e.Create("far", n.e.Defaults())
+	far := 250 * 365 * 24 * time.Hour
+	try := func(r EnqueueRequest) error {
+		ch := make(chan error, 1)
+		q.Enqueue(&r, func(_ uint64, _ bool, err error) { ch <- err })
+		return <-ch
+	}
+	for _, r := range []EnqueueRequest{{Delay: far}, {RunAt: time.Unix(1_700_000_000, 0).Add(far)}, {RunAt: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC)}} {
+		if err := try(r); !errors.Is(err, ErrBadDelay) {
+			t.Errorf("enqueue delay %v run at %v: %v, want ErrBadDelay", r.Delay, r.RunAt, err)
+		}
+	}
+	if err := try(EnqueueRequest{Payload: []byte("old"), RunAt: time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC)}); err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	q.Reserve(1, 0, far, func(_ []Delivery, err error) { ch <- err })
+	if err := <-ch; !errors.Is(err, ErrBadConfig) {
+		t.Errorf("reserve with visibility %v: %v, want ErrBadConfig", far, err)
+	}
+	if _, err := q.Consume(nil, nil, 1, far, func([]Delivery, error) {}); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("consume with visibility %v: %v, want ErrBadConfig", far, err)
+	}
+	ds := reserve(t, q, 1, 0)
+	if len(ds) != 1 || string(ds[0].Payload) != "old" {
+		t.Fatalf("a job to run in the year 1000 is ready now: %+v", ds)
+	}
+	q.Touch(ds[0].ID, ds[0].Attempt, far, func(err error) { ch <- err })
+	if err := <-ch; !errors.Is(err, ErrBadDelay) {
+		t.Errorf("touch by %v: %v, want ErrBadDelay", far, err)
+	}
+	if _, err := nack(q, ds[0].ID, ds[0].Attempt, NackOpts{UseDelay: true, Delay: far}); !errors.Is(err, ErrBadDelay) {
+		t.Errorf("nack with delay %v: %v, want ErrBadDelay", far, err)
+	}
+	if in := q.Info(); in.InFlight != 1 {
+		t.Fatalf("after the refused touch and nack: %+v", in)
+	}
+	c := n.e.Defaults()
+	c.Visibility = Duration(far)
+	if _, err := n.e.Create("far2", c); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("create with visibility_timeout %v: %v, want ErrBadConfig", far, err)
+	}
+}

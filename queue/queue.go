@@ -362,7 +362,7 @@ type EnqueueRequest struct {
 // queue's fsync policy, or with the first job's ID and dup=true if Key was
 // used inside the dedup window. It never blocks on the disk.
 func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err error)) {
-	if r.Delay < 0 {
+	if r.Delay < 0 || r.Delay > MaxDelay {
 		cb(0, false, ErrBadDelay)
 		return
 	}
@@ -370,13 +370,20 @@ func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err erro
 		cb(0, false, ErrBadAttempts)
 		return
 	}
-	now := q.e.opts.Now().UnixNano()
+	wall := q.e.opts.Now()
+	now := wall.UnixNano()
 	runAt := int64(0)
-	if !r.RunAt.IsZero() {
+	switch {
+	case !r.RunAt.IsZero() && r.RunAt.After(wall.Add(MaxDelay)):
+		cb(0, false, fmt.Errorf("%w: run at %v", ErrBadDelay, r.RunAt))
+		return
+	case !r.RunAt.IsZero() && r.RunAt.After(wall):
 		runAt = r.RunAt.UnixNano()
-	} else if r.Delay > 0 {
+	case r.RunAt.IsZero() && r.Delay > 0:
 		runAt = now + int64(r.Delay)
 	}
+	// A run-at time in the past (even before 1678, where UnixNano would
+	// not hold it) means now: runAt stays 0.
 	q.mu.Lock()
 	if q.closed != nil {
 		err := q.closed
@@ -465,6 +472,10 @@ func (q *Queue) ReserverGone() { q.kick() }
 func (q *Queue) ReserveFor(wk *Worker, gone func() bool, max int, wait, visibility time.Duration, cb func([]Delivery, error)) {
 	if max < 1 {
 		cb(nil, fmt.Errorf("%w: reserve of %d jobs", ErrBadConfig, max))
+		return
+	}
+	if visibility > MaxDelay {
+		cb(nil, fmt.Errorf("%w: visibility %v, at most %v", ErrBadConfig, visibility, MaxDelay))
 		return
 	}
 	now := q.e.opts.Now()

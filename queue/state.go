@@ -15,7 +15,7 @@ var (
 	ErrJobNotFound   = errors.New("queue: job not found")
 	ErrNotReserved   = errors.New("queue: job is not reserved by this attempt")
 	ErrNotDead       = errors.New("queue: job is not dead-lettered")
-	ErrBadDelay      = errors.New("queue: delay must not be negative")
+	ErrBadDelay      = errors.New("queue: delay must not be negative nor more than 100 years")
 	ErrBadAttempts   = errors.New("queue: max attempts must be at least 1")
 	ErrBadVisibility = errors.New("queue: visibility timeout must be positive")
 )
@@ -301,6 +301,9 @@ func (s *State) Touch(id uint64, attempt int, now int64, ext time.Duration) erro
 	if err != nil {
 		return err
 	}
+	if ext > MaxDelay {
+		return fmt.Errorf("%w: touch by %v", ErrBadDelay, ext)
+	}
 	if ext <= 0 {
 		ext = s.policy.Visibility
 	}
@@ -308,6 +311,12 @@ func (s *State) Touch(id uint64, attempt int, now int64, ext time.Duration) erro
 	heap.Fix(&s.inflight, j.index)
 	return nil
 }
+
+// MaxDelay bounds delays, run-at times (from now), visibility timeouts and
+// touches: times are Unix nanoseconds, which end in the year 2262, and a
+// time past that would wrap into the past (a job delayed 250 years would
+// run at once, one reserved for 250 years expire at once).
+const MaxDelay = 100 * 365 * 24 * time.Hour
 
 // NackOpts say how a failed attempt is retried.
 type NackOpts struct {
@@ -345,7 +354,7 @@ func (s *State) Nack(id uint64, attempt int, now int64, o NackOpts) (Where, erro
 	if err != nil {
 		return 0, err
 	}
-	if o.UseDelay && o.Delay < 0 {
+	if o.UseDelay && (o.Delay < 0 || o.Delay > MaxDelay) {
 		return 0, ErrBadDelay
 	}
 	heap.Remove(&s.inflight, j.index)
@@ -381,6 +390,9 @@ func (s *State) Backoff(n int) time.Duration {
 	if p.BackoffMax > 0 && d > float64(p.BackoffMax) {
 		d = float64(p.BackoffMax)
 	}
+	// 2^(n-1) grows past any duration within the attempts allowed
+	// (1000): without a BackoffMax the delay still ends at MaxDelay.
+	d = min(d, float64(MaxDelay))
 	if p.Jitter > 0 && s.rand != nil {
 		d *= 1 - p.Jitter*s.rand()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,7 +90,26 @@ func (t *Topic) Resolve(p int, tg Target) (uint64, error) {
 		}
 		return tg.Offset, nil
 	}
-	return t.SeekTime(p, tg.Time.UnixNano())
+	return t.SeekTime(p, unixNanos(tg.Time))
+}
+
+// The times Unix nanoseconds can hold (1678-2262).
+var (
+	minNanoTime = time.Unix(0, math.MinInt64)
+	maxNanoTime = time.Unix(0, math.MaxInt64)
+)
+
+// unixNanos is t in Unix nanoseconds, clamped to what an int64 holds:
+// UnixNano wraps past either end, so a rewind to the year 3000 went to the
+// earliest event and one to the year 1000 to the latest.
+func unixNanos(t time.Time) int64 {
+	switch {
+	case t.After(maxNanoTime):
+		return math.MaxInt64
+	case t.Before(minNanoTime):
+		return math.MinInt64
+	}
+	return t.UnixNano()
 }
 
 // Reset rewinds (or fast-forwards) a group's committed offsets to tg, for

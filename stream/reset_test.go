@@ -104,3 +104,32 @@ func TestResetRacingJoin(t *testing.T) {
 		m.Leave()
 	}
 }
+
+// TestResetToTimesPastTheClock: a rewind to a time after the year 2262 or
+// before 1678 (out of the nanosecond clock's range) lands at the latest or
+// the earliest offset, not wherever the wrapped time points.
+func TestResetToTimesPastTheClock(t *testing.T) {
+	n := openNode(t, t.TempDir())
+	defer n.close(t)
+	tp, err := n.e.Create("far", defaults(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		write(t, tp, Write{Partition: 0, Value: []byte("x")})
+	}
+	for _, c := range []struct {
+		at   time.Time
+		want uint64
+	}{
+		{time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), 5},
+		{time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 5},
+		{time.Date(1000, 1, 1, 0, 0, 0, 0, time.UTC), 0},
+		{time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), 0},
+	} {
+		offs, err := n.e.Reset("far", "g", 0, Target{Kind: AtTime, Time: c.at})
+		if err != nil || offs[0] != c.want {
+			t.Errorf("reset to %v: %v %v, want offset %d", c.at, offs, err, c.want)
+		}
+	}
+}

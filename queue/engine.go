@@ -52,16 +52,14 @@ type Options struct {
 
 // Engine owns every queue of a node.
 type Engine struct {
-	opts    Options
-	mu      sync.RWMutex
-	queues  map[string]*Queue
-	// deleting holds the names whose Delete is under way, closed when it
-	// is done: a queue created again by that name (an enqueue auto-creates
-	// it) waits, or the delete would remove the new queue's directory and
-	// records with the old one's.
-	deleting map[string]chan struct{}
+	opts   Options
+	mu     sync.RWMutex
+	queues map[string]*Queue
+	// deleting: the names whose Delete is under way; a queue created
+	// again by that name (an enqueue auto-creates it) waits for the delete.
+	deleting dirs.Deleting
 	closed   bool
-	workers workers
+	workers  workers
 	// draining: reserves answer at once instead of waiting (EndLongPolls).
 	draining atomic.Bool
 }
@@ -88,7 +86,7 @@ func Open(opts Options) (*Engine, error) {
 	if err := opts.Defaults.Validate(); err != nil {
 		return nil, fmt.Errorf("queue: defaults: %w", err)
 	}
-	e := &Engine{opts: opts, queues: make(map[string]*Queue), deleting: make(map[string]chan struct{})}
+	e := &Engine{opts: opts, queues: make(map[string]*Queue), deleting: dirs.Deleting{}}
 	type rec struct {
 		name string
 		cfg  Config
@@ -132,7 +130,7 @@ func (e *Engine) Create(name string, cfg Config) (*Queue, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.waitDeletedLocked(name)
+	e.deleting.Wait(&e.mu, name)
 	if e.closed {
 		return nil, ErrClosed
 	}
@@ -140,20 +138,6 @@ func (e *Engine) Create(name string, cfg Config) (*Queue, error) {
 		return nil, fmt.Errorf("%w: %q", ErrQueueExists, name)
 	}
 	return e.createLocked(name, cfg)
-}
-
-// waitDeletedLocked returns once no Delete of name is under way; e.mu is
-// held on entry and return, released while it waits.
-func (e *Engine) waitDeletedLocked(name string) {
-	for {
-		gone, ok := e.deleting[name]
-		if !ok {
-			return
-		}
-		e.mu.Unlock()
-		<-gone
-		e.mu.Lock()
-	}
 }
 
 func (e *Engine) createLocked(name string, cfg Config) (*Queue, error) {
@@ -220,7 +204,7 @@ func (e *Engine) Queue(name string, create bool) (*Queue, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.waitDeletedLocked(name)
+	e.deleting.Wait(&e.mu, name)
 	if q, ok := e.queues[name]; ok {
 		return q, nil
 	}
@@ -263,15 +247,9 @@ func (e *Engine) Delete(name string) error {
 		return fmt.Errorf("%w: %q", ErrQueueNotFound, name)
 	}
 	delete(e.queues, name)
-	gone := make(chan struct{})
-	e.deleting[name] = gone
+	done := e.deleting.Add(&e.mu, name)
 	e.mu.Unlock()
-	defer func() {
-		e.mu.Lock()
-		delete(e.deleting, name)
-		e.mu.Unlock()
-		close(gone)
-	}()
+	defer done()
 	q.shutdown(fmt.Errorf("%w: %q was deleted", ErrQueueNotFound, name))
 	b := e.opts.Store.NewBatch()
 	b.Delete(store.KeyspaceQueue, configKey(name))

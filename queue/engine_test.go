@@ -82,12 +82,18 @@ func enq(t *testing.T, q *Queue, r EnqueueRequest) (uint64, bool) {
 
 func reserve(t *testing.T, q *Queue, max int, wait time.Duration) []Delivery {
 	t.Helper()
+	return reserveVis(t, q, max, wait, 0)
+}
+
+// reserveVis is reserve with a visibility timeout (0: the queue's).
+func reserveVis(t *testing.T, q *Queue, max int, wait, vis time.Duration) []Delivery {
+	t.Helper()
 	type res struct {
 		ds  []Delivery
 		err error
 	}
 	ch := make(chan res, 1)
-	q.Reserve(max, wait, 0, func(ds []Delivery, err error) { ch <- res{ds, err} })
+	q.Reserve(max, wait, vis, func(ds []Delivery, err error) { ch <- res{ds, err} })
 	select {
 	case x := <-ch:
 		if x.err != nil {

@@ -161,7 +161,7 @@ func runModel(t *testing.T, seed uint64, steps int) {
 			if rng.IntN(2) == 0 {
 				vis = time.Duration(1+rng.IntN(60)) * time.Second
 			}
-			ds := reserveVis(t, q, max, vis)
+			ds := reserveVis(t, q, max, 0, vis)
 			ids := make([]string, len(ds))
 			for i, d := range ds {
 				ids[i] = fmt.Sprintf("%d/%d", d.ID, d.Attempt)
@@ -363,21 +363,6 @@ func compareModel(t *testing.T, q *Queue, m *queueModel, fail func(string, ...an
 	if in.Ready != counts[Ready] || in.Delayed != counts[Delayed] || in.InFlight != counts[InFlight] || in.Dead != counts[Dead] {
 		fail("info counts %d/%d/%d/%d, browse %v", in.Ready, in.Delayed, in.InFlight, in.Dead, counts)
 	}
-}
-
-func reserveVis(t *testing.T, q *Queue, max int, vis time.Duration) []Delivery {
-	t.Helper()
-	type res struct {
-		ds  []Delivery
-		err error
-	}
-	ch := make(chan res, 1)
-	q.Reserve(max, 0, vis, func(ds []Delivery, err error) { ch <- res{ds, err} })
-	x := <-ch
-	if x.err != nil {
-		t.Fatalf("reserve: %v", x.err)
-	}
-	return x.ds
 }
 
 func nack(q *Queue, id uint64, attempt int, o NackOpts) (Where, error) {

@@ -50,11 +50,9 @@ type Engine struct {
 	mu     sync.RWMutex
 	topics map[string]*Topic
 	groups map[groupKey]*Group
-	// deleting holds the names whose Delete is under way, closed when it
-	// is done: a topic created again by that name (a write auto-creates
-	// it) waits, or the delete would remove the new topic's directory and
-	// records with the old one's.
-	deleting map[string]chan struct{}
+	// deleting: the names whose Delete is under way; a topic created
+	// again by that name (an write auto-creates it) waits for the delete.
+	deleting dirs.Deleting
 	closed   bool
 
 	stop chan struct{}
@@ -81,7 +79,7 @@ func Open(opts Options) (*Engine, error) {
 	if err := opts.Defaults.Validate(); err != nil {
 		return nil, fmt.Errorf("stream: defaults: %w", err)
 	}
-	e := &Engine{opts: opts, topics: make(map[string]*Topic), groups: make(map[groupKey]*Group), deleting: make(map[string]chan struct{}),
+	e := &Engine{opts: opts, topics: make(map[string]*Topic), groups: make(map[groupKey]*Group), deleting: dirs.Deleting{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 	var names []string
 	var cfgs []Config
@@ -149,7 +147,7 @@ func (e *Engine) Create(name string, cfg Config) (*Topic, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.waitDeletedLocked(name)
+	e.deleting.Wait(&e.mu, name)
 	if e.closed {
 		return nil, ErrClosed
 	}
@@ -157,20 +155,6 @@ func (e *Engine) Create(name string, cfg Config) (*Topic, error) {
 		return nil, fmt.Errorf("%w: %q", ErrTopicExists, name)
 	}
 	return e.createLocked(name, cfg)
-}
-
-// waitDeletedLocked returns once no Delete of name is under way; e.mu is
-// held on entry and return, released while it waits.
-func (e *Engine) waitDeletedLocked(name string) {
-	for {
-		gone, ok := e.deleting[name]
-		if !ok {
-			return
-		}
-		e.mu.Unlock()
-		<-gone
-		e.mu.Lock()
-	}
 }
 
 func (e *Engine) createLocked(name string, cfg Config) (*Topic, error) {
@@ -233,7 +217,7 @@ func (e *Engine) Topic(name string, create bool) (*Topic, error) {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.waitDeletedLocked(name)
+	e.deleting.Wait(&e.mu, name)
 	if t, ok := e.topics[name]; ok {
 		return t, nil
 	}
@@ -290,14 +274,7 @@ func (e *Engine) Delete(name string) error {
 		return fmt.Errorf("%w: %q", ErrTopicNotFound, name)
 	}
 	delete(e.topics, name)
-	gone := make(chan struct{})
-	e.deleting[name] = gone
-	defer func() {
-		e.mu.Lock()
-		delete(e.deleting, name)
-		e.mu.Unlock()
-		close(gone)
-	}()
+	defer e.deleting.Add(&e.mu, name)() // marked now (e.mu held), unmarked at return
 	var groups []*Group
 	for k, g := range e.groups {
 		if k.topic == name {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 )
@@ -61,4 +62,34 @@ func TestMkdirAllSyncsParents(t *testing.T) {
 	if err := mkdirAll(filepath.Join(root, "orders", "3", "x"), 0o755, func(string) error { return errors.New("disk gone") }); err == nil {
 		t.Fatal("a failed fsync was not reported")
 	}
+}
+
+// TestDeleting: Wait holds a creation of a name while its deletion is
+// under way, with the lock released meanwhile, and returns with it held.
+func TestDeleting(t *testing.T) {
+	var mu sync.Mutex
+	d := Deleting{}
+	mu.Lock()
+	done := d.Add(&mu, "orders")
+	d.Wait(&mu, "other") // another name: no wait
+	mu.Unlock()
+	waited := make(chan struct{})
+	go func() {
+		mu.Lock()
+		d.Wait(&mu, "orders")
+		if _, ok := d["orders"]; ok {
+			t.Error("Wait returned while the name is being deleted")
+		}
+		mu.Unlock()
+		close(waited)
+	}()
+	mu.Lock() // Wait released the lock while it waits
+	select {
+	case <-waited:
+		t.Fatal("Wait returned before the deletion was done")
+	default:
+	}
+	mu.Unlock()
+	done()
+	<-waited
 }

@@ -5,7 +5,8 @@
 // per-object directory (a topic's, a queue's) without making the caller
 // wait for a large tree to go: the directory is renamed out of the way at
 // once and removed in the background, and leftovers of a crash are swept
-// at the next start.
+// at the next start. Deleting lets an engine make a re-creation of a name
+// wait while the name's deletion is under way.
 //
 // Imports: the standard library only.
 package dirs

@@ -35,8 +35,9 @@ import (
 // with their deadline, so they are delivered again once it passes, the
 // attempt counted. As the oldest jobs are acknowledged, the queue releases
 // the log below its oldest live job (or the oldest job whose idempotency
-// key is still inside the dedup window), the log deletes whole segments below it, and the state
-// keys below it are removed: disk use follows the live jobs.
+// key is still inside the dedup window), the log deletes whole segments
+// below it, and the state keys below it are removed: disk use follows the
+// live jobs.
 
 // Queue is one job queue.
 type Queue struct {

@@ -15,7 +15,7 @@ var (
 	ErrJobNotFound   = errors.New("queue: job not found")
 	ErrNotReserved   = errors.New("queue: job is not reserved by this attempt")
 	ErrNotDead       = errors.New("queue: job is not dead-lettered")
-	ErrBadDelay      = errors.New("queue: delay must not be negative nor more than 100 years")
+	ErrBadDelay      = errors.New("queue: delay must be between 0 and 100 years")
 	ErrBadAttempts   = errors.New("queue: max attempts must be at least 1")
 	ErrBadVisibility = errors.New("queue: visibility timeout must be positive")
 )

@@ -51,7 +51,7 @@ type Engine struct {
 	topics map[string]*Topic
 	groups map[groupKey]*Group
 	// deleting: the names whose Delete is under way; a topic created
-	// again by that name (an write auto-creates it) waits for the delete.
+	// again by that name (a write auto-creates it) waits for the delete.
 	deleting dirs.Deleting
 	closed   bool
 

@@ -14,7 +14,9 @@ import (
 )
 
 // TestAgainstModel drives the engine with random commands on a few keys of
-// every type, with TTLs, time passing, the reaper, flushes of changed
+// every type (SET with its options, DEL, INCRBY, APPEND, GETDEL, MSET(NX),
+// HSET, HDEL, HINCRBY, SADD, SREM, ZADD, ZREM, ZPOPMIN/MAX, EXPIRE,
+// PERSIST, RENAME, FLUSHDB), with TTLs, time passing, the reaper, flushes of changed
 // records to Pebble, checkpoints, crashes after a barrier and clean
 // restarts, and after each step compares every key's type, TTL and value
 // with a plain model of Redis' semantics. The record cache, the append-only
@@ -171,7 +173,7 @@ func runKVModel(t *testing.T, seed uint64, always bool, steps int) {
 	for step := 0; step < steps; step++ {
 		k := key()
 		var what string
-		switch r := rng.IntN(100); {
+		switch r := rng.IntN(110); {
 		case r < 14: // SET, sometimes with a TTL, NX, XX or KEEPTTL
 			val := elem("v")
 			if rng.IntN(3) == 0 {
@@ -375,22 +377,104 @@ func runKVModel(t *testing.T, seed uint64, always bool, steps int) {
 				delete(m.keys, k)
 				m.keys[dst] = cur
 			}
-		case r < 78: // time passes
+		case r < 70: // GETDEL
+			what = "GETDEL " + k
+			v, ok, err := e.GetDel([]byte(k))
+			if checkErr(what, err, wrongType(k, TypeString)) {
+				cur := m.get(k)
+				if ok != (cur != nil) || cur != nil && string(v) != cur.str {
+					fail("%s: %q %v, model %+v", what, v, ok, cur)
+				}
+				delete(m.keys, k)
+			}
+		case r < 72: // MSET or MSETNX of two keys (all or nothing)
+			k2 := key()
+			nx := rng.IntN(2) == 0
+			v1, v2 := elem("m"), elem("n")
+			what = fmt.Sprintf("MSET nx=%v %s %s %s %s", nx, k, v1, k2, v2)
+			done := must[bool](t)(e.MSet(bs(k, v1, k2, v2), nx))
+			want := !nx || m.get(k) == nil && m.get(k2) == nil
+			if done != want {
+				fail("%s: %v, model %v", what, done, want)
+			}
+			if want {
+				m.keys[k] = &mval{t: TypeString, str: v1}
+				m.keys[k2] = &mval{t: TypeString, str: v2} // the later pair wins
+			}
+		case r < 74: // HINCRBY
+			f, d := elem("c"), int64(rng.IntN(7)-3)
+			what = fmt.Sprintf("HINCRBY %s %s %d", k, f, d)
+			got, err := e.HIncrBy([]byte(k), []byte(f), d)
+			cur := m.get(k)
+			var base int64
+			bad := wrongType(k, TypeHash)
+			if cur != nil && !bad {
+				if x, ok := cur.fields[f]; ok {
+					var perr error
+					base, perr = strconv.ParseInt(x, 10, 64)
+					bad = perr != nil
+				}
+			}
+			if checkErr(what, err, bad) {
+				if got != base+d {
+					fail("%s: %d, model %d", what, got, base+d)
+				}
+				if cur == nil {
+					cur = &mval{t: TypeHash, fields: map[string]string{}}
+					m.keys[k] = cur
+				}
+				cur.fields[f] = strconv.FormatInt(base+d, 10)
+			}
+		case r < 76: // ZPOPMIN / ZPOPMAX of one
+			max := rng.IntN(2) == 0
+			what = fmt.Sprintf("ZPOP max=%v %s", max, k)
+			got, err := e.ZPop([]byte(k), 1, max)
+			if checkErr(what, err, wrongType(k, TypeZSet)) {
+				cur := m.get(k)
+				if cur == nil {
+					if len(got) != 0 {
+						fail("%s: %v from no key", what, got)
+					}
+					break
+				}
+				// The lowest (highest) score, ties by member (reversed for max).
+				var best string
+				for mem, sc := range cur.scores {
+					b := cur.scores[best]
+					if best == "" || !max && (sc < b || sc == b && mem < best) || max && (sc > b || sc == b && mem > best) {
+						best = mem
+					}
+				}
+				if len(got) != 1 || string(got[0].Member) != best || got[0].Score != cur.scores[best] {
+					fail("%s: %v, model %s:%g", what, got, best, cur.scores[best])
+				}
+				delete(cur.scores, best)
+				if len(cur.scores) == 0 {
+					delete(m.keys, k)
+				}
+			}
+		case r < 77: // FLUSHDB
+			what = "FLUSHDB"
+			if err := e.FlushDB(); err != nil {
+				t.Fatal(err)
+			}
+			clear(m.keys)
+		case r < 88: // time passes
 			d := int64(rng.IntN(2500))
 			c.ms.Add(d)
 			what = fmt.Sprintf("time +%d ms", d)
-		case r < 82:
+		case r < 92:
 			what = "reap"
 			must[int](t)(e.Reap())
-		case r < 87:
+		case r < 97:
 			what = "flush changed records"
 			e.flushDirty()
-		case r < 91:
+		case r < 101:
 			what = "checkpoint"
 			if err := e.checkpoint(true); err != nil {
 				t.Fatal(err)
 			}
-		case r < 96:
+		case r < 106:
 			what = "barrier, crash, reopen"
 			if err := e.Barrier(); err != nil {
 				t.Fatal(err)

@@ -575,6 +575,36 @@ func (c *Conn) send(build func([]byte) []byte) (*call, error) {
 	return c.sendCall(&call{done: make(chan struct{})}, build)
 }
 
+// callPool recycles the calls of stream writes (writeCall.release).
+var callPool = sync.Pool{New: func() any { return new(call) }}
+
+// pooledCall is a fresh call from callPool; whoever takes one gives it
+// back with releaseCall once its reply is in hand.
+func pooledCall() *call {
+	cl := callPool.Get().(*call)
+	cl.done = make(chan struct{}) // closed by its completion: not reusable
+	return cl
+}
+
+// releaseCall returns cl to callPool once its waiter has the reply: the
+// reader's last touch of a call is closing done, which the waiter has
+// seen. A call its waiter left before the reply (callAbandoned) is not
+// returned: the reader may still fill it in.
+func releaseCall(cl *call) {
+	if cl.state.Load() == callAbandoned {
+		return
+	}
+	select {
+	case <-cl.done:
+	default:
+		return // not completed (never sent): nobody waited on it
+	}
+	cl.done, cl.end, cl.verb, cl.args, cl.events, cl.jobs, cl.hdr, cl.data, cl.err, cl.orphaned = nil, 0, 0, nil, nil, nil, nil, nil, nil, nil
+	cl.argArr = [4][]byte{}
+	cl.state.Store(callPending)
+	callPool.Put(cl)
+}
+
 func (c *Conn) sendCall(cl *call, build func([]byte) []byte) (*call, error) {
 	c.mu.Lock()
 	if c.closed {

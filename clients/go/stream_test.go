@@ -309,3 +309,73 @@ func TestConsumerSessionTimeoutOff(t *testing.T) {
 		t.Fatal("a negative session timeout was accepted")
 	}
 }
+
+// TestRecycledWritesUnderCancellation: synchronous writes recycle their
+// call objects; many goroutines on one connection, some leaving before
+// their reply (a context that ends at once), must each get their own
+// write's position: every position answered is distinct and holds the
+// value that write sent.
+func TestRecycledWritesUnderCancellation(t *testing.T) {
+	s := startNode(t, "")
+	fm := connect(t, s)
+	ctx := ctx5(t)
+	if err := fm.Stream.CreateTopic(ctx, "recycled", flowmesh.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	type got struct {
+		value string
+		pos   flowmesh.Position
+	}
+	var mu sync.Mutex
+	var answered []got
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				v := fmt.Sprintf("g%d-%d", g, i)
+				wctx, cancel := ctx, context.CancelFunc(func() {})
+				if i%5 == 0 {
+					wctx, cancel = context.WithTimeout(ctx, time.Duration(i%3)*20*time.Microsecond)
+				}
+				pos, err := fm.Stream.Write(wctx, "recycled", []byte(v))
+				cancel()
+				if err != nil {
+					if errors.Is(err, context.DeadlineExceeded) {
+						continue
+					}
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				answered = append(answered, got{v, pos})
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[uint64]string{}
+	for _, a := range answered {
+		if prev, ok := seen[a.pos.Offset]; ok {
+			t.Fatalf("offset %d answered to %q and to %q", a.pos.Offset, prev, a.value)
+		}
+		seen[a.pos.Offset] = a.value
+	}
+	evs, _, err := fm.Stream.Read(ctx, "recycled", 0, 0, 16*200)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := map[uint64]string{}
+	for _, ev := range evs {
+		stored[ev.Offset] = string(ev.Value)
+	}
+	for off, v := range seen {
+		if stored[off] != v {
+			t.Fatalf("offset %d answered to the write of %q holds %q", off, v, stored[off])
+		}
+	}
+	if len(answered) < 16*200*3/4 {
+		t.Fatalf("only %d of %d writes answered", len(answered), 16*200)
+	}
+}

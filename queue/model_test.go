@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -110,7 +111,11 @@ func runModel(t *testing.T, seed uint64, steps int) {
 	var log []string // the operations so far, printed on a mismatch
 	fail := func(format string, args ...any) {
 		t.Helper()
-		t.Fatalf("seed %d after %d steps: %s\n%s", seed, len(log), fmt.Sprintf(format, args...), joinTail(log, 25))
+		tail := log
+		if len(tail) > 25 {
+			tail = tail[len(tail)-25:]
+		}
+		t.Fatalf("seed %d after %d steps: %s\n  %s", seed, len(log), fmt.Sprintf(format, args...), strings.Join(tail, "\n  "))
 	}
 	for step := 0; step < steps; step++ {
 		switch r := rng.IntN(100); {
@@ -374,15 +379,4 @@ func nack(q *Queue, id uint64, attempt int, o NackOpts) (Where, error) {
 	q.Nack(id, attempt, o, func(w Where, _ time.Duration, err error) { ch <- res{w, err} })
 	x := <-ch
 	return x.w, x.err
-}
-
-func joinTail(lines []string, n int) string {
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	out := ""
-	for _, l := range lines {
-		out += "  " + l + "\n"
-	}
-	return out
 }

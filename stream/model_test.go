@@ -88,16 +88,6 @@ func runTopicModel(t *testing.T, seed uint64, steps int) {
 		}
 		t.Fatalf("seed %d step %d: %s\n  %s", seed, len(log), fmt.Sprintf(format, args...), strings.Join(tail, "\n  "))
 	}
-	write := func(w Write) (Position, error) {
-		type res struct {
-			pos Position
-			err error
-		}
-		ch := make(chan res, 1)
-		tp.Write(&w, func(p Position, err error) { ch <- res{p, err} })
-		r := <-ch
-		return r.pos, r.err
-	}
 	for step := 0; step < steps; step++ {
 		switch r := rng.IntN(100); {
 		case r < 45: // a write
@@ -116,7 +106,7 @@ func runTopicModel(t *testing.T, seed uint64, steps int) {
 				last[prod] += uint64(1 + rng.IntN(3)) // sequences need not be dense
 				w.Producer, w.Seq = []byte(prod), last[prod]
 			}
-			pos, err := write(w)
+			pos, err := tryWrite(tp, w)
 			log = append(log, fmt.Sprintf("write key=%q part=%d prod=%s/%d -> %+v %v", w.Key, w.Partition, prod, w.Seq, pos, err))
 			if err != nil || pos.Duplicate {
 				fail("write: %+v %v", pos, err)
@@ -157,7 +147,7 @@ func runTopicModel(t *testing.T, seed uint64, steps int) {
 			slices.Sort(seqs)
 			seq := seqs[rng.IntN(len(seqs))]
 			want := writes[prod][seq]
-			pos, err := write(Write{Partition: -1, Value: []byte("retry"), Producer: []byte(prod), Seq: seq})
+			pos, err := tryWrite(tp, Write{Partition: -1, Value: []byte("retry"), Producer: []byte(prod), Seq: seq})
 			log = append(log, fmt.Sprintf("retry %s/%d -> %+v %v", prod, seq, pos, err))
 			if err != nil || !pos.Duplicate || pos.Partition != want.Partition || pos.Offset != want.Offset {
 				fail("retry of %s/%d: %+v %v, want the first write's %+v", prod, seq, pos, err, want)

@@ -47,6 +47,15 @@ func (n *node) close(t *testing.T) {
 
 func write(t *testing.T, tp *Topic, w Write) Position {
 	t.Helper()
+	pos, err := tryWrite(tp, w)
+	if err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	return pos
+}
+
+// tryWrite writes w and waits for its outcome.
+func tryWrite(tp *Topic, w Write) (Position, error) {
 	type res struct {
 		pos Position
 		err error
@@ -54,10 +63,7 @@ func write(t *testing.T, tp *Topic, w Write) Position {
 	ch := make(chan res, 1)
 	tp.Write(&w, func(p Position, err error) { ch <- res{p, err} })
 	r := <-ch
-	if r.err != nil {
-		t.Fatalf("write: %v", r.err)
-	}
-	return r.pos
+	return r.pos, r.err
 }
 
 func TestWriteReadKeysAndRestart(t *testing.T) {

@@ -209,28 +209,83 @@ func (t *target) stop() {
 	}
 }
 
-// cpuTime is the CPU time (user and system) the target's process has used,
-// from /proc/<pid>/stat, in clock ticks of 10 ms (Linux reports them in
-// USER_HZ, 100 on every architecture the harness runs on); -1 if unknown.
+// cpuTime is the CPU time (user and system) the target's process and its
+// descendants have used, from /proc/<pid>/stat, in clock ticks of 10 ms
+// (Linux reports them in USER_HZ, 100 on every architecture the harness
+// runs on); -1 if unknown. The descendants count because a peer's start
+// script may run the broker as its child (rabbitmq-server runs the Erlang
+// VM that way), and a child's time reaches its parent's figures only once
+// the child has exited and been waited for.
 func (t *target) cpuTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", t.cmd.Process.Pid))
-	if err != nil {
+	root := t.cmd.Process.Pid
+	self, ok := procStat(root)
+	if !ok {
 		return -1
 	}
+	total := self.cpu
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return total
+	}
+	parent := map[int]int{}
+	cpu := map[int]time.Duration{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == root {
+			continue
+		}
+		if st, ok := procStat(pid); ok {
+			parent[pid], cpu[pid] = st.ppid, st.cpu
+		}
+	}
+	for pid, c := range cpu {
+		for p, hops := parent[pid], 0; p > 1 && hops < 64; p, hops = parent[p], hops+1 {
+			if p == root {
+				total += c
+				break
+			}
+		}
+	}
+	return total
+}
+
+type procFigures struct {
+	ppid int
+	cpu  time.Duration
+}
+
+// procStat reads a process's parent and CPU time (user and system) from
+// /proc/<pid>/stat.
+func procStat(pid int) (procFigures, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procFigures{}, false
+	}
 	// The command name (field 2) is in parentheses and may hold spaces:
-	// count fields after its closing one. utime and stime are fields 14
-	// and 15, the 12th and 13th after it.
+	// count fields after its closing one. ppid is field 4, utime and stime
+	// fields 14 and 15: the 2nd, 12th and 13th after it.
 	i := strings.LastIndexByte(string(b), ')')
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return -1
+		return procFigures{}, false
 	}
+	ppid, err0 := strconv.Atoi(f[1])
 	u, err1 := strconv.ParseInt(f[11], 10, 64)
 	s, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
+	if err0 != nil || err1 != nil || err2 != nil {
+		return procFigures{}, false
+	}
+	return procFigures{ppid: ppid, cpu: time.Duration(u+s) * 10 * time.Millisecond}, true
+}
+
+// ownCPU is the CPU time (user and system) the harness's own process has
+// used: its clients' side of a workload.
+func ownCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return -1
 	}
-	return time.Duration(u+s) * 10 * time.Millisecond
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // rssKiB reads the resident set size of the target's process.

@@ -44,8 +44,8 @@ func startRabbit(cfg config) (*target, func(), error) {
 
 func benchQueues(cfg config) error {
 	fmt.Fprintf(cfg.out, "## Job queues vs RabbitMQ (%s)\n\n", cfg.rabbitBin)
-	fmt.Fprintln(cfg.out, "| workload | FlowMesh | RabbitMQ | ratio |")
-	fmt.Fprintln(cfg.out, "|---|---|---|---|")
+	fmt.Fprintln(cfg.out, "| workload | FlowMesh | RabbitMQ | ratio | CPU per job, broker: FlowMesh / RabbitMQ | CPU per job, the harness's producers and workers: FlowMesh SDK / amqp091-go |")
+	fmt.Fprintln(cfg.out, "|---|---|---|---|---|---|")
 	for _, batch := range []int{1, 100} {
 		fm, rm, err := medianJobs(cfg, batch)
 		if err != nil {
@@ -55,8 +55,9 @@ func benchQueues(cfg config) error {
 		if batch > 1 {
 			producers = fmt.Sprintf("16 producers sending %d at a time, then waiting for their replies (confirms)", batch)
 		}
-		fmt.Fprintf(cfg.out, "| enqueue → reserve → ack, %d × 100 B jobs, %s, 8 workers × %d in flight, durable | %.0f jobs/s | %.0f jobs/s | %s |\n",
-			cfg.jobs, producers, cfg.jobWindow, fm, rm, ratio(fm, rm))
+		fmt.Fprintf(cfg.out, "| enqueue → reserve → ack, %d × 100 B jobs, %s, 8 workers × %d in flight, durable | %.0f jobs/s | %.0f jobs/s | %s | %s / %s | %s / %s |\n",
+			cfg.jobs, producers, cfg.jobWindow, fm.rate, rm.rate, ratio(fm.rate, rm.rate),
+			perJob(fm.broker), perJob(rm.broker), perJob(fm.clients), perJob(rm.clients))
 	}
 	t, cleanup, err := durable(cfg, true, false)
 	if err != nil {
@@ -68,62 +69,119 @@ func benchQueues(cfg config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(cfg.out, "| delayed jobs: lateness past their time with %d delayed jobs waiting, p50 / p99 / max | %v / %v / %v | (no native delays) | — |\n\n",
+	fmt.Fprintf(cfg.out, "| delayed jobs: lateness past their time with %d delayed jobs waiting, p50 / p99 / max | %v / %v / %v | (no native delays) | — | | |\n\n",
 		cfg.delayed, percentile(lat, 50), percentile(lat, 99), lat[len(lat)-1])
 	return nil
 }
 
+// jobsFigure is one run of the job throughput workload: jobs/s, and the
+// CPU time per job of the broker's processes and of the harness's own
+// (its producers and workers), both over the same interval as the rate.
+// The CPU figures show what bounds the ratio on a machine whose cores the
+// brokers and the clients share: a broker and client pair that spends
+// less CPU per job can go that much faster once the cores are busy.
+type jobsFigure struct {
+	rate            float64
+	broker, clients time.Duration // per job; <0 when unknown
+}
+
+// jobsMeter takes the CPU figures of a jobs run: start before its first
+// job, figure once its last job is acknowledged.
+type jobsMeter struct {
+	t               *target
+	start           time.Time
+	broker, clients time.Duration
+}
+
+func startJobsMeter(t *target) *jobsMeter {
+	return &jobsMeter{t: t, start: time.Now(), broker: t.cpuTime(), clients: ownCPU()}
+}
+
+func (m *jobsMeter) figure(n int) jobsFigure {
+	f := jobsFigure{rate: float64(n) / time.Since(m.start).Seconds(), broker: -1, clients: -1}
+	if b := m.t.cpuTime(); m.broker >= 0 && b >= m.broker {
+		f.broker = (b - m.broker) / time.Duration(n)
+	}
+	if c := ownCPU(); m.clients >= 0 && c >= m.clients {
+		f.clients = (c - m.clients) / time.Duration(n)
+	}
+	return f
+}
+
+func perJob(d time.Duration) string {
+	if d < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond))
+}
+
 // medianJobs runs the job throughput workload on both brokers cfg.runs
-// times, each on a fresh process and data dir, and returns the medians.
-func medianJobs(cfg config, batch int) (fm, rm float64, err error) {
-	var fms, rms []float64
+// times, each on a fresh process and data dir, and returns the medians of
+// each figure.
+func medianJobs(cfg config, batch int) (fm, rm jobsFigure, err error) {
+	var fms, rms []jobsFigure
 	for run := 0; run < max(cfg.runs, 1); run++ {
 		t, cleanup, err := durable(cfg, true, true)
 		if err != nil {
-			return 0, 0, err
+			return fm, rm, err
 		}
 		r, err := flowmeshJobs(t, cfg.jobs, 100, batch, cfg.jobWindow)
 		t.stop()
 		cleanup()
 		if err != nil {
-			return 0, 0, fmt.Errorf("flowmesh: %w", err)
+			return fm, rm, fmt.Errorf("flowmesh: %w", err)
 		}
 		fms = append(fms, r)
 		t, cleanup, err = startRabbit(cfg)
 		if err != nil {
-			return 0, 0, err
+			return fm, rm, err
 		}
 		r, err = rabbitJobs(t, cfg.jobs, 100, batch, cfg.jobWindow)
 		t.stop()
 		cleanup()
 		if err != nil {
-			return 0, 0, fmt.Errorf("rabbitmq: %w", err)
+			return fm, rm, fmt.Errorf("rabbitmq: %w", err)
 		}
 		rms = append(rms, r)
 	}
-	slices.Sort(fms)
-	slices.Sort(rms)
-	return fms[len(fms)/2], rms[len(rms)/2], nil
+	return medianFigure(fms), medianFigure(rms), nil
+}
+
+// medianFigure is the median of each figure of runs on its own.
+func medianFigure(runs []jobsFigure) jobsFigure {
+	median := func(get func(jobsFigure) float64) float64 {
+		v := make([]float64, len(runs))
+		for i, r := range runs {
+			v[i] = get(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	return jobsFigure{
+		rate:    median(func(f jobsFigure) float64 { return f.rate }),
+		broker:  time.Duration(median(func(f jobsFigure) float64 { return float64(f.broker) })),
+		clients: time.Duration(median(func(f jobsFigure) float64 { return float64(f.clients) })),
+	}
 }
 
 // flowmeshJobs enqueues n jobs from 16 producers while 8 workers process
 // them, and returns jobs/s from the first enqueue to the last ack.
 // With batch > 1, each producer enqueues batch jobs at a time
 // (EnqueueBatch: pipelined, sharing fsyncs) and waits for their replies.
-func flowmeshJobs(t *target, n, size, batch, window int) (float64, error) {
+func flowmeshJobs(t *target, n, size, batch, window int) (jobsFigure, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	fm, err := flowmesh.Connect(ctx, t.url)
 	if err != nil {
-		return 0, err
+		return jobsFigure{}, err
 	}
 	defer fm.Close()
 	if err := fm.Queue.Create(ctx, "bench", flowmesh.QueueConfig{Fsync: "always"}); err != nil {
-		return 0, err
+		return jobsFigure{}, err
 	}
 	var done atomic.Int64
 	all := make(chan struct{})
-	start := time.Now()
+	meter := startJobsMeter(t)
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	var wg sync.WaitGroup
@@ -181,41 +239,41 @@ func flowmeshJobs(t *target, n, size, batch, window int) (float64, error) {
 	select {
 	case <-all:
 	case err := <-errs:
-		return 0, err
+		return jobsFigure{}, err
 	case <-ctx.Done():
-		return 0, fmt.Errorf("processed %d of %d", done.Load(), n)
+		return jobsFigure{}, fmt.Errorf("processed %d of %d", done.Load(), n)
 	}
-	el := time.Since(start)
+	f := meter.figure(n)
 	stop()
 	wg.Wait()
-	return float64(n) / el.Seconds(), nil
+	return f, nil
 }
 
-func rabbitJobs(t *target, n, size, batch, window int) (float64, error) {
+func rabbitJobs(t *target, n, size, batch, window int) (jobsFigure, error) {
 	conn, err := amqp.Dial(t.url)
 	if err != nil {
-		return 0, err
+		return jobsFigure{}, err
 	}
 	defer conn.Close()
 	ch, err := conn.Channel()
 	if err != nil {
-		return 0, err
+		return jobsFigure{}, err
 	}
 	if _, err := ch.QueueDeclare("bench", true, false, false, false, nil); err != nil {
-		return 0, err
+		return jobsFigure{}, err
 	}
 	var done atomic.Int64
 	all := make(chan struct{})
-	start := time.Now()
+	meter := startJobsMeter(t)
 	for w := 0; w < 8; w++ {
 		c, err := conn.Channel()
 		if err != nil {
-			return 0, err
+			return jobsFigure{}, err
 		}
 		c.Qos(window, 0, false)
 		msgs, err := c.Consume("bench", "", false, false, false, false, nil)
 		if err != nil {
-			return 0, err
+			return jobsFigure{}, err
 		}
 		go func() {
 			for m := range msgs {
@@ -275,11 +333,11 @@ func rabbitJobs(t *target, n, size, batch, window int) (float64, error) {
 	select {
 	case <-all:
 	case err := <-errs:
-		return 0, err
+		return jobsFigure{}, err
 	case <-time.After(10 * time.Minute):
-		return 0, fmt.Errorf("processed %d of %d", done.Load(), n)
+		return jobsFigure{}, fmt.Errorf("processed %d of %d", done.Load(), n)
 	}
-	return float64(n) / time.Since(start).Seconds(), nil
+	return meter.figure(n), nil
 }
 
 // delayedLateness enqueues n jobs delayed to random times within the next

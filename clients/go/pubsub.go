@@ -251,7 +251,7 @@ func (s *Subscription) Messages(ctx context.Context) iter.Seq2[*Msg, error] {
 				return
 			}
 			if m.Header != nil {
-				m.span = m.conn.process(ctx, m.Subject, "", m.Header)
+				m.span = m.conn.process(ctx, m.Subject, nil, m.Header)
 			}
 			more := yield(m, nil)
 			endSpan(m.span, nil)

@@ -256,26 +256,83 @@ func giveBack(cl *call) {
 }
 
 // Ack completes the job.
-func (j *Job) Ack(ctx context.Context) error {
-	_, err := j.conn.do(ctx, func(b []byte) []byte {
-		return protocol.AppendCommand(b, "QACK", j.Queue, itoa(j.ID), strconv.Itoa(j.Attempt))
+func (j *Job) Ack(ctx context.Context) error { return j.ack(ctx, nil) }
+
+func (j *Job) ack(ctx context.Context, lim *replyLimit) error {
+	return j.call(ctx, lim, func(b []byte) []byte {
+		b = append(append(append(b, "QACK "...), j.Queue...), ' ')
+		b = append(strconv.AppendUint(b, j.ID, 10), ' ')
+		return append(strconv.AppendInt(b, int64(j.Attempt), 10), "\r\n"...)
 	})
-	return err
 }
 
 // Nack fails this attempt with reason: the job is retried per the queue's
 // backoff policy, or dead-lettered when its attempts are spent.
-func (j *Job) Nack(ctx context.Context, reason error) error { return j.nack(ctx, "", reason) }
+func (j *Job) Nack(ctx context.Context, reason error) error { return j.nack(ctx, nil, "", reason) }
 
 // Retry fails this attempt and retries the job after d.
 func (j *Job) Retry(ctx context.Context, d time.Duration, reason error) error {
-	return j.nack(ctx, "delay="+d.String(), reason)
+	return j.nack(ctx, nil, "delay="+d.String(), reason)
 }
 
 // Fail dead-letters the job now, without retrying.
-func (j *Job) Fail(ctx context.Context, reason error) error { return j.nack(ctx, "fail", reason) }
+func (j *Job) Fail(ctx context.Context, reason error) error { return j.nack(ctx, nil, "fail", reason) }
 
-func (j *Job) nack(ctx context.Context, opt string, reason error) error {
+// call sends one of j's commands and waits for its reply: until ctx ends,
+// or, with lim, until lim's time passes. Its call is recycled.
+func (j *Job) call(ctx context.Context, lim *replyLimit, build func([]byte) []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	cl, err := j.conn.sendCall(pooledCall(), build)
+	if err != nil {
+		return err
+	}
+	if lim != nil {
+		err = lim.wait(cl)
+	} else {
+		err = j.conn.wait(ctx, cl)
+	}
+	releaseCall(cl)
+	return err
+}
+
+// replyLimit bounds a Worker goroutine's waits for its outcomes' replies
+// with one reusable timer: a context.WithTimeout per job cost four
+// allocations and a tenth of the worker's CPU.
+type replyLimit struct {
+	d time.Duration
+	t *time.Timer
+}
+
+func newReplyLimit(d time.Duration) *replyLimit {
+	t := time.NewTimer(d)
+	t.Stop()
+	return &replyLimit{d: d, t: t}
+}
+
+// errReplyTimeout is a reply that did not come within a replyLimit.
+var errReplyTimeout = errors.New("flowmesh: no reply from the server in time")
+
+// wait is Conn.wait with the limit in place of a context. A Stop or Reset
+// timer sends no stale value (Go 1.23 timers), so the timer is reused as
+// is.
+func (l *replyLimit) wait(cl *call) error {
+	l.t.Reset(l.d)
+	select {
+	case <-cl.done:
+		l.t.Stop()
+		return cl.err
+	case <-l.t.C:
+		if !cl.state.CompareAndSwap(callPending, callAbandoned) {
+			<-cl.done // answered meanwhile: the reply wins
+			return cl.err
+		}
+		return fmt.Errorf("%w (%v)", errReplyTimeout, l.d)
+	}
+}
+
+func (j *Job) nack(ctx context.Context, lim *replyLimit, opt string, reason error) error {
 	args := []string{j.Queue, itoa(j.ID), strconv.Itoa(j.Attempt)}
 	if opt != "" {
 		args = append(args, opt)
@@ -290,8 +347,7 @@ func (j *Job) nack(ctx context.Context, opt string, reason error) error {
 	if lim := min(64<<10, max(0, j.conn.MaxPayload()-1024)); lim > 0 && len(text) > lim {
 		text = text[:lim]
 	}
-	_, err := j.conn.do(ctx, func(b []byte) []byte { return protocol.AppendSized(b, "QNACK", args, nil, text) })
-	return err
+	return j.call(ctx, lim, func(b []byte) []byte { return protocol.AppendSized(b, "QNACK", args, nil, text) })
 }
 
 // Touch extends the job's invisibility by ext (0: the queue's timeout).
@@ -413,12 +469,13 @@ func (q *Queues) Worker(ctx context.Context, queue string, fn func(ctx context.C
 		running.Add(1)
 		go func() {
 			defer running.Done()
+			lim := newReplyLimit(outcomeReplyLimit)
 			for {
 				j, ok := js.next()
 				if !ok {
 					return
 				}
-				q.runJob(ctx, j, fn, tw)
+				q.runJob(ctx, j, fn, tw, lim)
 			}
 		}()
 	}
@@ -567,11 +624,18 @@ func (c *Conn) jobPushed(f *protocol.Frame) {
 	js.add(j)
 }
 
+// outcomeReplyLimit is how long a Worker waits for the reply to a job's
+// outcome before it logs the outcome as not recorded and takes the next
+// job (the server may be hung with the connection still open).
+const outcomeReplyLimit = 30 * time.Second
+
 // runJob runs fn on j and reports the outcome on j's connection, where
 // the server answers it and pushes the next job in the same write.
-func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, tw *toucher) {
+func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *Job) error, tw *toucher, lim *replyLimit) {
 	tw.add(j)
-	j.span = q.c.process(ctx, j.Queue, j.MessageID(), j.Header, attribute.Int("flowmesh.attempt", j.Attempt))
+	if j.Header != nil {
+		j.span = q.c.process(ctx, j.Queue, j, j.Header, attribute.Int("flowmesh.attempt", j.Attempt))
+	}
 	ctx = j.Context(ctx)
 	err := func() (err error) {
 		defer func() {
@@ -586,18 +650,17 @@ func (q *Queues) runJob(ctx context.Context, j *Job, fn func(context.Context, *J
 	if q.c.isClosed() {
 		return // closed under the worker: as after a crash, the job comes back after its visibility timeout
 	}
-	// Outcomes use a context of their own: a worker stopping (ctx done)
+	// Outcomes are bounded by lim, not ctx: a worker stopping (ctx done)
 	// still reports the jobs it finished.
-	actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	bg := context.Background()
 	var perm *PermanentError
 	switch {
 	case err == nil:
-		err = j.Ack(actx)
+		err = j.ack(bg, lim)
 	case errors.As(err, &perm):
-		err = j.Fail(actx, err)
+		err = j.nack(bg, lim, "fail", err)
 	default:
-		err = j.Nack(actx, err)
+		err = j.nack(bg, lim, "", err)
 	}
 	if err != nil {
 		q.c.opts.logger.Warn("flowmesh: job outcome not recorded; the job will come back after its visibility timeout",

@@ -628,7 +628,7 @@ func (s *Streams) Consumer(ctx context.Context, topic, group string, opts ...Con
 				return
 			}
 			if ev.Header != nil {
-				ev.span = s.c.process(ctx, topic, ev.MessageID(), ev.Header,
+				ev.span = s.c.process(ctx, topic, ev, ev.Header,
 					attribute.String("messaging.consumer.group.name", group), attribute.Int("messaging.destination.partition.id", ev.Partition))
 			}
 			more := yield(ev, nil)

@@ -65,6 +65,28 @@ type lineage struct {
 	id          string // the message's id: the causation of what it produces
 	correlation string
 	tags        string
+	// of, when set, is the message whose id is the lineage's id, and its
+	// correlation when the message had none (the flow's first message
+	// names it). It is formatted when asked for: a job whose handler sends
+	// nothing never builds the string.
+	of messageIdentity
+}
+
+// messageIdentity is a received message that has an id (a job, an event).
+type messageIdentity interface{ MessageID() string }
+
+func (l *lineage) causationID() string {
+	if l.of != nil {
+		return l.of.MessageID()
+	}
+	return l.id
+}
+
+func (l *lineage) correlationID() string {
+	if l.correlation == "" && l.of != nil {
+		return l.of.MessageID()
+	}
+	return l.correlation
 }
 
 type lineageKey struct{}
@@ -74,20 +96,39 @@ func lineageOf(ctx context.Context) *lineage {
 	return l
 }
 
+// lineageCtx is ctx with a lineage under lineageKey: what
+// context.WithValue(ctx, lineageKey{}, &l) gives, in one allocation
+// instead of two (a Worker makes one per job).
+type lineageCtx struct {
+	context.Context
+	l lineage
+}
+
+func (c *lineageCtx) Value(key any) any {
+	if _, ok := key.(lineageKey); ok {
+		return &c.l
+	}
+	return c.Context.Value(key)
+}
+
+func withLineage(ctx context.Context, l lineage) context.Context {
+	return &lineageCtx{Context: ctx, l: l}
+}
+
 // WithCorrelationID returns ctx whose messages carry id as their
 // correlation_id: use it where a flow starts (an HTTP request's id).
 func WithCorrelationID(ctx context.Context, id string) context.Context {
 	l := lineage{correlation: id}
 	if cur := lineageOf(ctx); cur != nil {
-		l.id, l.tags = cur.id, cur.tags
+		l.id, l.tags = cur.causationID(), cur.tags
 	}
-	return context.WithValue(ctx, lineageKey{}, &l)
+	return withLineage(ctx, l)
 }
 
 // CorrelationID is the correlation id ctx's messages carry, or "".
 func CorrelationID(ctx context.Context) string {
 	if l := lineageOf(ctx); l != nil {
-		return l.correlation
+		return l.correlationID()
 	}
 	return ""
 }
@@ -95,7 +136,7 @@ func CorrelationID(ctx context.Context) string {
 // CausationID is the id of the message ctx is processing, or "".
 func CausationID(ctx context.Context) string {
 	if l := lineageOf(ctx); l != nil {
-		return l.id
+		return l.causationID()
 	}
 	return ""
 }
@@ -148,8 +189,8 @@ func (c *Conn) stamp(ctx context.Context, op, dest string, h Header, attrs ...at
 		out.setFold(HeaderTraceID, trace.SpanContextFromContext(ctx).TraceID().String())
 	}
 	if l != nil {
-		setIfEmpty(out, HeaderCausationID, l.id)
-		setIfEmpty(out, HeaderCorrelationID, l.correlation)
+		setIfEmpty(out, HeaderCausationID, l.causationID())
+		setIfEmpty(out, HeaderCorrelationID, l.correlationID())
 		setIfEmpty(out, HeaderTags, l.tags)
 	}
 	return out, sp
@@ -185,27 +226,27 @@ func endSpan(sp trace.Span, err error) {
 }
 
 // messageContext is ctx continuing the trace of a received message's
-// header, and knowing the message (id, correlation, tags) as the cause of
-// what is sent with it.
-func messageContext(ctx context.Context, h Header, id string) context.Context {
+// header, and knowing the message (of: its id; nil for one without) with
+// its correlation and tags as the cause of what is sent with it.
+func messageContext(ctx context.Context, h Header, of messageIdentity) context.Context {
 	// The message's trace replaces whatever span ctx had (a worker started
 	// inside an application's span must not make every job a part of it);
-	// a message without a trace leaves none.
-	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	// a message without a trace leaves none. A ctx without a span (a
+	// Worker's, usually) has nothing to mask.
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, trace.SpanContext{})
+	}
 	if h != nil {
 		ctx = w3c.Extract(ctx, headerCarrier(h))
 	}
-	l := lineage{id: id, correlation: h.Get(HeaderCorrelationID), tags: h.Get(HeaderTags)}
-	if l.correlation == "" {
-		l.correlation = id // the flow's first message names it
-	}
-	return context.WithValue(ctx, lineageKey{}, &l)
+	return withLineage(ctx, lineage{correlation: h.Get(HeaderCorrelationID), tags: h.Get(HeaderTags), of: of})
 }
 
 // process starts the consumer span of one received message under its
 // header's trace; a message without a trace gets none (nil), so a
 // consumer that does not trace pays one header lookup per message.
-func (c *Conn) process(ctx context.Context, dest, id string, h Header, attrs ...attribute.KeyValue) trace.Span {
+// attrs is only read: a caller's arguments stay on its stack.
+func (c *Conn) process(ctx context.Context, dest string, of messageIdentity, h Header, attrs ...attribute.KeyValue) trace.Span {
 	if h.Get(HeaderTraceparent) == "" {
 		return nil
 	}
@@ -213,11 +254,12 @@ func (c *Conn) process(ctx context.Context, dest, id string, h Header, attrs ...
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return nil
 	}
-	attrs = append(attrs, messagingAttrs("process", "process", dest)...)
-	if id != "" {
-		attrs = append(attrs, attribute.String("messaging.message.id", id))
+	all := make([]attribute.KeyValue, 0, len(attrs)+5)
+	all = append(append(all, attrs...), messagingAttrs("process", "process", dest)...)
+	if of != nil {
+		all = append(all, attribute.String("messaging.message.id", of.MessageID()))
 	}
-	_, sp := c.tracer.Start(ctx, "process "+dest, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	_, sp := c.tracer.Start(ctx, "process "+dest, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(all...))
 	return sp
 }
 
@@ -225,7 +267,11 @@ func (c *Conn) process(ctx context.Context, dest, id string, h Header, attrs ...
 // "<queue>/<id>".
 func (j *Job) MessageID() string { return queueMsgID(j.Queue, j.ID) }
 
-func queueMsgID(queue string, id uint64) string { return queue + "/" + itoa(id) }
+func queueMsgID(queue string, id uint64) string {
+	b := make([]byte, 0, 64) // on the stack for most names: one allocation, the string
+	b = append(append(b, queue...), '/')
+	return string(strconv.AppendUint(b, id, 10))
+}
 
 // MessageID is the event's id as causation_id and correlation_id carry
 // it: "<topic>/<partition>/<offset>".
@@ -240,14 +286,14 @@ func streamMsgID(topic string, partition int, offset uint64) string {
 // Worker runs the job) and makes the job their cause. A Worker's handler
 // gets such a context already; this is for jobs taken with Reserve.
 func (j *Job) Context(ctx context.Context) context.Context {
-	return withSpan(messageContext(ctx, j.Header, j.MessageID()), j.span)
+	return withSpan(messageContext(ctx, j.Header, j), j.span)
 }
 
 // Context returns ctx made ready to send the messages this event causes:
 // it continues the event's trace (under the process span that a Consumer
 // loop starts for each event) and makes the event their cause.
 func (ev *Event) Context(ctx context.Context) context.Context {
-	return withSpan(messageContext(ctx, ev.Header, ev.MessageID()), ev.span)
+	return withSpan(messageContext(ctx, ev.Header, ev), ev.span)
 }
 
 func withSpan(ctx context.Context, sp trace.Span) context.Context {
@@ -261,5 +307,5 @@ func withSpan(ctx context.Context, sp trace.Span) context.Context {
 // causes: its trace (under the process span a Messages loop starts), its
 // correlation id and tags (a pub/sub message has no id to be a cause).
 func (m *Msg) Context(ctx context.Context) context.Context {
-	return withSpan(messageContext(ctx, m.Header, ""), m.span)
+	return withSpan(messageContext(ctx, m.Header, nil), m.span)
 }

@@ -212,6 +212,40 @@ func TestMessageContextReplacesSpan(t *testing.T) {
 	}
 }
 
+// TestJobContextIsAContext: a job's context is a plain context to what
+// derives from it (cancellation reaches a child of it, values of the
+// caller stay visible), and its lineage is the job's until a flow sets a
+// correlation id of its own, the empty one included.
+func TestJobContextIsAContext(t *testing.T) {
+	type callerKey struct{}
+	parent, cancel := context.WithCancel(context.WithValue(context.Background(), callerKey{}, "caller"))
+	job := &flowmesh.Job{Queue: "emails.send", ID: 1234567}
+	jctx := job.Context(parent)
+	child, stop := context.WithCancel(jctx)
+	defer stop()
+	if jctx.Value(callerKey{}) != "caller" {
+		t.Fatalf("the caller's value is lost: %v", jctx.Value(callerKey{}))
+	}
+	if flowmesh.CausationID(child) != "emails.send/1234567" || flowmesh.CorrelationID(child) != "emails.send/1234567" {
+		t.Fatalf("lineage: causation %q correlation %q", flowmesh.CausationID(child), flowmesh.CorrelationID(child))
+	}
+	job.Header = flowmesh.Header{flowmesh.HeaderCorrelationID: {"req-9"}}
+	if got := flowmesh.CorrelationID(job.Context(parent)); got != "req-9" {
+		t.Fatalf("correlation from the header: %q", got)
+	}
+	for _, corr := range []string{"req-10", ""} {
+		c := flowmesh.WithCorrelationID(jctx, corr)
+		if flowmesh.CausationID(c) != "emails.send/1234567" || flowmesh.CorrelationID(c) != corr {
+			t.Fatalf("WithCorrelationID(%q): causation %q correlation %q", corr, flowmesh.CausationID(c), flowmesh.CorrelationID(c))
+		}
+	}
+	cancel()
+	<-child.Done() // a context derived from the job's hears its caller's cancel
+	if !errors.Is(child.Err(), context.Canceled) {
+		t.Fatalf("child err %v", child.Err())
+	}
+}
+
 // TestNoTraceNoHeaders: without a span or a message in the context the
 // SDK adds nothing to what it sends (the server, tracing off, neither).
 func TestNoTraceNoHeaders(t *testing.T) {

@@ -87,7 +87,7 @@ func (q *Queues) Enqueue(ctx context.Context, queue string, payload []byte, opts
 	if err != nil {
 		return 0, err
 	}
-	p.cl, p.err = q.c.send(p.build)
+	p.cl, p.err = q.c.sendCall(pooledCall(), p.build)
 	return q.finishPut(ctx, p)
 }
 
@@ -136,7 +136,7 @@ func (q *Queues) EnqueueBatch(ctx context.Context, queue string, jobs []EnqueueJ
 				return ids, err
 			}
 		}
-		p.cl, p.err = q.c.send(p.build)
+		p.cl, p.err = q.c.sendCall(pooledCall(), p.build)
 		puts = append(puts, p)
 	}
 	finish()
@@ -195,9 +195,13 @@ func (q *Queues) newPut(ctx context.Context, queue string, payload []byte, opts 
 }
 
 // finishPut waits for p's reply; a keyed put whose connection dropped is
-// sent again.
+// sent again. p's calls are recycled (releaseCall keeps an abandoned one).
 func (q *Queues) finishPut(ctx context.Context, p *put) (id uint64, err error) {
 	defer func() {
+		if p.cl != nil {
+			releaseCall(p.cl)
+			p.cl = nil
+		}
 		if p.span.IsRecording() && err == nil {
 			p.span.SetAttributes(attribute.String("messaging.message.id", queueMsgID(p.queue, id)))
 		}
@@ -209,7 +213,8 @@ func (q *Queues) finishPut(ctx context.Context, p *put) (id uint64, err error) {
 		}
 		err := q.c.wait(ctx, p.cl)
 		if errors.Is(err, ErrConnectionLost) && p.keyed && attempt < 10 {
-			p.cl, p.err = q.c.send(p.build)
+			releaseCall(p.cl)
+			p.cl, p.err = q.c.sendCall(pooledCall(), p.build)
 			continue
 		}
 		if err != nil {

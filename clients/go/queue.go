@@ -349,8 +349,8 @@ func (j *Job) nack(ctx context.Context, lim *replyLimit, opt string, reason erro
 	// The server keeps 4 KiB of it (and says how much it cut); a text over
 	// max_payload would get the connection closed, so it never goes out
 	// whole when it is that long.
-	if lim := min(64<<10, max(0, j.conn.MaxPayload()-1024)); lim > 0 && len(text) > lim {
-		text = text[:lim]
+	if keep := min(64<<10, max(0, j.conn.MaxPayload()-1024)); keep > 0 && len(text) > keep {
+		text = text[:keep]
 	}
 	return j.call(ctx, lim, func(b []byte) []byte { return protocol.AppendSized(b, "QNACK", args, nil, text) })
 }

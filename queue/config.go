@@ -46,11 +46,14 @@ func DefaultConfig(maxJobBytes int, fsync string) Config {
 		Fsync: fsync, MaxJobBytes: maxJobBytes}
 }
 
+// MaxAttemptsLimit bounds max_attempts, a queue's and a job's alike.
+const MaxAttemptsLimit = 1000
+
 // Validate reports what is wrong with c.
 func (c Config) Validate() error {
 	var errs []error
-	if c.MaxAttempts < 1 || c.MaxAttempts > 1000 {
-		errs = append(errs, fmt.Errorf("max_attempts must be in [1, 1000], got %d", c.MaxAttempts))
+	if c.MaxAttempts < 1 || c.MaxAttempts > MaxAttemptsLimit {
+		errs = append(errs, fmt.Errorf("max_attempts must be in [1, %d], got %d", MaxAttemptsLimit, c.MaxAttempts))
 	}
 	if c.Visibility <= 0 {
 		errs = append(errs, errors.New("visibility_timeout must be positive"))

@@ -205,7 +205,10 @@ func TestLongPollAndDedup(t *testing.T) {
 	var errs []error
 	q.Enqueue(&EnqueueRequest{Payload: make([]byte, 2<<20)}, func(_ uint64, _ bool, err error) { errs = append(errs, err) })
 	q.Enqueue(&EnqueueRequest{Delay: -time.Second}, func(_ uint64, _ bool, err error) { errs = append(errs, err) })
-	if !errors.Is(errs[0], ErrTooLarge) || !errors.Is(errs[1], ErrBadDelay) {
+	q.Enqueue(&EnqueueRequest{MaxAttempts: -1}, func(_ uint64, _ bool, err error) { errs = append(errs, err) })
+	q.Enqueue(&EnqueueRequest{MaxAttempts: MaxAttemptsLimit + 1}, func(_ uint64, _ bool, err error) { errs = append(errs, err) })
+	if !errors.Is(errs[0], ErrTooLarge) || !errors.Is(errs[1], ErrBadDelay) ||
+		!errors.Is(errs[2], ErrBadAttempts) || !errors.Is(errs[3], ErrBadAttempts) {
 		t.Fatalf("bad enqueues: %v", errs)
 	}
 }

@@ -367,7 +367,7 @@ func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err erro
 		cb(0, false, ErrBadDelay)
 		return
 	}
-	if r.MaxAttempts < 0 {
+	if r.MaxAttempts < 0 || r.MaxAttempts > MaxAttemptsLimit {
 		cb(0, false, ErrBadAttempts)
 		return
 	}

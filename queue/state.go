@@ -16,7 +16,7 @@ var (
 	ErrNotReserved   = errors.New("queue: job is not reserved by this attempt")
 	ErrNotDead       = errors.New("queue: job is not dead-lettered")
 	ErrBadDelay      = errors.New("queue: delay must be between 0 and 100 years")
-	ErrBadAttempts   = errors.New("queue: max attempts must be at least 1")
+	ErrBadAttempts   = errors.New("queue: a job's max attempts must be in [1, 1000], or 0 for the queue's")
 	ErrBadVisibility = errors.New("queue: visibility timeout must be positive")
 )
 

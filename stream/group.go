@@ -327,6 +327,13 @@ func (m *Member) Ack(n int) error {
 // consume). The member must own p; off may not pass the high-water mark.
 func (m *Member) Commit(p int, off uint64) error {
 	g := m.g
+	// e.mu is held throughout, as by Reset: a rebalance (Join, a leave,
+	// partitions added: all under e.mu) that moved p between the owner
+	// check and the write revoked p with the member's acknowledged offset,
+	// which reached Pebble after this commit while this commit's stayed in
+	// memory (TestCommitRacingRebalance).
+	g.e.mu.RLock()
+	defer g.e.mu.RUnlock()
 	g.commitMu.Lock()
 	defer g.commitMu.Unlock()
 	g.mu.Lock()

@@ -1,11 +1,14 @@
 package stream
 
 import (
+	"encoding/binary"
 	"errors"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowmesh/flowmesh/kv/store"
 )
 
 // TestResetWithoutMembers: a group with no live member (never joined, or
@@ -130,6 +133,81 @@ func TestResetToTimesPastTheClock(t *testing.T) {
 		offs, err := n.e.Reset("far", "g", 0, Target{Kind: AtTime, Time: c.at})
 		if err != nil || offs[0] != c.want {
 			t.Errorf("reset to %v: %v %v, want offset %d", c.at, offs, err, c.want)
+		}
+	}
+}
+
+// TestCommitRacingRebalance: a member commits an offset of a partition
+// while a join moves that partition to another member. Whichever wins,
+// the group's committed offset in memory (what GroupInfo shows and the
+// next owner resumes from) and the one in Pebble (what a restart resumes
+// from) must end up the same. Before commits waited for rebalances, the
+// revoke's offset reached Pebble after the commit's and the commit's
+// stayed in memory.
+func TestCommitRacingRebalance(t *testing.T) {
+	n := openNode(t, t.TempDir())
+	defer n.close(t)
+	tp, err := n.e.Create("cr", defaults(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range 2 {
+		for range 10 {
+			write(t, tp, Write{Partition: p, Value: []byte("x")})
+		}
+	}
+	lazy := JoinOptions{CommitEvery: 1 << 30, CommitInterval: time.Hour}
+	for round := range 1000 {
+		if _, err := n.e.Reset("cr", "g", -1, Target{Kind: Earliest}); err != nil {
+			t.Fatal(err)
+		}
+		sa := newSink()
+		a, err := n.e.Join("cr", "g", lazy, sa)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sa.waitFor(t, "a's 20 events", func(s *sink) bool { return len(s.evs) == 20 })
+		if err := a.Ack(20); err != nil {
+			t.Fatal(err)
+		}
+		start := make(chan struct{})
+		var b *Member
+		joined := make(chan struct{})
+		go func() {
+			<-start
+			var err error
+			if b, err = n.e.Join("cr", "g", lazy, newSink()); err != nil {
+				t.Error(err)
+			}
+			close(joined)
+		}()
+		close(start)
+		for p := range 2 {
+			if err := a.Commit(p, 4); err != nil && !errors.Is(err, ErrNotOwner) {
+				t.Fatalf("round %d: commit of partition %d: %v", round, p, err)
+			}
+		}
+		<-joined
+		n.e.mu.RLock()
+		g := n.e.groups[groupKey{"cr", "g"}]
+		n.e.mu.RUnlock()
+		g.flushCommits() // the revoke's offset, if any, reaches Pebble
+		gi, err := n.e.GroupInfo("cr", "g")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for p := range 2 {
+			v, err := n.st.Get(store.KeyspaceStream, offsetKey("cr", "g", p))
+			if err != nil {
+				t.Fatalf("round %d: stored offset of partition %d: %v", round, p, err)
+			}
+			if stored, shown := int64(binary.LittleEndian.Uint64(v)), gi.Partitions[p].Committed; stored != shown {
+				t.Fatalf("round %d: partition %d committed %d in memory, %d in Pebble", round, p, shown, stored)
+			}
+		}
+		a.Leave()
+		if b != nil {
+			b.Leave()
 		}
 	}
 }

@@ -74,7 +74,9 @@ type Group struct {
 	t    *Topic
 	name string
 
-	commitMu sync.Mutex // serialises commits and rewinds with their Pebble writes
+	// commitMu serialises commits and rewinds with their Pebble writes, and
+	// rebalances with them: it is taken before mu, after the engine's mu.
+	commitMu sync.Mutex
 
 	mu        sync.Mutex
 	members   map[string]*Member
@@ -168,11 +170,13 @@ func (e *Engine) Join(topic, group string, o JoinOptions, sink Sink) (*Member, e
 	now := e.opts.Now()
 	m := &Member{g: g, id: fmt.Sprintf("%s-%08x", o.Name, rand.Uint32()), sink: sink, o: o,
 		lastSeen: now, lastCommit: now, processed: make(map[int]uint64)}
+	g.commitMu.Lock()
 	g.mu.Lock()
 	g.members[m.id] = m
 	g.latest = o.StartLatest
 	g.rebalance()
 	g.mu.Unlock()
+	g.commitMu.Unlock()
 	e.opts.Logger.Info("stream: member joined", "topic", topic, "group", group, "member", m.id)
 	return m, nil
 }
@@ -209,6 +213,8 @@ func (g *Group) resize() {
 
 // topicChanged picks up new partitions.
 func (g *Group) topicChanged() {
+	g.commitMu.Lock()
+	defer g.commitMu.Unlock()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if !g.closed {
@@ -229,7 +235,8 @@ func (g *Group) startPos(p int) uint64 {
 	return low
 }
 
-// rebalance reassigns partitions among the live members. g.mu held.
+// rebalance reassigns partitions among the live members. g.commitMu and
+// g.mu held.
 func (g *Group) rebalance() {
 	ids := slices.Sorted(maps.Keys(g.members))
 	prev := make([]string, len(g.owner))
@@ -327,13 +334,11 @@ func (m *Member) Ack(n int) error {
 // consume). The member must own p; off may not pass the high-water mark.
 func (m *Member) Commit(p int, off uint64) error {
 	g := m.g
-	// e.mu is held throughout, as by Reset: a rebalance (Join, a leave,
-	// partitions added: all under e.mu) that moved p between the owner
-	// check and the write revoked p with the member's acknowledged offset,
-	// which reached Pebble after this commit while this commit's stayed in
-	// memory (TestCommitRacingRebalance).
-	g.e.mu.RLock()
-	defer g.e.mu.RUnlock()
+	// commitMu is held throughout, and every rebalance takes it: one that
+	// moved p between the owner check and the write revoked p with the
+	// member's acknowledged offset, which reached Pebble after this
+	// commit while this commit's stayed in memory
+	// (TestCommitRacingRebalance).
 	g.commitMu.Lock()
 	defer g.commitMu.Unlock()
 	g.mu.Lock()
@@ -374,9 +379,11 @@ func (m *Member) Leave() { m.g.remove(m, nil) }
 func (g *Group) remove(m *Member, err error) {
 	e := g.e
 	e.mu.Lock()
+	g.commitMu.Lock()
 	g.mu.Lock()
 	if m.gone {
 		g.mu.Unlock()
+		g.commitMu.Unlock()
 		e.mu.Unlock()
 		return
 	}
@@ -388,6 +395,7 @@ func (g *Group) remove(m *Member, err error) {
 		g.closed = true
 	}
 	g.mu.Unlock()
+	g.commitMu.Unlock()
 	if last {
 		// Stop the goroutine and write the last commits before the group
 		// leaves the registry, under e.mu: a Join that comes next loads

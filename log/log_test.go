@@ -494,6 +494,66 @@ func TestReaderReadN(t *testing.T) {
 	}
 }
 
+// TestReaderAtTheTail: a Reader following the tail while batches are
+// written reads every offset once, in order. Under SyncAlways a written
+// batch is in the file (and in what readers may scan) before its fsync
+// makes it readable, and one write may carry several batches: a ReadN
+// that scanned such batches past the high-water mark once left its hint
+// at the last of them, and the next ReadN skipped the ones between.
+func TestReaderAtTheTail(t *testing.T) {
+	for _, pol := range []SyncPolicy{SyncAlways, SyncInterval} {
+		t.Run(pol.String(), func(t *testing.T) { readAtTheTail(t, pol) })
+	}
+}
+
+func readAtTheTail(t *testing.T, pol SyncPolicy) {
+	l := open(t, t.TempDir(), Options{Codec: CodecS2, Sync: pol})
+	defer l.Close()
+	const writers, each = 8, 1000
+	var wg sync.WaitGroup
+	defer wg.Wait() // before the Close: writers may still be appending after a failure
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, err := l.AppendWait(context.Background(), rec(w*each+i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	r := l.NewReader()
+	for off := uint64(0); off < writers*each; {
+		tail := l.Notify()
+		recs, err := r.ReadN(off, 3, 1<<20)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for i, rec := range recs {
+			if rec.Offset != off+uint64(i) {
+				t.Errorf("ReadN(%d, 3)[%d] is offset %d: offsets %d-%d skipped", off, i, rec.Offset, off+uint64(i), rec.Offset-1)
+				return
+			}
+		}
+		off += uint64(len(recs))
+		if len(recs) == 0 {
+			select {
+			case <-tail:
+			case <-done:
+				if recs, err := r.ReadN(off, 3, 1<<20); err != nil || len(recs) == 0 {
+					t.Errorf("all written, reader at %d of %d: %v", off, l.HighWater(), err)
+					return
+				}
+			}
+		}
+	}
+}
+
 func TestTailNotify(t *testing.T) {
 	l := open(t, t.TempDir(), Options{Codec: CodecS2})
 	defer l.Close()

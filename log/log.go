@@ -1083,7 +1083,11 @@ func (l *Log) read(offset uint64, maxRecords, maxBytes int, dst []Record, rb *re
 	} else {
 		hb = make([]byte, batchHeaderSize)
 	}
+	// The index and the size of the active segment grow under l.mu.
+	l.mu.Lock()
 	pos := s.locate(offset)
+	end := s.size // covers every offset below hw, which was read first
+	l.mu.Unlock()
 	if rb != nil {
 		if rb.hintOK && rb.hintOff == offset && rb.hintBase == s.base && rb.hintPos >= pos {
 			pos = rb.hintPos
@@ -1093,7 +1097,6 @@ func (l *Log) read(offset uint64, maxRecords, maxBytes int, dst []Record, rb *re
 	if maxRecords <= 0 {
 		maxRecords = math.MaxInt
 	}
-	end := l.readableSize(s) // covers every offset below hw, which was read first
 	got, nb := 0, 0
 	// resume is the batch holding the first record at or after offset that
 	// this read leaves out (at or past hw, or past maxRecords): where the
@@ -1185,14 +1188,6 @@ func clone(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-// readableSize is the part of s readers may see: for the active segment,
-// what the writer has published.
-func (l *Log) readableSize(s *segment) int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return s.size
-}
-
 // segmentFor finds and pins the segment holding offset.
 func (l *Log) segmentFor(offset uint64) (*segment, error) {
 	l.mu.Lock()
@@ -1214,6 +1209,7 @@ func (l *Log) segmentFor(offset uint64) (*segment, error) {
 // after ts, or HighWater if there is none. It costs a binary search over
 // segments and over one segment's index, plus one index interval of scan.
 func (l *Log) SeekTime(ts int64) (uint64, error) {
+	hw := l.committed.Load() // what readers may see: batches past it are not answered
 	l.mu.Lock()
 	var s *segment
 	for _, seg := range l.segs {
@@ -1234,14 +1230,16 @@ func (l *Log) SeekTime(ts int64) (uint64, error) {
 	}
 	l.mu.Unlock()
 	if s == nil {
-		return l.committed.Load(), nil
+		return hw, nil
 	}
 	defer l.opts.Handles.unpin(s)
 	hb := make([]byte, batchHeaderSize)
 	var buf, scratch []byte
 	var recs []Record
-	end := l.readableSize(s)
-	for pos := s.locateTime(ts); pos < end; {
+	l.mu.Lock() // the index and the size of the active segment grow under it
+	start, end := s.locateTime(ts), s.size
+	l.mu.Unlock()
+	for pos := start; pos < end; {
 		if hl, ok := s.holeAt(pos); ok {
 			pos = hl.end
 			continue
@@ -1259,12 +1257,15 @@ func (l *Log) SeekTime(ts int64) (uint64, error) {
 			return 0, err
 		}
 		for _, r := range recs {
+			if r.Offset >= hw {
+				return hw, nil
+			}
 			if r.Timestamp >= ts {
 				return r.Offset, nil
 			}
 		}
 	}
-	return l.committed.Load(), nil
+	return hw, nil
 }
 
 // Stats returns the log's counters.

@@ -541,6 +541,12 @@ func readAtTheTail(t *testing.T, pol SyncPolicy) {
 			}
 		}
 		off += uint64(len(recs))
+		// A seek by time meanwhile answers a readable offset, never one of
+		// a batch written but not yet published (fsynced, under always).
+		if at, err := l.SeekTime(time.Now().Add(-time.Millisecond).UnixNano()); err != nil || at > l.HighWater() {
+			t.Errorf("SeekTime during appends: offset %d, high-water mark %d, %v", at, l.HighWater(), err)
+			return
+		}
 		if len(recs) == 0 {
 			select {
 			case <-tail:

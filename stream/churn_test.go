@@ -32,11 +32,12 @@ func TestGroupChurn(t *testing.T) {
 
 // churnMember is one member and what its application has seen.
 type churnMember struct {
-	seen func(Event) // every delivery, for the report of a failure
-	m    *Member
-	mu   sync.Mutex
-	got  []Event // delivered, not yet acknowledged, in delivery order
-	wake chan struct{}
+	seen     func(Event) // every delivery, for the report of a failure
+	m        *Member
+	mu       sync.Mutex
+	got      []Event        // delivered, not yet acknowledged, in delivery order
+	frontier map[int]uint64 // per partition: the offset after the last it acknowledged
+	wake     chan struct{}
 }
 
 func (c *churnMember) Deliver(evs []Event) {
@@ -90,6 +91,9 @@ func groupChurn(t *testing.T, seed uint64) {
 				}
 				c.mu.Lock()
 				c.got = c.got[k:]
+				for _, ev := range batch {
+					c.frontier[ev.Partition] = max(c.frontier[ev.Partition], ev.Offset+1)
+				}
 				c.mu.Unlock()
 				ackedMu.Lock()
 				for _, ev := range batch {
@@ -104,7 +108,7 @@ func groupChurn(t *testing.T, seed uint64) {
 		}
 	}
 	join := func(o JoinOptions) (*churnMember, func()) {
-		c := &churnMember{wake: make(chan struct{}, 1), seen: func(ev Event) {
+		c := &churnMember{wake: make(chan struct{}, 1), frontier: map[int]uint64{}, seen: func(ev Event) {
 			ackedMu.Lock()
 			delivered[[2]uint64{uint64(ev.Partition), ev.Offset}]++
 			ackedMu.Unlock()
@@ -171,12 +175,19 @@ func groupChurn(t *testing.T, seed uint64) {
 		stops[i]()
 	}
 
-	// One member consumes to the end.
-	final, stop := join(JoinOptions{Window: 64, CommitEvery: 1})
+	// One member consumes to the end: from the stored offsets (no member
+	// is left to hold others) to the high-water marks.
 	highs := make([]uint64, tp.Partitions())
+	starts := make([]int64, tp.Partitions())
+	before, err := n.e.GroupInfo("churn", "g")
 	for p := range highs {
 		_, highs[p], _ = tp.Bounds(p)
+		starts[p] = -1
+		if err == nil {
+			starts[p] = before.Partitions[p].Committed
+		}
 	}
+	final, stop := join(JoinOptions{Window: 64, CommitEvery: 1})
 	deadline := time.After(20 * time.Second)
 	for {
 		ackedMu.Lock()
@@ -190,13 +201,25 @@ func groupChurn(t *testing.T, seed uint64) {
 			}
 		}
 		ackedMu.Unlock()
-		if missing < 0 {
+		final.mu.Lock()
+		behind := false // the final member has not acknowledged up to a high-water mark
+		for p, h := range highs {
+			behind = behind || starts[p] < int64(h) && final.frontier[p] < h
+		}
+		final.mu.Unlock()
+		if missing < 0 && !behind {
 			break
 		}
 		select {
 		case <-progress:
 		case <-deadline:
 			gi, _ := n.e.GroupInfo("churn", "g")
+			if missing < 0 {
+				final.mu.Lock()
+				defer final.mu.Unlock()
+				t.Fatalf("seed %d: after 20 s the final member has acknowledged up to %v of %v (started at %v); group %+v",
+					seed, final.frontier, highs, starts, gi.Partitions)
+			}
 			ackedMu.Lock()
 			times := delivered[[2]uint64{uint64(missing), missingOff}]
 			ackedMu.Unlock()

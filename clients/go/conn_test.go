@@ -364,7 +364,11 @@ func TestSubscribeNotSent(t *testing.T) {
 // returns.
 func TestReconnectGivesUp(t *testing.T) {
 	s := startNode(t, "")
-	fm := connect(t, s, flowmesh.ReconnectBackoff(time.Millisecond, 2*time.Millisecond), flowmesh.MaxReconnects(2))
+	// A short dial timeout: the freed port may be taken meanwhile by
+	// another test's listener (packages run in parallel) that never
+	// answers; a reconnect attempt there must not use up the test's 5 s.
+	fm := connect(t, s, flowmesh.ReconnectBackoff(time.Millisecond, 2*time.Millisecond), flowmesh.MaxReconnects(2),
+		flowmesh.DialTimeout(time.Second))
 	ctx := ctx5(t)
 	if err := fm.Flush(ctx); err != nil {
 		t.Fatal(err)

@@ -635,14 +635,20 @@ func (c *Conn) wait(ctx context.Context, cl *call) error {
 	case <-cl.done:
 		return cl.err
 	case <-stop:
-		if !cl.state.CompareAndSwap(callPending, callAbandoned) {
-			<-cl.done // answered meanwhile: the reply wins
-			return cl.err
-		}
-		// The reply will still arrive and be matched to cl, keeping the
-		// queue aligned; nobody reads it but cl.orphaned.
-		return ctx.Err()
+		return cl.abandon(ctx.Err())
 	}
+}
+
+// abandon is how a waiter that stops waiting leaves cl: a reply that came
+// meanwhile wins; otherwise cl is marked abandoned and err returned. The
+// reply will still arrive and be matched to cl, keeping the queue aligned;
+// nobody reads it but cl.orphaned, and releaseCall never recycles cl.
+func (cl *call) abandon(err error) error {
+	if !cl.state.CompareAndSwap(callPending, callAbandoned) {
+		<-cl.done // answered meanwhile: the reply wins
+		return cl.err
+	}
+	return err
 }
 
 // Flush sends a PING and waits for the PONG: every command sent before it

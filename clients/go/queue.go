@@ -329,11 +329,7 @@ func (l *replyLimit) wait(cl *call) error {
 		l.t.Stop()
 		return cl.err
 	case <-l.t.C:
-		if !cl.state.CompareAndSwap(callPending, callAbandoned) {
-			<-cl.done // answered meanwhile: the reply wins
-			return cl.err
-		}
-		return fmt.Errorf("%w (%v)", errReplyTimeout, l.d)
+		return cl.abandon(fmt.Errorf("%w (%v)", errReplyTimeout, l.d))
 	}
 }
 

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"container/heap"
 	"errors"
 	"fmt"
@@ -89,7 +90,7 @@ type State struct {
 	policy   Policy
 	rand     func() float64
 	jobs     map[uint64]*Job
-	ready    jobHeap // by priority desc, then ID asc
+	ready    readyQueue
 	delayed  jobHeap // by ReadyAt
 	inflight jobHeap // by Deadline
 	deadN    int
@@ -122,12 +123,6 @@ type Counters struct {
 // backoff jitter (tests pass a fixed one).
 func NewState(p Policy, rnd func() float64) *State {
 	s := &State{rand: rnd, jobs: make(map[uint64]*Job), dedup: make(map[string]dedupEntry)}
-	s.ready.less = func(a, b *Job) bool {
-		if a.Priority != b.Priority {
-			return a.Priority > b.Priority
-		}
-		return a.ID < b.ID
-	}
 	s.delayed.less = func(a, b *Job) bool { return a.ReadyAt < b.ReadyAt || a.ReadyAt == b.ReadyAt && a.ID < b.ID }
 	s.inflight.less = func(a, b *Job) bool { return a.Deadline < b.Deadline || a.Deadline == b.Deadline && a.ID < b.ID }
 	s.SetPolicy(p)
@@ -179,7 +174,7 @@ func (s *State) Enqueue(j *Job, runAt int64) {
 		return
 	}
 	j.Where = Ready
-	heap.Push(&s.ready, j)
+	s.ready.push(j)
 }
 
 // Restore puts back a job recovered from disk, in the state j.Where says
@@ -199,7 +194,7 @@ func (s *State) Restore(j *Job, now int64) {
 		s.deadN++
 	default:
 		j.Where = Ready
-		heap.Push(&s.ready, j)
+		s.ready.push(j)
 	}
 }
 
@@ -257,7 +252,7 @@ func (s *State) Reserve(max int, now int64, visibility time.Duration) []*Job {
 	}
 	var out []*Job
 	for len(out) < max && s.ready.Len() > 0 {
-		j := heap.Pop(&s.ready).(*Job)
+		j := s.ready.pop()
 		j.Where, j.Deadline, j.ReservedAt = InFlight, now+int64(visibility), now
 		j.Attempts++
 		heap.Push(&s.inflight, j)
@@ -406,7 +401,7 @@ func (s *State) requeue(j *Job, now, at int64) {
 		return
 	}
 	j.Where, j.ReadyAt = Ready, 0
-	heap.Push(&s.ready, j)
+	s.ready.push(j)
 }
 
 func (s *State) kill(j *Job, now int64) {
@@ -432,7 +427,7 @@ func (s *State) Advance(now int64) (readied, expired []*Job) {
 	for s.delayed.Len() > 0 && s.delayed.jobs[0].ReadyAt <= now {
 		j := heap.Pop(&s.delayed).(*Job)
 		j.Where, j.ReadyAt = Ready, 0
-		heap.Push(&s.ready, j)
+		s.ready.push(j)
 		readied = append(readied, j)
 	}
 	for s.inflight.Len() > 0 && s.inflight.jobs[0].Deadline <= now {
@@ -443,7 +438,7 @@ func (s *State) Advance(now int64) (readied, expired []*Job) {
 			s.kill(j, now)
 		} else {
 			j.Where = Ready
-			heap.Push(&s.ready, j)
+			s.ready.push(j)
 		}
 		expired = append(expired, j)
 	}
@@ -476,7 +471,7 @@ func (s *State) Redrive(id uint64) error {
 	s.deadN--
 	j.Attempts, j.DeadAt = 0, 0
 	j.Where = Ready
-	heap.Push(&s.ready, j)
+	s.ready.push(j)
 	s.counts.Redriven++
 	return nil
 }
@@ -497,12 +492,14 @@ func (s *State) PurgeDead() []uint64 {
 // attempt) and returns their IDs.
 func (s *State) Purge() []uint64 {
 	var ids []uint64
-	for _, h := range []*jobHeap{&s.ready, &s.delayed} {
-		for _, j := range h.jobs {
-			ids = append(ids, j.ID)
-			s.forget(j)
-		}
-		h.jobs = h.jobs[:0]
+	s.ready.all(func(j *Job) { ids = append(ids, j.ID) })
+	s.ready.clear()
+	for _, j := range s.delayed.jobs {
+		ids = append(ids, j.ID)
+	}
+	s.delayed.jobs = s.delayed.jobs[:0]
+	for _, id := range ids {
+		s.forget(s.jobs[id])
 	}
 	return ids
 }
@@ -542,9 +539,7 @@ func (s *State) Stats(now int64) Stats {
 	// A scan of the ready jobs: Stats is called about once a second, not
 	// per job, and an index for it would cost every enqueue and reserve.
 	oldest := int64(math.MaxInt64)
-	for _, j := range s.ready.jobs {
-		oldest = min(oldest, j.EnqueuedAt)
-	}
+	s.ready.all(func(j *Job) { oldest = min(oldest, j.EnqueuedAt) })
 	if st.Ready > 0 {
 		st.OldestReadyAge = time.Duration(now - oldest)
 	}
@@ -643,4 +638,86 @@ func (h *jobHeap) Pop() any {
 	h.jobs = h.jobs[:n]
 	j.index = -1
 	return j
+}
+
+// readyQueue holds the ready jobs in the order Reserve hands them out:
+// highest priority first, then lowest ID. A heap of them all made every
+// Reserve cost a sift through log2(n) levels of pointers, a cache miss
+// each with a deep queue (7% of the server's CPU with 100k jobs ready);
+// but jobs mostly arrive in that order already (enqueues come in ID order,
+// and most queues use one priority). So each priority keeps a FIFO of the
+// jobs that arrived in ID order and a heap only for those that did not
+// (retries, expired reservations, redrives): Reserve takes the lower ID of
+// the two heads.
+type readyQueue struct {
+	levels []*readyLevel // by priority, highest first; none empty
+	n      int
+}
+
+type readyLevel struct {
+	priority int
+	fifo     []*Job // ascending IDs from head on
+	head     int
+	late     jobHeap // by ID: jobs that arrived below the FIFO's tail
+}
+
+func (r *readyQueue) Len() int { return r.n }
+
+func (r *readyQueue) push(j *Job) {
+	r.n++
+	i, found := slices.BinarySearchFunc(r.levels, j.Priority, func(l *readyLevel, p int) int { return cmp.Compare(p, l.priority) })
+	if !found {
+		l := &readyLevel{priority: j.Priority}
+		l.late.less = func(a, b *Job) bool { return a.ID < b.ID }
+		r.levels = slices.Insert(r.levels, i, l)
+	}
+	l := r.levels[i]
+	if t := len(l.fifo); t == l.head || l.fifo[t-1].ID < j.ID {
+		l.fifo = append(l.fifo, j)
+		return
+	}
+	heap.Push(&l.late, j)
+}
+
+// pop takes the next job; the queue must not be empty.
+func (r *readyQueue) pop() *Job {
+	l := r.levels[0]
+	var j *Job
+	if l.head < len(l.fifo) && (l.late.Len() == 0 || l.fifo[l.head].ID < l.late.jobs[0].ID) {
+		j = l.fifo[l.head]
+		l.fifo[l.head] = nil
+		l.head++
+		if l.head == len(l.fifo) {
+			l.fifo, l.head = l.fifo[:0], 0
+		} else if l.head >= 1024 && 2*l.head >= len(l.fifo) {
+			// Slide the FIFO down so a queue that never empties does not
+			// grow its slice for ever: amortised O(1) per job.
+			n := copy(l.fifo, l.fifo[l.head:])
+			clear(l.fifo[n:])
+			l.fifo, l.head = l.fifo[:n], 0
+		}
+	} else {
+		j = heap.Pop(&l.late).(*Job)
+	}
+	r.n--
+	if l.head == len(l.fifo) && l.late.Len() == 0 {
+		r.levels = slices.Delete(r.levels, 0, 1)
+	}
+	return j
+}
+
+// all calls fn for each ready job, in no particular order.
+func (r *readyQueue) all(fn func(*Job)) {
+	for _, l := range r.levels {
+		for _, j := range l.fifo[l.head:] {
+			fn(j)
+		}
+		for _, j := range l.late.jobs {
+			fn(j)
+		}
+	}
+}
+
+func (r *readyQueue) clear() {
+	r.levels, r.n = nil, 0
 }

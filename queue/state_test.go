@@ -1,7 +1,9 @@
 package queue
 
 import (
+	"cmp"
 	"errors"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -291,6 +293,7 @@ func TestRandomOpsKeepInvariants(t *testing.T) {
 func checkInvariants(t *testing.T, s *State) {
 	t.Helper()
 	count := map[Where]int{}
+	ready := checkReady(t, &s.ready)
 	for id, j := range s.jobs {
 		if j.ID != id {
 			t.Fatalf("job %d stored under %d", j.ID, id)
@@ -299,7 +302,9 @@ func checkInvariants(t *testing.T, s *State) {
 		var h *jobHeap
 		switch j.Where {
 		case Ready:
-			h = &s.ready
+			if !ready[j] {
+				t.Fatalf("ready job %d not in the ready queue", id)
+			}
 		case Delayed:
 			h = &s.delayed
 		case InFlight:
@@ -310,9 +315,42 @@ func checkInvariants(t *testing.T, s *State) {
 		}
 	}
 	st := s.Stats(0)
+	if len(ready) != count[Ready] {
+		t.Fatalf("%d jobs in the ready queue, %d ready", len(ready), count[Ready])
+	}
 	if st.Ready != count[Ready] || st.Delayed != count[Delayed] || st.InFlight != count[InFlight] || st.Dead != count[Dead] {
 		t.Fatalf("stats %+v, counted %v", st, count)
 	}
+}
+
+// checkReady checks the ready queue's shape (levels by priority, highest
+// first, none empty; each FIFO in ID order; the count) and returns its jobs.
+func checkReady(t *testing.T, r *readyQueue) map[*Job]bool {
+	t.Helper()
+	jobs := map[*Job]bool{}
+	for i, l := range r.levels {
+		if i > 0 && r.levels[i-1].priority <= l.priority {
+			t.Fatalf("ready levels out of order: %d before %d", r.levels[i-1].priority, l.priority)
+		}
+		if l.head == len(l.fifo) && l.late.Len() == 0 {
+			t.Fatalf("empty ready level %d kept", l.priority)
+		}
+		for k, j := range l.fifo[l.head:] {
+			if k > 0 && l.fifo[l.head+k-1].ID >= j.ID {
+				t.Fatalf("ready FIFO of priority %d out of ID order at %d", l.priority, j.ID)
+			}
+		}
+		for _, j := range append(slices.Clone(l.fifo[l.head:]), l.late.jobs...) {
+			if j.Priority != l.priority {
+				t.Fatalf("job %d of priority %d in the ready level of %d", j.ID, j.Priority, l.priority)
+			}
+		}
+	}
+	r.all(func(j *Job) { jobs[j] = true })
+	if len(jobs) != r.Len() {
+		t.Fatalf("ready queue holds %d jobs, counts %d", len(jobs), r.Len())
+	}
+	return jobs
 }
 
 // TestClipError: a job keeps at most MaxErrorBytes of its last error, cut
@@ -349,5 +387,48 @@ func TestClipError(t *testing.T) {
 	}
 	if j := s.Lookup(1); len(j.LastError) > MaxErrorBytes {
 		t.Fatalf("the job kept %d bytes of its error", len(j.LastError))
+	}
+}
+
+// TestReadyQueueOrder: the ready queue hands jobs out by priority, highest
+// first, then by ID, whatever order they arrive in: mostly ascending IDs
+// (enqueues) with some below the tail (retries), priorities mixed, popped
+// in between so FIFOs empty, refill and slide down.
+func TestReadyQueueOrder(t *testing.T) {
+	for seed := uint64(0); seed < 20; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		var r readyQueue
+		var want []*Job // the model: every job held, sorted on each pop
+		nextID := uint64(1)
+		for step := 0; step < 6000; step++ {
+			if rng.IntN(100) < 55 || r.Len() == 0 {
+				id := nextID
+				nextID++
+				if rng.IntN(10) == 0 && nextID > 50 {
+					id = rng.Uint64N(nextID-1) + 1 // below the tail: a retry's ID (IDs need not be unique here)
+				}
+				j := &Job{ID: id, Priority: []int{0, 0, 0, 0, 5, -2}[rng.IntN(6)], index: -1}
+				r.push(j)
+				want = append(want, j)
+				continue
+			}
+			slices.SortStableFunc(want, func(a, b *Job) int {
+				if a.Priority != b.Priority {
+					return cmp.Compare(b.Priority, a.Priority)
+				}
+				return cmp.Compare(a.ID, b.ID)
+			})
+			got := r.pop()
+			if got.Priority != want[0].Priority || got.ID != want[0].ID {
+				t.Fatalf("seed %d step %d: popped %d (priority %d), want %d (priority %d)", seed, step, got.ID, got.Priority, want[0].ID, want[0].Priority)
+			}
+			want = slices.DeleteFunc(want, func(j *Job) bool { return j == got })
+			if len(want) != r.Len() {
+				t.Fatalf("seed %d step %d: %d held, want %d", seed, step, r.Len(), len(want))
+			}
+			if step%500 == 0 {
+				checkReady(t, &r)
+			}
+		}
 	}
 }

@@ -652,6 +652,7 @@ func (h *jobHeap) Pop() any {
 type readyQueue struct {
 	levels []*readyLevel // by priority, highest first; none empty
 	n      int
+	spare  *readyLevel // the last level emptied: a queue that drains after every job reuses it
 }
 
 type readyLevel struct {
@@ -667,8 +668,11 @@ func (r *readyQueue) push(j *Job) {
 	r.n++
 	i, found := slices.BinarySearchFunc(r.levels, j.Priority, func(l *readyLevel, p int) int { return cmp.Compare(p, l.priority) })
 	if !found {
-		l := &readyLevel{priority: j.Priority}
-		l.late.less = func(a, b *Job) bool { return a.ID < b.ID }
+		l := r.spare
+		if l == nil {
+			l = &readyLevel{late: jobHeap{less: lowerID}}
+		}
+		r.spare, l.priority = nil, j.Priority
 		r.levels = slices.Insert(r.levels, i, l)
 	}
 	l := r.levels[i]
@@ -702,9 +706,12 @@ func (r *readyQueue) pop() *Job {
 	r.n--
 	if l.head == len(l.fifo) && l.late.Len() == 0 {
 		r.levels = slices.Delete(r.levels, 0, 1)
+		r.spare = l
 	}
 	return j
 }
+
+func lowerID(a, b *Job) bool { return a.ID < b.ID }
 
 // all calls fn for each ready job, in no particular order.
 func (r *readyQueue) all(fn func(*Job)) {
@@ -719,5 +726,5 @@ func (r *readyQueue) all(fn func(*Job)) {
 }
 
 func (r *readyQueue) clear() {
-	r.levels, r.n = nil, 0
+	r.levels, r.n, r.spare = nil, 0, nil
 }

@@ -536,11 +536,7 @@ type Stats struct {
 // Stats counts the jobs by state at now.
 func (s *State) Stats(now int64) Stats {
 	st := Stats{Ready: s.ready.Len(), Delayed: s.delayed.Len(), InFlight: s.inflight.Len(), Dead: s.deadN, Counters: s.counts}
-	// A scan of the ready jobs: Stats is called about once a second, not
-	// per job, and an index for it would cost every enqueue and reserve.
-	oldest := int64(math.MaxInt64)
-	s.ready.all(func(j *Job) { oldest = min(oldest, j.EnqueuedAt) })
-	if st.Ready > 0 {
+	if oldest, ok := s.ready.oldest(); ok {
 		st.OldestReadyAge = time.Duration(now - oldest)
 	}
 	return st
@@ -712,6 +708,25 @@ func (r *readyQueue) pop() *Job {
 }
 
 func lowerID(a, b *Job) bool { return a.ID < b.ID }
+
+// oldest returns the earliest EnqueuedAt of the ready jobs. A job's
+// EnqueuedAt grows with its ID (the driver stamps jobs as the log
+// completes their appends, in offset order; recovery takes the records'
+// append times), so the oldest job of a level is one of its two heads,
+// the lowest IDs: no scan. A scan of a million ready jobs held the queue
+// for 10 ms, at every stats call (metrics scrapes, QINFO, the UI).
+func (r *readyQueue) oldest() (at int64, ok bool) {
+	at = math.MaxInt64
+	for _, l := range r.levels {
+		if l.head < len(l.fifo) {
+			at, ok = min(at, l.fifo[l.head].EnqueuedAt), true
+		}
+		if l.late.Len() > 0 {
+			at, ok = min(at, l.late.jobs[0].EnqueuedAt), true
+		}
+	}
+	return at, ok
+}
 
 // all calls fn for each ready job, in no particular order.
 func (r *readyQueue) all(fn func(*Job)) {

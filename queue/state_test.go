@@ -3,6 +3,7 @@ package queue
 import (
 	"cmp"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -315,6 +316,13 @@ func checkInvariants(t *testing.T, s *State) {
 		}
 	}
 	st := s.Stats(0)
+	oldest := int64(math.MaxInt64)
+	for j := range ready {
+		oldest = min(oldest, j.EnqueuedAt)
+	}
+	if len(ready) > 0 && st.OldestReadyAge != time.Duration(-oldest) {
+		t.Fatalf("oldest ready age %v at 0, want %v (scan of the ready jobs)", st.OldestReadyAge, time.Duration(-oldest))
+	}
 	if len(ready) != count[Ready] {
 		t.Fatalf("%d jobs in the ready queue, %d ready", len(ready), count[Ready])
 	}

@@ -17,7 +17,9 @@ import (
 // Every job enqueued must complete at least once and none may be lost:
 // at the end each was processed, and the queue holds nothing.
 //
-// FLOWMESH_CHAOS_JOBS sets the size (default 1000; the long version:
+// The server is killed at least twice while the jobs go in, and once per
+// 5000 jobs in longer runs. FLOWMESH_CHAOS_JOBS sets the size (default
+// 1000; the long version:
 // FLOWMESH_CHAOS_JOBS=50000 go test -run TestQueueChaos -timeout 30m ./cmd/flowmesh).
 func TestQueueChaos(t *testing.T) {
 	if testing.Short() {
@@ -113,20 +115,31 @@ func TestQueueChaos(t *testing.T) {
 			}
 		}()
 	}
-	// Kill the server once about a third of the jobs are in.
-	for {
-		mu.Lock()
-		n := enqueued
-		mu.Unlock()
-		if n >= jobs/3 {
-			break
+	// Kill the server while the jobs go in: at least twice (a restart
+	// that recovers from a recovery), once per 5000 jobs in long runs.
+	kills := max(2, jobs/5000)
+	for k := 1; k <= kills; k++ {
+		for {
+			mu.Lock()
+			n := enqueued
+			mu.Unlock()
+			if n >= jobs*k/(kills+1) {
+				break
+			}
+			select {
+			case <-prodDone:
+				t.Fatalf("producer gave up after %d of %d jobs", n, jobs)
+			case <-time.After(10 * time.Millisecond):
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		child.Process.Kill()
+		child.Wait()
+		child = startChild(t, dir, addr)
 	}
-	child.Process.Kill()
-	child.Wait()
-	child = startChild(t, dir, addr)
 	<-prodDone
+	if enqueued != jobs {
+		t.Fatalf("producer stopped after %d of %d jobs: %v", enqueued, jobs, ctx.Err())
+	}
 	// Wait for the queue to drain (in-flight jobs of crashed workers come
 	// back after their 1 s visibility timeout).
 	admin = dial()

@@ -31,6 +31,7 @@ var allowedDeps = map[string][]string{
 	"internal/repeatlog":      {},
 	"internal/fdlimit":        {},
 	"internal/fdlimit/fdtest": {},
+	"internal/seeds":          {},
 	"stream":                  {"log", "kv/store", "internal/conf", "internal/dirs", "internal/fdlimit", "internal/repeatlog"},
 	"queue":                   {"log", "kv/store", "internal/conf", "internal/dirs", "internal/fdlimit", "internal/repeatlog"},
 	"server":                  {"protocol", "protocol/resp", "server/subject", "netpoll", "monitor", "kv", "kv/store", "kv/aof", "log", "stream", "queue", "internal/conf", "internal/dirs", "internal/fdlimit", "internal/repeatlog", "monitor/externalscaler", "monitor/tracing"},

@@ -5,12 +5,13 @@ import (
 	"fmt"
 	"maps"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowmesh/flowmesh/internal/seeds"
 )
 
 // TestAgainstModel drives the engine with random commands on a few keys of
@@ -23,15 +24,11 @@ import (
 // file's replay over what Pebble kept and the expiry index all sit between
 // the two. FLOWMESH_KV_MODEL_SEEDS sets how many seeds run (default 6).
 func TestAgainstModel(t *testing.T) {
-	seeds := 6
-	if v, err := strconv.Atoi(os.Getenv("FLOWMESH_KV_MODEL_SEEDS")); err == nil && v > 0 {
-		seeds = v
-	}
-	for seed := 1; seed <= seeds; seed++ {
+	seeds.Run(t, "FLOWMESH_KV_MODEL_SEEDS", 1, 6, func(t *testing.T, seed uint64) {
 		for _, always := range []bool{false, true} {
-			t.Run(fmt.Sprintf("seed%d/always=%v", seed, always), func(t *testing.T) { runKVModel(t, uint64(seed), always, 300) })
+			t.Run(fmt.Sprintf("always=%v", always), func(t *testing.T) { runKVModel(t, seed, always, 300) })
 		}
-	}
+	})
 }
 
 // mval is a key's value in the model.

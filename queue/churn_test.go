@@ -3,11 +3,11 @@ package queue
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flowmesh/flowmesh/internal/seeds"
 )
 
 // TestConsumerChurn: consumers with random windows come and go while jobs
@@ -26,13 +26,7 @@ import (
 //
 // FLOWMESH_QUEUE_CHURN_SEEDS sets how many seeds run (default 20).
 func TestConsumerChurn(t *testing.T) {
-	seeds := 20
-	if v, err := strconv.Atoi(os.Getenv("FLOWMESH_QUEUE_CHURN_SEEDS")); err == nil && v > 0 {
-		seeds = v
-	}
-	for seed := range seeds {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { consumerChurn(t, uint64(seed)) })
-	}
+	seeds.Run(t, "FLOWMESH_QUEUE_CHURN_SEEDS", 0, 20, consumerChurn)
 }
 
 // churnConsumer is one consumer and its application.

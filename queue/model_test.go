@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flowmesh/flowmesh/internal/seeds"
 )
 
 // TestAgainstModel drives a queue with random operations (enqueues with
@@ -19,13 +19,7 @@ import (
 // attempts and times, against a plain model of the documented semantics.
 // FLOWMESH_QUEUE_MODEL_SEEDS sets how many seeds run (default 6).
 func TestAgainstModel(t *testing.T) {
-	seeds := 6
-	if v, err := strconv.Atoi(os.Getenv("FLOWMESH_QUEUE_MODEL_SEEDS")); err == nil && v > 0 {
-		seeds = v
-	}
-	for seed := 1; seed <= seeds; seed++ {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { runModel(t, uint64(seed), 400) })
-	}
+	seeds.Run(t, "FLOWMESH_QUEUE_MODEL_SEEDS", 1, 6, func(t *testing.T, seed uint64) { runModel(t, seed, 400) })
 }
 
 type modelJob struct {

@@ -2,13 +2,12 @@ package stream
 
 import (
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flowmesh/flowmesh/internal/seeds"
 )
 
 // TestGroupChurn: members with auto-commit join, leave, acknowledge,
@@ -21,13 +20,7 @@ import (
 // (the final member's acknowledgements were committed on its leave).
 // FLOWMESH_STREAM_CHURN_SEEDS sets how many seeds run (default 30).
 func TestGroupChurn(t *testing.T) {
-	seeds := 30
-	if v, err := strconv.Atoi(os.Getenv("FLOWMESH_STREAM_CHURN_SEEDS")); err == nil && v > 0 {
-		seeds = v
-	}
-	for seed := range seeds {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { groupChurn(t, uint64(seed)) })
-	}
+	seeds.Run(t, "FLOWMESH_STREAM_CHURN_SEEDS", 0, 30, groupChurn)
 }
 
 // churnMember is one member and what its application has seen.

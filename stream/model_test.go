@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flowmesh/flowmesh/internal/seeds"
 
 	"github.com/flowmesh/flowmesh/kv/store"
 )
@@ -22,13 +22,7 @@ import (
 // reads from random offsets, seeks by time and bounds.
 // FLOWMESH_STREAM_MODEL_SEEDS sets how many seeds run (default 6).
 func TestTopicAgainstModel(t *testing.T) {
-	seeds := 6
-	if v, err := strconv.Atoi(os.Getenv("FLOWMESH_STREAM_MODEL_SEEDS")); err == nil && v > 0 {
-		seeds = v
-	}
-	for seed := 1; seed <= seeds; seed++ {
-		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { runTopicModel(t, uint64(seed), 300) })
-	}
+	seeds.Run(t, "FLOWMESH_STREAM_MODEL_SEEDS", 1, 6, func(t *testing.T, seed uint64) { runTopicModel(t, seed, 300) })
 }
 
 type modelEvent struct {

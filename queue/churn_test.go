@@ -19,8 +19,8 @@ import (
 //   - a consumer never holds more unfinished jobs than its window (its
 //     abandoned jobs count until their visibility timeout passes);
 //   - nothing is pushed while the queue is paused;
-//   - each job is acknowledged exactly once: a second ack of a job, or an
-//     ack from an attempt that was superseded, is refused;
+//   - each job is acknowledged exactly once: a second ack of the same
+//     attempt is refused (stale attempts' acks: TestAgainstModel);
 //   - once the abandoned jobs' timeouts pass and the rest is worked off,
 //     every job enqueued was acknowledged and the queue is empty.
 //

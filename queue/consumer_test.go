@@ -158,14 +158,14 @@ func TestConsumersShareAndEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	enq(t, q, EnqueueRequest{Payload: []byte("y")})
+	y, _ := enq(t, q, EnqueueRequest{Payload: []byte("y")})
 	for _, d := range ga {
 		if err := ack(q, d.ID, d.Attempt); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if d := a.take(t, 1)[0]; d.ID != 4 {
-		t.Fatalf("pushed %d, want 4", d.ID)
+	if d := a.take(t, 1)[0]; d.ID != y {
+		t.Fatalf("pushed %d, want %d", d.ID, y)
 	}
 	select {
 	case d := <-b.jobs:

@@ -1,11 +1,13 @@
 package queue
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -14,30 +16,34 @@ import (
 	commitlog "github.com/flowmesh/flowmesh/log"
 )
 
-// A queue's durable state, in two places:
+// A queue's durable state is its commit log (Dir/<queue>/):
 //
-//   - its commit log (Dir/<queue>/) holds every job as enqueued: the
-//     record's offset is the job's ID, its key the idempotency key, its
-//     headers the job header (priority, max attempts, run-at time, then
-//     the producer's NATS/1.0 block) and its value the payload. An enqueue
-//     is acknowledged when its record is durable per the queue's fsync
-//     policy, through the log's group commit.
-//   - Pebble (keyspace Q) holds "s/<queue>\x00<ID, 8 bytes big-endian>" for
-//     every job whose state differs from "ready, never attempted": the
-//     state, attempts, the time that matters for it, the last error; an
-//     acknowledged or purged job is an 'A' marker. State changes are
-//     written in batches by the queue's goroutine (one Pebble commit for
-//     all the acks, nacks and reservations that came meanwhile; fsynced
-//     under fsync=always) before they are acknowledged or delivered.
+//   - job records: every job as enqueued. The record's offset is the
+//     job's ID, its key the idempotency key, its headers the job header
+//     (priority, max attempts, run-at time, then the producer's NATS/1.0
+//     block) and its value the payload. An enqueue is acknowledged when
+//     its record is durable per the queue's fsync policy, through the
+//     log's group commit.
+//   - state records, behind them: every state change of a job (reserved,
+//     nacked, delayed, dead, acknowledged or purged: the 'A' marker), as
+//     the queue's goroutine gathers them, one record (or a few) per round
+//     for all the acks, nacks and reservations that came meanwhile. They
+//     share the log's group commit with the enqueues of the moment and
+//     are durable before they are acknowledged or delivered.
 //
-// Recovery reads both: the job states from Pebble, then every record of
-// the log from the released mark on. In-flight jobs come back in flight
-// with their deadline, so they are delivered again once it passes, the
-// attempt counted. As the oldest jobs are acknowledged, the queue releases
-// the log below its oldest live job (or the oldest job whose idempotency
-// key is still inside the dedup window), the log deletes whole segments
-// below it, and the state keys below it are removed: disk use follows the
-// live jobs.
+// Recovery reads the log from the released mark on, job records and the
+// state records behind them in order (a job's state records come after
+// its own record). In-flight jobs come back in flight with their
+// deadline, so they are delivered again once it passes, the attempt
+// counted. As the oldest jobs are acknowledged, the queue releases the log
+// below its oldest live job (or the oldest job whose idempotency key is
+// still inside the dedup window) and the log deletes whole segments below
+// it, state records with them: disk use follows the live jobs.
+//
+// Until 2026-12-04 the states were Pebble keys (keyspace Q,
+// "s/<queue>\x00<ID, 8 bytes big-endian>"); recovery still reads them
+// first (a state record overrides one), and release deletes them as the
+// log moves past their jobs.
 
 // Queue is one job queue.
 type Queue struct {
@@ -61,9 +67,10 @@ type Queue struct {
 	dead         []Job    // dead-lettered by advance, announced after the next batch
 	nextConsumer int
 	ready        []delivery // reservations decided, waiting for their write
-	ops          []op       // state changes not yet in Pebble
+	ops          []op       // state changes not yet written
 	opsCbs       []func(error)
 	released     uint64
+	pebbleStates bool // recovery found job states in Pebble (written before they moved to the log)
 	closed       error
 	recovery     RecoveryStats
 	hist         histogram // processing time: reserve to ack
@@ -188,6 +195,61 @@ func decodeState(b []byte, j *Job) (acked bool, err error) {
 	return false, nil
 }
 
+// State records: the log's records of job state changes, told from job
+// records by their header, one byte stateRecordKind (a job header starts
+// with its version, 1). Value: for each change, uvarint job ID | uvarint
+// length | the state as encodeState writes it, or the 'A' marker.
+const stateRecordKind = 2
+
+// maxStateRecord bounds one state record's value, far under the log's
+// batch limit.
+const maxStateRecord = 256 << 10
+
+var stateRecordHeader = []byte{stateRecordKind}
+
+// encodeStateRecords packs ops into state records.
+func encodeStateRecords(ops []op) []commitlog.Record {
+	var recs []commitlog.Record
+	var v []byte
+	for _, o := range ops {
+		val := o.val
+		if val == nil {
+			val = ackedState
+		}
+		if len(v) > 0 && len(v)+len(val)+2*binary.MaxVarintLen64 > maxStateRecord {
+			recs = append(recs, commitlog.Record{Headers: stateRecordHeader, Value: v})
+			v = nil
+		}
+		v = binary.AppendUvarint(v, o.id)
+		v = binary.AppendUvarint(v, uint64(len(val)))
+		v = append(v, val...)
+	}
+	return append(recs, commitlog.Record{Headers: stateRecordHeader, Value: v})
+}
+
+var ackedState = []byte{ackedMarker}
+
+// isStateRecord reports whether a log record is a state record.
+func isStateRecord(hdr []byte) bool { return len(hdr) == 1 && hdr[0] == stateRecordKind }
+
+// decodeStateRecord calls fn for each change in a state record's value.
+func decodeStateRecord(v []byte, fn func(id uint64, state []byte)) error {
+	for len(v) > 0 {
+		id, n := binary.Uvarint(v)
+		if n <= 0 {
+			return errors.New("queue: bad job ID in state record")
+		}
+		v = v[n:]
+		l, n := binary.Uvarint(v)
+		if n <= 0 || uint64(len(v)-n) < l {
+			return errors.New("queue: bad state length in state record")
+		}
+		fn(id, v[n:n+int(l)])
+		v = v[n+int(l):]
+	}
+	return nil
+}
+
 // Job record header: uvarint version(1) | varint priority | uvarint max
 // attempts | varint run-at (Unix ns, 0: at once) | the producer's header block.
 func encodeJobHeader(dst []byte, prio, maxAttempts int, runAt int64, hdr []byte) []byte {
@@ -251,7 +313,11 @@ func (e *Engine) openQueue(name string, cfg Config) (*Queue, error) {
 	return q, nil
 }
 
-// recover rebuilds the state machine from Pebble and the log.
+// recover rebuilds the state machine from the log: its job records, then
+// the state records behind them, each change applying to a job read
+// before it (a job's state records come after its own record, so all of
+// a live job's are above the released mark). States an older version kept
+// in Pebble are read first; a state record overrides them.
 func (q *Queue) recover() error {
 	q.released = q.log.Released()
 	states := make(map[uint64][]byte)
@@ -265,7 +331,23 @@ func (q *Queue) recover() error {
 	if err != nil {
 		return fmt.Errorf("queue: recover %q: %w", q.name, err)
 	}
+	q.pebbleStates = len(states) > 0
 	now := q.e.opts.Now().UnixNano()
+	type found struct {
+		j     *Job
+		acked bool
+	}
+	var jobs []found // in log order: by ID
+	apply := func(f *found, st []byte) {
+		j := f.j
+		j.Where, j.Attempts, j.ReadyAt, j.Deadline, j.DeadAt, j.LastError = 0, 0, 0, 0, 0, ""
+		acked, err := decodeState(st, j)
+		if err != nil {
+			q.e.opts.Logger.Error("queue: unreadable job state; job made ready", "queue", q.name, "id", f.j.ID, "err", err)
+			f.j.Where = Ready
+		}
+		f.acked = acked
+	}
 	rdr := q.log.NewReader()
 	for off := q.released; off < q.log.HighWater(); {
 		recs, err := rdr.Read(off, 4<<20)
@@ -277,6 +359,18 @@ func (q *Queue) recover() error {
 		}
 		for _, r := range recs {
 			off = r.Offset + 1
+			if isStateRecord(r.Headers) {
+				err := decodeStateRecord(r.Value, func(id uint64, st []byte) {
+					i, ok := slices.BinarySearchFunc(jobs, id, func(f found, id uint64) int { return cmp.Compare(f.j.ID, id) })
+					if ok {
+						apply(&jobs[i], st)
+					} // else: a job below the released mark, gone
+				})
+				if err != nil {
+					q.e.opts.Logger.Error("queue: unreadable state record; the changes after its last readable one are lost", "queue", q.name, "offset", r.Offset, "err", err)
+				}
+				continue
+			}
 			j := &Job{ID: r.Offset, EnqueuedAt: r.Timestamp, Key: string(r.Key), Size: len(r.Value)}
 			prio, maxAtt, runAt, hdr, err := decodeJobHeader(r.Headers)
 			if err != nil {
@@ -287,25 +381,25 @@ func (q *Queue) recover() error {
 				j.Trace = q.e.opts.TraceOf(hdr)
 			}
 			j.Priority, j.MaxAttempts = prio, maxAtt
-			if s, ok := states[r.Offset]; ok {
-				acked, err := decodeState(s, j)
-				if err != nil {
-					q.e.opts.Logger.Error("queue: unreadable job state; job made ready", "queue", q.name, "id", r.Offset, "err", err)
-					j.Where = Ready
-				}
-				if acked {
-					// Its key still answers inside the dedup window.
-					q.st.RememberKey(j.Key, j.ID, j.EnqueuedAt, now)
-					continue
-				}
-			} else if runAt > now {
+			if runAt > now {
 				j.Where, j.ReadyAt = Delayed, runAt
 			} else {
 				j.Where = Ready
 			}
-			q.st.Restore(j, now)
-			q.recovery.Jobs++
+			jobs = append(jobs, found{j: j})
+			if st, ok := states[j.ID]; ok {
+				apply(&jobs[len(jobs)-1], st)
+			}
 		}
+	}
+	for _, f := range jobs {
+		if f.acked {
+			// Its key still answers inside the dedup window.
+			q.st.RememberKey(f.j.Key, f.j.ID, f.j.EnqueuedAt, now)
+			continue
+		}
+		q.st.Restore(f.j, now)
+		q.recovery.Jobs++
 	}
 	// The queue opens as of now: delayed jobs that came due and visibility
 	// timeouts that passed while the node was down are applied before
@@ -822,21 +916,28 @@ func cloneBytes(b []byte) []byte {
 	return append([]byte{}, b...)
 }
 
-// persist writes state changes in one Pebble batch, fsynced under the
-// queue's always policy.
+// persist writes state changes as state records in the queue's log,
+// behind the enqueues: one fsync stream per queue (an fsync under the
+// always policy, shared through the log's group commit with the enqueues
+// of the moment). They were a Pebble batch before: a second fsync per
+// round, Pebble's memtable inserts, flushes and compactions for records
+// that live a few milliseconds.
 func (q *Queue) persist(ops []op) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	b := q.e.opts.Store.NewBatch()
-	for _, o := range ops {
-		v := o.val
-		if v == nil {
-			v = []byte{ackedMarker}
-		}
-		b.Set(store.KeyspaceQueue, stateKey(q.name, o.id), v)
+	recs := encodeStateRecords(ops)
+	errs := make(chan error, len(recs))
+	// One append per record: a record stays under the log's batch limit,
+	// and a purge of a million jobs is many records.
+	for i := range recs {
+		q.log.Append(recs[i:i+1], func(_ uint64, err error) { errs <- err })
 	}
-	if err := b.CommitSync(q.log.Policy() == commitlog.SyncAlways); err != nil {
+	var err error
+	for range recs {
+		err = cmp.Or(err, <-errs)
+	}
+	if err != nil {
 		q.persistLog.Log(q.e.opts.Logger, slog.LevelError, "queue: job states not written", err, "queue", q.name)
 		return err
 	}
@@ -868,10 +969,14 @@ func (q *Queue) release(now time.Time) {
 		q.e.opts.Logger.Warn("queue: low-water mark not saved", "queue", q.name, "err", err)
 		return
 	}
-	b := q.e.opts.Store.NewBatch()
-	b.DeleteRange(store.KeyspaceQueue, stateKey(q.name, 0), stateKey(q.name, lw))
-	if err := b.Commit(); err != nil {
-		q.e.opts.Logger.Warn("queue: old job states not deleted", "queue", q.name, "err", err)
+	if q.pebbleStates {
+		// States an older version kept in Pebble: deleted as the log
+		// moves past their jobs.
+		b := q.e.opts.Store.NewBatch()
+		b.DeleteRange(store.KeyspaceQueue, stateKey(q.name, 0), stateKey(q.name, lw))
+		if err := b.Commit(); err != nil {
+			q.e.opts.Logger.Warn("queue: old job states not deleted", "queue", q.name, "err", err)
+		}
 	}
 	q.mu.Lock()
 	q.released = lw

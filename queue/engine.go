@@ -22,7 +22,7 @@ import (
 // Options configure an Engine.
 type Options struct {
 	Dir           string       // queues live in Dir/<queue>/
-	Store         *store.Store // the node's Pebble DB: configs and job states
+	Store         *store.Store // the node's Pebble DB: configs, the logs' marks (job states of queues written before 2026-12-04)
 	Defaults      Config       // a new queue's settings unless given others
 	AutoCreate    bool         // an enqueue to an unknown queue creates it
 	FsyncInterval time.Duration
@@ -48,6 +48,11 @@ type Options struct {
 	// dead-letter queue (by nack or by its last visibility timeout).
 	TraceOf      func(header []byte) *[TraceSize]byte
 	DeadLettered func(q *Queue, j Job)
+
+	// afterPublish, a test hook, is each queue log's OnPublish: it runs
+	// on the log's writer once appended records are readable and before
+	// their appends complete.
+	afterPublish func()
 }
 
 // Engine owns every queue of a node.

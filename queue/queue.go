@@ -70,6 +70,12 @@ type Queue struct {
 	ops          []op       // state changes not yet written
 	opsCbs       []func(error)
 	released     uint64
+	// applied: every record below it is in the state machine (its
+	// append's completion ran). The log publishes records before it
+	// completes their appends, so its high-water mark can include a job
+	// the state does not hold yet: the log is released up to here, never
+	// past a job about to be added.
+	applied      uint64
 	pebbleStates bool // recovery found job states in Pebble (written before they moved to the log)
 	closed       error
 	recovery     RecoveryStats
@@ -293,6 +299,7 @@ func (e *Engine) openQueue(name string, cfg Config) (*Queue, error) {
 		FS: e.opts.FS, Codec: commitlog.CodecS2, Sync: pol, SyncInterval: e.opts.FsyncInterval,
 		SegmentBytes: e.opts.SegmentBytes, PreallocateBytes: e.opts.PreallocateBytes, Logger: e.opts.Logger, Now: e.opts.Now,
 		SyncGroup: e.opts.SyncGroup, Handles: e.opts.Handles, Meta: e.opts.Store.Namespace(store.KeyspaceLog, logMetaPrefix(name)),
+		OnPublish: e.opts.afterPublish,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("queue: open %q: %w", name, err)
@@ -392,6 +399,7 @@ func (q *Queue) recover() error {
 			}
 		}
 	}
+	q.applied = q.log.HighWater()
 	for _, f := range jobs {
 		if f.acked {
 			// Its key still answers inside the dedup window.
@@ -526,6 +534,7 @@ func (q *Queue) Enqueue(r *EnqueueRequest, cb func(id uint64, dup bool, err erro
 			delete(q.keys, key)
 		}
 		if err == nil {
+			q.applied = max(q.applied, id+1)
 			ts := q.e.opts.Now().UnixNano()
 			q.st.Enqueue(&Job{ID: id, Priority: prio, MaxAttempts: maxAtt, EnqueuedAt: ts, Key: key, Size: size, Trace: tr}, runAt)
 			if fresh != nil && q.freshBytes+len(fresh.payload)+len(fresh.hdr) <= freshMax {
@@ -931,7 +940,14 @@ func (q *Queue) persist(ops []op) error {
 	// One append per record: a record stays under the log's batch limit,
 	// and a purge of a million jobs is many records.
 	for i := range recs {
-		q.log.Append(recs[i:i+1], func(_ uint64, err error) { errs <- err })
+		q.log.Append(recs[i:i+1], func(off uint64, err error) {
+			if err == nil {
+				q.mu.Lock()
+				q.applied = max(q.applied, off+1)
+				q.mu.Unlock()
+			}
+			errs <- err
+		})
 	}
 	var err error
 	for range recs {
@@ -946,13 +962,14 @@ func (q *Queue) persist(ops []op) error {
 
 // release lets the log drop what no live job needs: below the oldest job
 // still held, and below the oldest job whose key is still in the dedup
-// window. The mark is saved before the state keys below it are deleted,
-// so a crash between the two leaves keys (harmless), never resurrected
+// window, but never past what the state machine has applied (a job the
+// log has published and whose enqueue is completing is not held yet).
+// The mark is saved before the old Pebble states below it are deleted,
+// so a crash between the two leaves states (harmless), never resurrected
 // jobs.
 func (q *Queue) release(now time.Time) {
-	hw := q.log.HighWater()
 	q.mu.Lock()
-	lw := q.st.LowWater(hw)
+	lw := q.st.LowWater(q.applied)
 	// Only jobs with an idempotency key hold the log for the dedup
 	// window; a queue whose jobs have none releases right behind its
 	// oldest live job, so acknowledged jobs' state keys are deleted while

@@ -214,8 +214,8 @@ func TestLongPollAndDedup(t *testing.T) {
 }
 
 // TestSpaceReclaimed: as jobs are acknowledged the log releases them and
-// deletes whole segments, and their state keys go; what is left after a
-// restart is only the live jobs. The queue has the default dedup window,
+// deletes whole segments, their state records with them (nothing is kept
+// in Pebble); what is left after a restart is only the live jobs. The queue has the default dedup window,
 // which jobs without an idempotency key do not hold.
 func TestSpaceReclaimed(t *testing.T) {
 	dir := t.TempDir()

@@ -75,12 +75,15 @@ type Queue struct {
 	// completes their appends, so its high-water mark can include a job
 	// the state does not hold yet: the log is released up to here, never
 	// past a job about to be added.
-	applied      uint64
-	pebbleStates bool // recovery found job states in Pebble (written before they moved to the log)
-	closed       error
-	recovery     RecoveryStats
-	hist         histogram // processing time: reserve to ack
-	rates        rates
+	applied uint64
+	// pebbleStatesTo: job states an older version kept in Pebble remain
+	// below this ID (found at recovery, deleted as the log is released
+	// past them); 0: none left.
+	pebbleStatesTo uint64
+	closed         error
+	recovery       RecoveryStats
+	hist           histogram // processing time: reserve to ack
+	rates          rates
 
 	// fresh holds the payloads of jobs enqueued and not yet delivered, up
 	// to freshMax bytes: most jobs are reserved soon after they are
@@ -338,7 +341,9 @@ func (q *Queue) recover() error {
 	if err != nil {
 		return fmt.Errorf("queue: recover %q: %w", q.name, err)
 	}
-	q.pebbleStates = len(states) > 0
+	for id := range states {
+		q.pebbleStatesTo = max(q.pebbleStatesTo, id+1)
+	}
 	now := q.e.opts.Now().UnixNano()
 	type found struct {
 		j     *Job
@@ -986,13 +991,15 @@ func (q *Queue) release(now time.Time) {
 		q.e.opts.Logger.Warn("queue: low-water mark not saved", "queue", q.name, "err", err)
 		return
 	}
-	if q.pebbleStates {
+	if q.pebbleStatesTo > 0 {
 		// States an older version kept in Pebble: deleted as the log
-		// moves past their jobs.
+		// moves past their jobs, until none is left.
 		b := q.e.opts.Store.NewBatch()
 		b.DeleteRange(store.KeyspaceQueue, stateKey(q.name, 0), stateKey(q.name, lw))
 		if err := b.Commit(); err != nil {
 			q.e.opts.Logger.Warn("queue: old job states not deleted", "queue", q.name, "err", err)
+		} else if lw >= q.pebbleStatesTo {
+			q.pebbleStatesTo = 0
 		}
 	}
 	q.mu.Lock()

@@ -492,15 +492,16 @@ func (s *State) PurgeDead() []uint64 {
 // attempt) and returns their IDs.
 func (s *State) Purge() []uint64 {
 	var ids []uint64
-	s.ready.all(func(j *Job) { ids = append(ids, j.ID) })
+	drop := func(j *Job) {
+		ids = append(ids, j.ID)
+		s.forget(j)
+	}
+	s.ready.all(drop)
 	s.ready.clear()
 	for _, j := range s.delayed.jobs {
-		ids = append(ids, j.ID)
+		drop(j)
 	}
 	s.delayed.jobs = s.delayed.jobs[:0]
-	for _, id := range ids {
-		s.forget(s.jobs[id])
-	}
 	return ids
 }
 
